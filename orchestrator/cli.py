@@ -1,0 +1,202 @@
+"""The `accelsweep` command: run, validate, report and look at acceleration sweeps."""
+
+import argparse
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+from orchestrator.errors import UserError
+from orchestrator.spec import Spec, SpecError, load_spec, tracking_uri
+from trainers.data import DataError, Dataset, data_summary, load_dataset
+from trainers.models import ModelError
+
+logger = logging.getLogger("accelsweep")
+
+USER_ERRORS = (UserError, DataError, ModelError)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of `accelsweep` (and `python -m orchestrator`).
+
+    Args:
+        argv: the arguments after the program name; defaults to sys.argv[1:].
+
+    Returns:
+        The exit code: 0 on success, 2 for a mistake in the input, 1 when a sweep fails.
+
+    Example:
+        >>> main(["validate", "search_spaces/quickstart.yaml"])
+        0
+    """
+    parser = _parser()
+    args = parser.parse_args(argv)
+    _configure_logging(args.verbose)
+    try:
+        return args.command(args)
+    except USER_ERRORS as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def run_command(args: argparse.Namespace) -> int:
+    """`accelsweep run SPEC`: check everything, then sweep, then print the trade-off table."""
+    from orchestrator import report, sweep, tracking
+    from orchestrator.ray_connection import connect_ray
+
+    spec = load_spec(args.spec)
+    data = load_checked_data(spec)
+    client = tracking.connect(spec.tracking_uri)
+    connect_ray(spec.ray.address, verbose=args.verbose)
+    problem = sweep.unsatisfiable_resources(spec, _ray_nodes())
+    if problem:
+        raise SpecError(f"{args.spec}: {problem}")
+
+    results_path = os.path.join(spec.results_dir, f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}")
+    parent_id = tracking.start_sweep_run(client, spec, Path(args.spec).read_text(), results_path)
+    total = sweep.planned_trials(spec)
+    logger.info("sweep %s: %d trials, MLflow run %s in %s", spec.name, total, parent_id, spec.tracking_uri)
+    callbacks = [tracking.TrialLogger(client, parent_id, spec), sweep.ProgressLog(spec, total)]
+    grid = sweep.run_sweep(spec, data, callbacks, results_path)
+
+    rows = report.sweep_rows(client, client.get_run(parent_id))
+    report.log_report(client, parent_id, rows)
+    tracking.finish_sweep_run(client, parent_id, "FINISHED" if not grid.errors else "FAILED")
+    print(report.format_rows(rows))
+    logger.info("results: MLflow run %s (accelsweep ui to browse); Tune state in %s", parent_id, results_path)
+    return 0 if not grid.errors else 1
+
+
+def validate_command(args: argparse.Namespace) -> int:
+    """`accelsweep validate SPEC`: check the spec, its data and its model without running anything."""
+    spec = load_spec(args.spec)
+    data = load_checked_data(spec)
+    from orchestrator import sweep
+
+    print(f"{args.spec}: valid; {sweep.planned_trials(spec)} trials of {spec.model.kind} on {data_summary(data)}")
+    return 0
+
+
+def report_command(args: argparse.Namespace) -> int:
+    """`accelsweep report NAME`: the trade-off table of a finished sweep, from MLflow alone."""
+    from orchestrator import report, tracking
+
+    client = tracking.connect(tracking_uri(args.uri))
+    parent = report.find_sweep_run(client, args.sweep)
+    print(report.format_rows(report.sweep_rows(client, parent), args.format))
+    return 0
+
+
+def ui_command(args: argparse.Namespace) -> int:
+    """`accelsweep ui`: the MLflow UI on 127.0.0.1 against the sweep's tracking store."""
+    uri = tracking_uri(args.uri)
+    command = ["mlflow", "ui", "--backend-store-uri", uri, "--host", args.host, "--port", str(args.port)]
+    logger.info("MLflow UI for %s at http://%s:%d (Ctrl-C to stop)", uri, args.host, args.port)
+    os.execvp(command[0], command)
+
+
+def load_checked_data(spec: Spec) -> Dataset:
+    """Load the spec's data set and build its baseline model once, so that a bad file, label or
+    model factory fails before Ray starts.
+
+    Args:
+        spec: the validated spec.
+
+    Returns:
+        The loaded data set.
+
+    Raises:
+        DataError, ModelError: with messages that name the file or the model.
+
+    Example:
+        >>> data = load_checked_data(load_spec("search_spaces/quickstart.yaml"))
+    """
+    from trainers.models import build_model
+
+    fields = spec.data.model_dump(exclude={"source", "path"})
+    data = load_dataset(spec.data.source, spec.data.path, seed=spec.train.seed, **fields)
+    build_model(
+        spec.model.kind,
+        data.input_shape,
+        data.num_classes,
+        hidden=spec.model.hidden,
+        channels=spec.model.channels,
+        options=spec.model.options,
+    )
+    return data
+
+
+def _ray_nodes():
+    import ray
+
+    return ray.nodes()
+
+
+def _configure_logging(verbose):
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    quiet = logging.INFO if verbose else logging.ERROR
+    for noisy in ("ray", "mlflow", "alembic", "optuna", "torch", "urllib3"):
+        logging.getLogger(noisy).setLevel(quiet)
+    logging.getLogger("trainers").setLevel(logging.INFO if verbose else logging.WARNING)
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "INFO" if verbose else "ERROR")
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+
+
+def _parser():
+    parser = argparse.ArgumentParser(
+        prog="accelsweep",
+        description=(
+            "Find the best speed/accuracy trade-off of deep-learning acceleration techniques "
+            "(low-rank, quantisation, pruning, dropout, weight decay, ...). One YAML spec -> "
+            "Ray Tune trials -> Ray Train workers -> measured results in MLflow."
+        ),
+        epilog="Start with: accelsweep run search_spaces/quickstart.yaml",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="show Ray's, MLflow's and the trainers' own logs")
+    commands = parser.add_subparsers(title="commands", required=True, metavar="COMMAND")
+
+    run = commands.add_parser(
+        "run",
+        help="run a sweep and print its trade-off table",
+        description=(
+            "Validate SPEC, load its data, start (or connect to) Ray, run every trial, log each "
+            "to MLflow as a child of one sweep run, and print all trials with the Pareto front "
+            "over (test accuracy, latency, size) marked. Exits 2 on a bad spec, before anything runs."
+        ),
+    )
+    run.add_argument("spec", help="the sweep spec (YAML), e.g. search_spaces/quickstart.yaml")
+    run.set_defaults(command=run_command)
+
+    validate = commands.add_parser(
+        "validate",
+        help="check a spec, its data and its model without running anything",
+        description="Check SPEC's keys and values, load its data and build its model. Exits 0 if valid, 2 if not.",
+    )
+    validate.add_argument("spec", help="the sweep spec (YAML)")
+    validate.set_defaults(command=validate_command)
+
+    report = commands.add_parser(
+        "report",
+        help="print a finished sweep's trade-off table from MLflow",
+        description="Read a sweep back from MLflow alone (works after the fact, from any machine).",
+    )
+    report.add_argument("sweep", help="the sweep's name (its newest run) or its parent run id")
+    report.add_argument("--format", choices=("table", "csv", "json", "markdown"), default="table")
+    report.add_argument("--uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)")
+    report.set_defaults(command=report_command)
+
+    ui = commands.add_parser(
+        "ui",
+        help="open the MLflow UI on the sweep results",
+        description="Serve the MLflow UI for the tracking store. Binds 127.0.0.1 unless --host says otherwise.",
+    )
+    ui.add_argument("--uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)")
+    ui.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    ui.add_argument("--port", type=int, default=5000)
+    ui.set_defaults(command=ui_command)
+    return parser

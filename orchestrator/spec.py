@@ -1,0 +1,374 @@
+"""Load and validate a sweep spec (YAML): every mistake is caught here, before anything runs.
+
+A spec names the data, the model, the training settings, the acceleration choices to sweep
+(`space`), the search, the resources, where results are tracked and which Ray to use. Unknown
+keys, wrong types and impossible values raise `SpecError`, whose message names the file, the key
+path and the value.
+"""
+
+import difflib
+import math
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from orchestrator.errors import UserError
+from trainers.data import SOURCES
+from trainers.techniques import TECHNIQUES
+
+SAMPLING_FORMS = ("choice", "grid", "uniform", "loguniform", "randint")
+EPOCH_OBJECTIVES = ("val_accuracy", "val_loss", "train_loss")
+OBJECTIVES = EPOCH_OBJECTIVES + (
+    "test_accuracy",
+    "test_loss",
+    "latency_ms",
+    "latency_p95_ms",
+    "latency_b256_ms",
+    "inference_samples_per_s",
+    "train_samples_per_s",
+    "size_bytes",
+    "param_count",
+)
+
+
+
+class SpecError(UserError):
+    """A spec that cannot run; the message names the file, the key and the value."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DataSpec(_Section):
+    source: str
+    path: str | None = None
+    label_column: str | None = None
+    num_classes: int | None = Field(default=None, ge=2)
+    val_fraction: float = Field(default=0.1, gt=0, lt=1)
+    test_fraction: float = Field(default=0.2, gt=0, lt=1)
+    text_features: int = Field(default=1024, ge=1)
+    n_samples: int = Field(default=2000, ge=10)
+    n_features: int = Field(default=32, ge=1)
+
+    @field_validator("source")
+    @classmethod
+    def _known_source(cls, source):
+        if source not in SOURCES:
+            raise ValueError(f"unknown source{_did_you_mean(source, SOURCES)}; valid: {', '.join(SOURCES)}")
+        return source
+
+
+class ModelSpec(_Section):
+    kind: str = "mlp"
+    hidden: list[int] = Field(default=[64])
+    channels: list[int] = Field(default=[16, 32])
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("hidden", "channels")
+    @classmethod
+    def _positive_widths(cls, widths):
+        if not widths or any(w < 1 for w in widths):
+            raise ValueError(f"widths must be a non-empty list of integers >= 1, got {widths}")
+        return widths
+
+
+class TrainSpec(_Section):
+    epochs: int = Field(default=5, ge=1)
+    batch_size: int = Field(default=64, ge=1)
+    optimizer: Literal["adamw", "adam", "sgd"] = "adamw"
+    lr: float = Field(default=3e-3, gt=0)
+    seed: int = 0
+
+
+class SearchSpec(_Section):
+    algorithm: Literal["random", "grid", "optuna"] = "random"
+    num_samples: int = Field(default=8, ge=1)
+    metric: str | list[str] = "val_accuracy"
+    mode: Literal["max", "min"] | list[Literal["max", "min"]] = "max"
+    scheduler: Literal["fifo", "asha"] = "fifo"
+    grace_period: int = Field(default=1, ge=1)
+    max_t: int | None = Field(default=None, ge=1)
+    time_budget_s: float | None = Field(default=None, gt=0)
+
+    @field_validator("metric")
+    @classmethod
+    def _known_metrics(cls, metric):
+        for name in [metric] if isinstance(metric, str) else metric:
+            if name not in OBJECTIVES:
+                raise ValueError(f"unknown metric{_did_you_mean(name, OBJECTIVES)}; valid: {', '.join(OBJECTIVES)}")
+        return metric
+
+    @model_validator(mode="after")
+    def _objectives(self):
+        metrics, modes = self.metrics, self.modes
+        if len(metrics) != len(modes):
+            raise ValueError(f"{len(metrics)} metrics but {len(modes)} modes: give one mode per metric")
+        if len(metrics) > 1 and self.algorithm != "optuna":
+            raise ValueError("several metrics (multi-objective) need algorithm: optuna")
+        if len(metrics) > 1 and self.scheduler == "asha":
+            raise ValueError("scheduler asha stops trials on one metric: use fifo with several metrics")
+        if self.scheduler == "asha" and metrics[0] not in EPOCH_OBJECTIVES:
+            raise ValueError(f"scheduler asha needs a per-epoch metric, one of {EPOCH_OBJECTIVES}")
+        return self
+
+    @property
+    def metrics(self) -> list[str]:
+        return [self.metric] if isinstance(self.metric, str) else list(self.metric)
+
+    @property
+    def modes(self) -> list[str]:
+        return [self.mode] if isinstance(self.mode, str) else list(self.mode)
+
+
+class ResourcesSpec(_Section):
+    workers_per_trial: int = Field(default=1, ge=1)
+    cpus_per_worker: float = Field(default=1, gt=0)
+    gpus_per_worker: float = Field(default=0, ge=0)
+    max_concurrent_trials: int | None = Field(default=None, ge=1)
+    max_failures: int = Field(default=2, ge=0)
+
+
+class TrackingSpec(_Section):
+    experiment: str | None = None
+    uri: str | None = None
+
+
+class RaySpec(_Section):
+    address: str | None = None
+    storage_path: str | None = None
+
+
+class Spec(_Section):
+    """A validated sweep spec. Build it with `load_spec` (from a file) or `parse_spec`."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    data: DataSpec
+    model: ModelSpec = Field(default_factory=ModelSpec)
+    train: TrainSpec = Field(default_factory=TrainSpec)
+    space: dict[str, Any] = Field(default_factory=dict)
+    search: SearchSpec = Field(default_factory=SearchSpec)
+    resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
+    tracking: TrackingSpec = Field(default_factory=TrackingSpec)
+    ray: RaySpec = Field(default_factory=RaySpec)
+
+    @property
+    def experiment(self) -> str:
+        return self.tracking.experiment or self.name
+
+    @property
+    def tracking_uri(self) -> str:
+        return tracking_uri(self.tracking.uri)
+
+    @property
+    def results_dir(self) -> str:
+        return os.path.abspath(self.ray.storage_path or "accelsweep_results")
+
+
+SPACE_KEYS = tuple(TECHNIQUES) + ("workers",)
+
+
+def tracking_uri(explicit: str | None = None) -> str:
+    """The MLflow tracking URI: `explicit` if given, else $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db.
+
+    Example:
+        >>> tracking_uri("http://127.0.0.1:5000")
+        'http://127.0.0.1:5000'
+    """
+    return explicit or os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlflow.db"
+
+
+def load_spec(path: str | os.PathLike) -> Spec:
+    """Read and validate a spec file.
+
+    Args:
+        path: the YAML file.
+
+    Returns:
+        The validated spec.
+
+    Raises:
+        SpecError: the file is missing, not YAML, or not a valid spec; the message names the
+            file, the key path and the value.
+
+    Example:
+        >>> spec = load_spec("search_spaces/quickstart.yaml")
+        >>> spec.search.num_samples
+        8
+    """
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except OSError as error:
+        raise SpecError(f"{path}: cannot read the spec: {error.strerror}") from None
+    except yaml.YAMLError as error:
+        raise SpecError(f"{path}: not valid YAML: {error}") from None
+    return parse_spec(raw, source=str(path))
+
+
+def parse_spec(raw: object, source: str = "<spec>") -> Spec:
+    """Validate an already-parsed spec (a dict, as YAML gives it).
+
+    Args:
+        raw: the spec's content.
+        source: the name used in messages (usually the file).
+
+    Returns:
+        The validated spec.
+
+    Raises:
+        SpecError: with one line per problem, each naming `source`, the key path and the value.
+
+    Example:
+        >>> parse_spec({"name": "t", "data": {"source": "digits"}}).train.epochs
+        5
+    """
+    if not isinstance(raw, dict):
+        raise SpecError(f"{source}: a spec is a mapping of keys (name, data, model, ...), got {_show(raw)}")
+    problems = []
+    try:
+        spec = Spec.model_validate(raw)
+    except ValidationError as error:
+        problems = [_describe(problem) for problem in error.errors()]
+    space, search = raw.get("space") or {}, raw.get("search") or {}
+    if isinstance(space, dict) and isinstance(search, dict):
+        problems += _space_problems(space, search.get("algorithm", "random"))
+    if problems:
+        raise SpecError("\n".join(f"{source}: {problem}" for problem in problems))
+    return spec
+
+
+def domain_of(value: object) -> tuple[str, list]:
+    """Split one `space` entry into its sampling form and values.
+
+    Args:
+        value: a fixed value, or a one-key mapping such as {"choice": [...]}.
+
+    Returns:
+        (form, values): form is "fixed" (values = [value]) or one of SAMPLING_FORMS.
+
+    Example:
+        >>> domain_of({"loguniform": [1e-5, 1e-2]})
+        ('loguniform', [1e-05, 0.01])
+    """
+    if isinstance(value, dict):
+        ((form, values),) = value.items()
+        return form, list(values)
+    return "fixed", [value]
+
+
+def _space_problems(space, algorithm):
+    problems = []
+    for key, value in space.items():
+        where = f"space.{key}"
+        if key not in SPACE_KEYS:
+            problems.append(f"{where}: unknown key{_did_you_mean(key, SPACE_KEYS)}; valid keys: {', '.join(SPACE_KEYS)}")
+            continue
+        problem = _domain_problem(key, value, where)
+        if problem is None:
+            problem = _algorithm_problem(algorithm, key, value, where)
+        if problem:
+            problems.append(problem)
+    return problems
+
+
+def _domain_problem(key, value, where):
+    if isinstance(value, dict):
+        forms = ", ".join(SAMPLING_FORMS)
+        if len(value) != 1:
+            return f"{where}: give exactly one sampling form ({forms}), got {', '.join(map(str, value)) or 'none'}"
+        if next(iter(value)) not in SAMPLING_FORMS:
+            form = str(next(iter(value)))
+            return f"{where}: unknown sampling form{_did_you_mean(form, SAMPLING_FORMS)}; use a fixed value or one of {forms}"
+        form, values = next(iter(value.items()))
+        where = f"{where}.{form}"
+        if key == "workers" and form in ("uniform", "loguniform"):
+            return f"{where}: workers are counted: use a fixed value, choice, grid or randint"
+        if not isinstance(values, list) or not values:
+            return f"{where}: expected a non-empty list, got {_show(values)}"
+        if form in ("uniform", "loguniform", "randint"):
+            return _range_problem(key, form, values, where)
+        for index, item in enumerate(values):
+            problem = _value_problem(key, item)
+            if problem:
+                return f"{where}[{index}]: {problem}"
+        return None
+    problem = _value_problem(key, value)
+    return f"{where}: {problem}" if problem else None
+
+
+def _range_problem(key, form, values, where):
+    if len(values) != 2 or not all(_is_number(v) for v in values):
+        return f"{where}: expected [low, high] numbers, got {_show(values)}"
+    low, high = values
+    if not low < high:
+        return f"{where}: low must be below high, got {_show(values)}"
+    if form == "loguniform" and low <= 0:
+        return f"{where}: loguniform needs low > 0, got {_show(low)}"
+    if form == "randint" and not all(isinstance(v, int) for v in values):
+        return f"{where}: randint needs integers, got {_show(values)}"
+    samples = range(low, high + 1) if form == "randint" and high - low <= 1000 else values
+    for sample in samples:
+        problem = _value_problem(key, sample)
+        if problem:
+            return f"{where}: the range admits {_show(sample)}, which is invalid: {problem}"
+    return None
+
+
+def _value_problem(key, value):
+    if key == "workers":
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            return f"workers must be an integer >= 1, got {_show(value)}"
+        return None
+    try:
+        TECHNIQUES[key](value)
+    except (TypeError, ValueError) as error:
+        return str(error)
+    return None
+
+
+def _algorithm_problem(algorithm, key, value, where):
+    form, _ = domain_of(value)
+    if algorithm == "grid" and form not in ("fixed", "choice", "grid"):
+        return f"{where}: algorithm grid needs fixed values or lists (choice/grid), got {form}"
+    if algorithm == "optuna" and form == "grid":
+        return f"{where}: algorithm optuna samples, it does not enumerate: use choice instead of grid"
+    return None
+
+
+def _describe(problem):
+    location = ".".join(str(part) for part in problem["loc"])
+    if problem["type"] == "extra_forbidden":
+        *parent, key = problem["loc"]
+        valid = _section_keys(parent)
+        return f"{location}: unknown key{_did_you_mean(str(key), valid)}; valid keys: {', '.join(valid)}"
+    message = problem["msg"].removeprefix("Value error, ")
+    if problem["type"] == "missing":
+        return f"{location}: missing (required)"
+    if "input" in problem and problem["type"] not in ("value_error",):
+        message += f", got {_show(problem['input'])}"
+    return f"{location}: {message}" if location else message
+
+
+def _section_keys(parent):
+    model = Spec
+    for part in parent:
+        model = model.model_fields[part].annotation
+    return list(model.model_fields)
+
+
+def _did_you_mean(word, candidates):
+    close = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.6)
+    return f" {word!r} (did you mean {close[0]!r}?)" if close else f" {word!r}"
+
+
+def _is_number(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _show(value):
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."

@@ -1,0 +1,273 @@
+"""Build and run the Ray Tune sweep for a spec: search space, search algorithm, scheduler,
+per-trial resources, concurrency, the dense fp32 baseline trial, and progress lines."""
+
+import logging
+import math
+import os
+import time
+from dataclasses import fields
+
+import ray
+from ray import tune
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+from ray.tune.search import BasicVariantGenerator
+from ray.tune.search.optuna import OptunaSearch
+
+from orchestrator.spec import Spec, domain_of
+from orchestrator.trial import trial_driver, trial_mode, workers_of
+from trainers.data import Dataset
+from trainers.techniques import TECHNIQUES
+
+logger = logging.getLogger(__name__)
+
+DRIVER_MEMORY_BYTES = 64 * 1024**2
+"""A worker-group trial's driver asks only for memory: a CPU would starve its own workers."""
+
+
+def param_space(spec: Spec) -> dict:
+    """The spec's `space` as Ray Tune search domains.
+
+    Args:
+        spec: the validated spec.
+
+    Returns:
+        A Tune param_space: fixed values stay as they are; choice, grid, uniform, loguniform
+        and randint (inclusive bounds) become Tune domains.
+
+    Example:
+        >>> param_space(spec)["rank"]
+        <ray.tune.search.sample.Categorical ...>
+    """
+    space = {}
+    for key, value in spec.space.items():
+        form, values = domain_of(value)
+        if form == "fixed":
+            space[key] = values[0]
+        elif form == "grid" or (form == "choice" and spec.search.algorithm == "grid"):
+            space[key] = tune.grid_search(values)
+        elif form == "choice":
+            space[key] = tune.choice(values)
+        elif form == "uniform":
+            space[key] = tune.uniform(*values)
+        elif form == "loguniform":
+            space[key] = tune.loguniform(*values)
+        else:
+            space[key] = tune.randint(values[0], values[1] + 1)
+    return space
+
+
+def baseline_choices(spec: Spec) -> dict:
+    """The dense fp32 baseline trial's values: every swept technique off.
+
+    Example:
+        >>> baseline_choices(spec)
+        {'rank': None, 'quant_bits': 32, ...}
+    """
+    choices = {key: fields(TECHNIQUES[key])[0].default for key in spec.space if key in TECHNIQUES}
+    if "workers" in spec.space:
+        choices["workers"] = spec.resources.workers_per_trial
+    return choices
+
+
+def trial_resources(spec: Spec, choices: dict) -> tune.PlacementGroupFactory:
+    """What one trial reserves: its worker's CPUs/GPUs in-process, or a tiny driver plus workers.
+
+    Args:
+        spec: the sweep spec.
+        choices: the trial's sampled values (its `workers` choice, if swept).
+
+    Returns:
+        The trial's placement group factory.
+
+    Example:
+        >>> trial_resources(spec, {"workers": 2})
+    """
+    worker = {"CPU": spec.resources.cpus_per_worker}
+    if spec.resources.gpus_per_worker > 0:
+        worker["GPU"] = spec.resources.gpus_per_worker
+    workers = workers_of(spec, choices)
+    if workers == 1:
+        return tune.PlacementGroupFactory([worker])
+    return tune.PlacementGroupFactory([{"memory": DRIVER_MEMORY_BYTES}] + [worker] * workers)
+
+
+def max_concurrent_trials(spec: Spec, cluster: dict) -> int:
+    """How many trials run at once: the spec's value, else as many as the cluster's CPUs and GPUs fit.
+
+    Args:
+        spec: the sweep spec.
+        cluster: `ray.cluster_resources()`.
+
+    Example:
+        >>> max_concurrent_trials(spec, {"CPU": 8.0})
+        8
+    """
+    if spec.resources.max_concurrent_trials:
+        return spec.resources.max_concurrent_trials
+    workers = _most_workers(spec)
+    fits = cluster.get("CPU", 0) // (spec.resources.cpus_per_worker * workers)
+    if spec.resources.gpus_per_worker > 0:
+        fits = min(fits, cluster.get("GPU", 0) // (spec.resources.gpus_per_worker * workers))
+    return max(1, int(fits))
+
+
+def unsatisfiable_resources(spec: Spec, nodes: list[dict]) -> str | None:
+    """Why no trial could ever be scheduled on this cluster, or None if the biggest one fits.
+
+    Args:
+        spec: the sweep spec.
+        nodes: `ray.nodes()`.
+
+    Example:
+        >>> unsatisfiable_resources(spec, ray.nodes())
+    """
+    alive = [node["Resources"] for node in nodes if node.get("Alive")]
+    workers = _most_workers(spec)
+    need = {"CPU": spec.resources.cpus_per_worker, "GPU": spec.resources.gpus_per_worker}
+    for name, amount in need.items():
+        if amount == 0:
+            continue
+        largest = max((node.get(name, 0) for node in alive), default=0)
+        total = sum(node.get(name, 0) for node in alive)
+        if largest < amount or total < amount * workers:
+            return (
+                f"resources: a trial needs {workers} worker(s) x {amount:g} {name}, but the cluster has "
+                f"{total:g} {name} in all and at most {largest:g} on one node"
+            )
+    return None
+
+
+def run_sweep(spec: Spec, data: Dataset, callbacks: list, results_path: str) -> tune.ResultGrid:
+    """Run every trial of the sweep on the connected Ray cluster.
+
+    Args:
+        spec: the validated spec.
+        data: the data set, loaded once and shared with every trial through the object store.
+        callbacks: Tune callbacks (the MLflow trial logger, progress).
+        results_path: the directory for this sweep's Tune state and checkpoints.
+
+    Returns:
+        Tune's result grid.
+
+    Example:
+        >>> grid = run_sweep(spec, load_dataset("digits"), [TrialLogger(...)], "/tmp/sweep")
+    """
+    trainable = tune.with_resources(
+        tune.with_parameters(trial_driver, spec_json=spec.model_dump_json(), data_ref=[ray.put(data)]),
+        lambda choices: trial_resources(spec, choices),
+    )
+    tuner = tune.Tuner(
+        trainable,
+        param_space=param_space(spec),
+        tune_config=tune.TuneConfig(
+            search_alg=_search_algorithm(spec),
+            scheduler=_scheduler(spec),
+            num_samples=spec.search.num_samples + 1,  # the baseline comes first, then the samples
+            max_concurrent_trials=max_concurrent_trials(spec, ray.cluster_resources()),
+            time_budget_s=spec.search.time_budget_s,
+            reuse_actors=True,
+            trial_dirname_creator=lambda trial: trial.trial_id,
+        ),
+        run_config=tune.RunConfig(
+            name=os.path.basename(results_path),
+            storage_path=os.path.dirname(results_path),
+            callbacks=callbacks,
+            verbose=0,
+            failure_config=tune.FailureConfig(max_failures=spec.resources.max_failures),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+        ),
+    )
+    return tuner.fit()
+
+
+class ProgressLog(tune.Callback):
+    """Logs one line as each trial starts and ends, with the count done and the best so far.
+
+    Args:
+        spec: the sweep spec (for the metric, mode and trial count).
+        total: how many trials the sweep will run.
+
+    Example:
+        >>> tune.RunConfig(callbacks=[ProgressLog(spec, total=9)])
+    """
+
+    def __init__(self, spec: Spec, total: int):
+        self.spec = spec
+        self.total = total
+        self.done = 0
+        self.running = 0
+        self.best: tuple[float, str] | None = None
+        self.started = time.monotonic()
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        self.running += 1
+        logger.info("trial %s started: %s", trial.trial_id, trial_mode(self.spec, trial.config))
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self._finish(trial, "done")
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self._finish(trial, "FAILED")
+
+    def _finish(self, trial, outcome):
+        self.running -= 1
+        self.done += 1
+        result = trial.last_result or {}
+        metric, mode = self.spec.search.metrics[0], self.spec.search.modes[0]
+        value = result.get(metric)
+        name = trial_mode(self.spec, trial.config)
+        if result.get("diverged"):
+            outcome = f"diverged at epoch {int(result['diverged_epoch'])}"
+        elif isinstance(value, (int, float)) and math.isfinite(value):
+            better = self.best is None or (value > self.best[0] if mode == "max" else value < self.best[0])
+            if better:
+                self.best = (value, name)
+        shown = f"{metric}={value:.4g}" if isinstance(value, (int, float)) else ""
+        best = f"best {metric}={self.best[0]:.4g} ({self.best[1]})" if self.best else ""
+        logger.info(
+            "[%d/%d done, %d running, %.0fs] %s %s %s | %s",
+            self.done, self.total, self.running, time.monotonic() - self.started, name, outcome, shown, best,
+        )
+
+
+def planned_trials(spec: Spec) -> int:
+    """How many trials the sweep runs: the samples (times grid points) plus the baseline.
+
+    Example:
+        >>> planned_trials(spec)
+        9
+    """
+    grid_points = 1
+    for key, value in spec.space.items():
+        form, values = domain_of(value)
+        if form == "grid" or (form == "choice" and spec.search.algorithm == "grid"):
+            grid_points *= len(values)
+    return spec.search.num_samples * grid_points + 1
+
+
+def _search_algorithm(spec):
+    metrics, modes = spec.search.metrics, spec.search.modes
+    baseline = [baseline_choices(spec)]
+    if spec.search.algorithm == "optuna":
+        if len(metrics) == 1:
+            return OptunaSearch(metric=metrics[0], mode=modes[0], points_to_evaluate=baseline, seed=spec.train.seed)
+        return OptunaSearch(metric=metrics, mode=modes, points_to_evaluate=baseline, seed=spec.train.seed)
+    return BasicVariantGenerator(points_to_evaluate=baseline, random_state=spec.train.seed)
+
+
+def _scheduler(spec):
+    if spec.search.scheduler == "asha":
+        return ASHAScheduler(
+            metric=spec.search.metrics[0],
+            mode=spec.search.modes[0],
+            time_attr="epoch",
+            grace_period=spec.search.grace_period,
+            max_t=spec.search.max_t or spec.train.epochs,
+        )
+    return FIFOScheduler()
+
+
+def _most_workers(spec):
+    if "workers" not in spec.space:
+        return spec.resources.workers_per_trial
+    return max(domain_of(spec.space["workers"])[1])

@@ -1,0 +1,200 @@
+"""The trial driver: one per Ray Tune trial.
+
+A 1-worker trial trains inside its Tune trial (no worker group to pay for). A trial with more
+workers launches a Ray Train `TorchTrainer` (DDP: gloo on CPU, nccl on GPU) from here, the Train
+V2 way, and forwards its rank-0 reports to Tune with `TuneReportCallback`.
+"""
+
+import os
+import tempfile
+from dataclasses import asdict
+
+import ray
+import ray.train
+import torch
+from ray import tune
+from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+from ray.train.torch import TorchTrainer
+from ray.tune.integration.ray_train import CHECKPOINT_PATH_KEY, TuneReportCallback
+
+from orchestrator.spec import Spec
+from trainers.loop import TrialRecipe, train_trial
+from trainers.techniques import mode_string, techniques_from_choices
+
+TRAINED_FILE = "trained.pt"
+DEPLOYABLE_FILE = "deployable.pt"
+
+
+def recipe_for(spec: Spec, choices: dict, device: str = "cpu") -> TrialRecipe:
+    """The plain recipe the trainers loop runs for one trial of `spec`.
+
+    Args:
+        spec: the sweep spec.
+        choices: the trial's sampled values by space key.
+        device: the device the trial's worker trains on.
+
+    Returns:
+        The trial's recipe.
+
+    Example:
+        >>> recipe_for(spec, {"rank": 8}).choices
+        {'rank': 8}
+    """
+    return TrialRecipe(
+        model_kind=spec.model.kind,
+        choices={key: value for key, value in choices.items() if key != "workers"},
+        epochs=spec.train.epochs,
+        batch_size=spec.train.batch_size,
+        optimizer=spec.train.optimizer,
+        lr=spec.train.lr,
+        seed=spec.train.seed,
+        hidden=tuple(spec.model.hidden),
+        channels=tuple(spec.model.channels),
+        model_options=dict(spec.model.options),
+        threads=max(1, int(spec.resources.cpus_per_worker)),
+        device=device,
+    )
+
+
+def workers_of(spec: Spec, choices: dict) -> int:
+    """How many data-parallel workers a trial uses: its `workers` choice, else the spec's default.
+
+    Example:
+        >>> workers_of(spec, {"workers": 2})
+        2
+    """
+    return int(choices.get("workers", spec.resources.workers_per_trial))
+
+
+def trial_mode(spec: Spec, choices: dict) -> str:
+    """A trial's recipe at a glance, e.g. "r16-q8-d0.1-w2"; "baseline" for the dense fp32 one.
+
+    Args:
+        spec: the sweep spec (for the default number of workers).
+        choices: the trial's sampled values by space key.
+
+    Example:
+        >>> trial_mode(spec, {"rank": 16, "quant_bits": 8, "workers": 2})
+        'r16-q8-w2'
+    """
+    modes = [mode_string(techniques_from_choices(choices))]
+    workers = workers_of(spec, choices)
+    if workers != spec.resources.workers_per_trial:
+        modes.append(f"w{workers}")
+    if modes[0] == "baseline" and len(modes) > 1:
+        modes.pop(0)
+    return "-".join(modes)
+
+
+def trial_driver(config: dict, spec_json: str, data_ref: list) -> None:
+    """The Ray Tune function trainable: train one trial, in-process or with a worker group.
+
+    Args:
+        config: the trial's sampled values by space key.
+        spec_json: the sweep spec as JSON (a plain string travels cheaply to every trial).
+        data_ref: a one-element list holding the data set's object-store reference.
+
+    Example:
+        >>> tune.with_parameters(trial_driver, spec_json=spec.model_dump_json(), data_ref=[ref])
+    """
+    spec = Spec.model_validate_json(spec_json)
+    workers = workers_of(spec, config)
+    if workers == 1:
+        device = "cuda" if spec.resources.gpus_per_worker > 0 and torch.cuda.is_available() else "cpu"
+        resume = _load_trained(tune.get_checkpoint())
+        train_trial(recipe_for(spec, config, device), ray.get(data_ref[0]), _report_to_tune, resume)
+        return
+    trial_id = tune.get_context().get_trial_id()
+    trainer = TorchTrainer(
+        _train_worker,
+        train_loop_config={"recipe": asdict(recipe_for(spec, config)), "data_ref": data_ref},
+        scaling_config=ScalingConfig(
+            num_workers=workers,
+            use_gpu=spec.resources.gpus_per_worker > 0,
+            resources_per_worker=_worker_resources(spec),
+        ),
+        run_config=RunConfig(
+            name=f"train-{trial_id}",
+            storage_path=os.path.join(spec.results_dir, "train_runs"),
+            callbacks=[TuneReportCallback()],
+            checkpoint_config=CheckpointConfig(num_to_keep=2),
+            failure_config=FailureConfig(max_failures=spec.resources.max_failures),
+        ),
+    )
+    trainer.fit()
+
+
+def _worker_resources(spec):
+    resources = {"CPU": spec.resources.cpus_per_worker}
+    if spec.resources.gpus_per_worker > 0:
+        resources["GPU"] = spec.resources.gpus_per_worker
+    return resources
+
+
+def _train_worker(config):
+    recipe = TrialRecipe(**(config["recipe"] | {"device": str(ray.train.torch.get_device())}))
+    data = ray.get(config["data_ref"][0])
+    train_trial(recipe, data, _report_to_train, _load_trained(ray.train.get_checkpoint()))
+
+
+def _report_to_tune(metrics, checkpoint):
+    with tempfile.TemporaryDirectory() as directory:
+        tune.report(metrics, checkpoint=_as_checkpoint(checkpoint, directory, tune.Checkpoint))
+
+
+def _report_to_train(metrics, checkpoint):
+    rank_zero = ray.train.get_context().get_world_rank() == 0
+    with tempfile.TemporaryDirectory() as directory:
+        saved = _as_checkpoint(checkpoint, directory, ray.train.Checkpoint) if rank_zero else None
+        ray.train.report(metrics, checkpoint=saved)
+
+
+def _as_checkpoint(checkpoint, directory, checkpoint_class):
+    if checkpoint is None:
+        return None
+    for stem, state in checkpoint.items():
+        save_atomically(state, os.path.join(directory, f"{stem}.pt"))
+    return checkpoint_class.from_directory(directory)
+
+
+def save_atomically(state: object, path: str) -> None:
+    """`torch.save` to a temporary file beside `path`, then rename: never a half-written file.
+
+    Args:
+        state: what to save (tensors, dicts of tensors, numbers).
+        path: the final file.
+
+    Example:
+        >>> save_atomically({"w": torch.zeros(2)}, "/tmp/x.pt")
+    """
+    partial = f"{path}.partial"
+    torch.save(state, partial)
+    os.replace(partial, path)
+
+
+def _load_trained(checkpoint):
+    if checkpoint is None:
+        return None
+    with checkpoint.as_directory() as directory:
+        return torch.load(os.path.join(directory, TRAINED_FILE), weights_only=True)
+
+
+def checkpoint_dir_of(result: dict, trial_checkpoint) -> str | None:
+    """Where a finished trial's last checkpoint lives, for 1-worker and worker-group trials alike.
+
+    Args:
+        result: the trial's last result (worker-group trials carry the path in it).
+        trial_checkpoint: the Tune trial's checkpoint (1-worker trials), or None.
+
+    Returns:
+        A local directory path, or None when the trial saved no checkpoint.
+
+    Example:
+        >>> checkpoint_dir_of(trial.last_result, trial.checkpoint)
+    """
+    if result.get(CHECKPOINT_PATH_KEY):
+        return result[CHECKPOINT_PATH_KEY]
+    if trial_checkpoint is not None:
+        return trial_checkpoint.path
+    return None
+

@@ -1,0 +1,302 @@
+"""The per-worker training loop: data -> model -> techniques -> train -> export -> measure.
+
+Pure PyTorch. It takes a plain recipe, a data set and a `report` callable, so it runs the same
+inside a Ray Tune trial, inside a Ray Train worker, or on a bare GPU box. When
+`torch.distributed` is initialised (Ray Train does that for multi-worker trials) the model is
+wrapped in DistributedDataParallel and every rank trains on its own shard of the training split.
+"""
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+
+from trainers.data import Dataset
+from trainers.measure import count_parameters, evaluate, measure_inference, stored_size_bytes
+from trainers.models import build_model
+from trainers.techniques import mode_string, techniques_from_choices
+from trainers.techniques.common import bake_weight_transforms
+from trainers.techniques.dropout import apply_dropout
+from trainers.techniques.feature_select import apply_feature_selection
+from trainers.techniques.l1 import l1_penalty
+from trainers.techniques.lowrank import apply_low_rank
+from trainers.techniques.prune import apply_pruning, export_sparse, update_pruning
+from trainers.techniques.quantize import apply_fake_quant, export_quantized
+from trainers.techniques.weight_decay import param_groups
+
+logger = logging.getLogger(__name__)
+
+Report = Callable[[dict[str, float], dict[str, Any] | None], None]
+"""`report(metrics, checkpoint)`: checkpoint maps a file stem to an object to `torch.save`."""
+
+OPTIMIZERS = ("adamw", "adam", "sgd")
+EPOCH_METRICS = ("val_accuracy", "val_loss", "train_loss", "epoch_seconds", "train_samples_per_s", "sparsity")
+FINAL_METRICS = (
+    "test_accuracy",
+    "test_loss",
+    "latency_ms",
+    "latency_p95_ms",
+    "latency_b256_ms",
+    "latency_b256_p95_ms",
+    "inference_samples_per_s",
+    "param_count",
+    "size_bytes",
+    "train_seconds",
+    "world_size",
+    "ddp_replica_checksum_spread",
+    "ddp_ranks_trained",
+    "diverged",
+    "diverged_epoch",
+)
+
+
+@dataclass(frozen=True)
+class TrialRecipe:
+    """Everything one trial trains, as plain values.
+
+    Args:
+        model_kind: "mlp", "cnn" or "package.module:factory".
+        choices: the trial's technique values by spec key, e.g. {"rank": 16, "quant_bits": 8}.
+        epochs, batch_size, optimizer, lr, seed: the training settings.
+        hidden, channels, model_options: passed to `build_model`.
+        threads: intra-op threads for training on CPU.
+        measure_threads: threads for the latency measurement (fixed, so trials compare).
+        device: "cpu", "cuda" or "cuda:N".
+
+    Example:
+        >>> TrialRecipe(model_kind="mlp", choices={"rank": 8}, epochs=2)
+    """
+
+    model_kind: str = "mlp"
+    choices: dict = field(default_factory=dict)
+    epochs: int = 5
+    batch_size: int = 64
+    optimizer: str = "adamw"
+    lr: float = 3e-3
+    seed: int = 0
+    hidden: tuple[int, ...] = (64,)
+    channels: tuple[int, ...] = (16, 32)
+    model_options: dict = field(default_factory=dict)
+    threads: int = 1
+    measure_threads: int = 1
+    device: str = "cpu"
+
+
+def build_trial_model(recipe: TrialRecipe, data: Dataset) -> tuple[nn.Module, Dataset, dict, dict]:
+    """Build the trial's trainable model with every training-time technique applied.
+
+    Args:
+        recipe: the trial's recipe.
+        data: the full data set.
+
+    Returns:
+        (model on the recipe's device, the data set the model reads (after feature selection),
+        technique configs by key, notes for the trial's tags).
+
+    Example:
+        >>> model, data, configs, notes = build_trial_model(TrialRecipe(), load_dataset("digits"))
+    """
+    configs = techniques_from_choices(recipe.choices)
+    data, _ = apply_feature_selection(data, configs["feature_keep"])
+    torch.manual_seed(recipe.seed)
+    model = build_model(
+        recipe.model_kind,
+        data.input_shape,
+        data.num_classes,
+        hidden=recipe.hidden,
+        channels=recipe.channels,
+        options=recipe.model_options,
+    )
+    notes = {"mode": mode_string(configs)}
+    notes |= apply_dropout(model, configs["dropout"])
+    notes |= apply_low_rank(model, configs["rank"])
+    notes |= apply_pruning(model, configs["sparsity"])
+    notes |= apply_fake_quant(model, configs["quant_bits"])
+    return model.to(recipe.device), data, configs, notes
+
+
+def export_deployable(model: nn.Module, configs: dict, device: torch.device) -> tuple[nn.Module, dict]:
+    """Turn the trained model into the one that would be deployed, and measured.
+
+    Training-time weight transforms (pruning masks, fake quantisation) are baked in; then the
+    weights are stored quantised (when `quant_bits` < 32) or sparse where that is smaller.
+
+    Args:
+        model: the trained model (not DDP-wrapped); it is modified in place.
+        configs: technique configs by key.
+        device: the device the deployable model runs on.
+
+    Returns:
+        (deployable eval-mode model taking float32 inputs, notes for the trial's tags).
+
+    Example:
+        >>> deployable, notes = export_deployable(model, configs, torch.device("cpu"))
+    """
+    model = bake_weight_transforms(model).eval()
+    if configs["quant_bits"].active:
+        return export_quantized(model, configs["quant_bits"], device)
+    if configs["sparsity"].active:
+        return export_sparse(model), {}
+    return model, {}
+
+
+def train_trial(
+    recipe: TrialRecipe, data: Dataset, report: Report, resume: dict | None = None
+) -> dict[str, float]:
+    """Train one trial, export its deployable model, measure it, and report along the way.
+
+    After every epoch `report` gets the epoch's metrics and a checkpoint {"trained": state}.
+    After the last it gets the final metrics (test accuracy, latency, size, ...) and the
+    checkpoint {"trained": state, "deployable": state_dict}. A loss that becomes NaN or inf
+    stops the trial at once with {"diverged": 1, "diverged_epoch": epoch}.
+
+    Args:
+        recipe: the trial's recipe.
+        data: the full data set (every rank gets all of it and trains on its own shard).
+        report: called as report(metrics, checkpoint); only rank 0's checkpoint is kept.
+        resume: a "trained" checkpoint from an earlier attempt of this trial.
+
+    Returns:
+        The final metrics (the last report's).
+
+    Example:
+        >>> final = train_trial(TrialRecipe(epochs=1), load_dataset("digits"), lambda m, c: None)
+        >>> final["test_accuracy"] > 0.5
+        True
+    """
+    rank, world_size = _distributed_rank()
+    device = torch.device(recipe.device)
+    torch.set_num_threads(recipe.threads)
+    model, data, configs, notes = build_trial_model(recipe, data)
+    logger.info("trial %s: %s", notes["mode"], notes)
+    trained = _wrap_ddp(model, device) if world_size > 1 else model
+    optimizer = _make_optimizer(recipe, param_groups(model, configs["weight_decay"]))
+    start_epoch = 0
+    if resume is not None:
+        model.load_state_dict(resume["model"])
+        optimizer.load_state_dict(resume["optimizer"])
+        start_epoch = resume["epoch"]
+        logger.info("resuming at epoch %d", start_epoch)
+
+    x_train, y_train = data.x_train.to(device), data.y_train.to(device)
+    x_val, y_val = data.x_val.to(device), data.y_val.to(device)
+    shard_size = len(x_train) // world_size
+    epoch_metrics: dict[str, float] = {}
+    train_seconds = 0.0
+    for epoch in range(start_epoch, recipe.epochs):
+        sparsity = update_pruning(model, configs["sparsity"], epoch, recipe.epochs)
+        shard = _epoch_shard(len(x_train), recipe.seed, epoch, rank, world_size, shard_size, device)
+        started = time.perf_counter()
+        train_loss = _train_epoch(trained, model, optimizer, x_train, y_train, shard, recipe, configs)
+        _synchronize(device)
+        epoch_seconds = time.perf_counter() - started
+        train_seconds += epoch_seconds
+        if not math.isfinite(train_loss):
+            logger.warning("loss is %s at epoch %d: stopping the trial", train_loss, epoch)
+            final = {"epoch": epoch, "diverged": 1.0, "diverged_epoch": float(epoch)}
+            report(final, None)
+            return final
+        val = evaluate(model, x_val, y_val)
+        epoch_metrics = {
+            "epoch": epoch + 1,
+            "train_loss": train_loss,
+            "val_loss": val["loss"],
+            "val_accuracy": val["accuracy"],
+            "epoch_seconds": epoch_seconds,
+            "train_samples_per_s": shard_size * world_size / epoch_seconds,
+            "sparsity": sparsity,
+        }
+        if epoch + 1 < recipe.epochs:
+            report(epoch_metrics, {"trained": _trained_state(model, optimizer, epoch + 1)})
+
+    trained_state = _trained_state(model, optimizer, recipe.epochs)
+    final = epoch_metrics | _replica_agreement(model, world_size)
+    deployable, export_notes = export_deployable(model, configs, device)
+    final |= _measure(deployable, data, recipe)
+    final |= {"world_size": world_size, "train_seconds": train_seconds}
+    logger.info("trial %s finished: %s", notes["mode"], final)
+    report(final | {"notes": notes | export_notes}, {"trained": trained_state, "deployable": deployable.state_dict()})
+    return final
+
+
+def _distributed_rank():
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _wrap_ddp(model, device):
+    device_ids = [device.index or 0] if device.type == "cuda" else None
+    return nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
+
+
+def _make_optimizer(recipe, groups):
+    if recipe.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=recipe.lr)
+    if recipe.optimizer == "adam":
+        return torch.optim.Adam(groups, lr=recipe.lr)
+    if recipe.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=recipe.lr, momentum=0.9)
+    raise ValueError(f"train.optimizer must be one of {OPTIMIZERS}, got {recipe.optimizer!r}")
+
+
+def _epoch_shard(n, seed, epoch, rank, world_size, shard_size, device):
+    generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
+    permutation = torch.randperm(n, generator=generator)
+    return permutation[rank::world_size][:shard_size].to(device)
+
+
+def _train_epoch(trained, model, optimizer, x, y, shard, recipe, configs):
+    trained.train()
+    total_loss = torch.zeros((), device=x.device)
+    for start in range(0, len(shard), recipe.batch_size):
+        batch = shard[start : start + recipe.batch_size]
+        loss = F.cross_entropy(trained(x[batch]), y[batch])
+        total_loss += loss.detach() * len(batch)
+        if configs["l1"].active:
+            loss = loss + l1_penalty(model, configs["l1"])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    return float(total_loss) / max(len(shard), 1)
+
+
+def _synchronize(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _trained_state(model, optimizer, epochs_done):
+    return {"epoch": epochs_done, "model": model.state_dict(), "optimizer": optimizer.state_dict()}
+
+
+def _replica_agreement(model, world_size):
+    if world_size == 1:
+        return {}
+    checksum = sum(p.detach().double().sum() for p in model.parameters()).reshape(1)
+    low, high, ranks = checksum.clone(), checksum.clone(), torch.ones_like(checksum)
+    dist.all_reduce(low, op=dist.ReduceOp.MIN)
+    dist.all_reduce(high, op=dist.ReduceOp.MAX)
+    dist.all_reduce(ranks, op=dist.ReduceOp.SUM)
+    return {"ddp_replica_checksum_spread": float(high - low), "ddp_ranks_trained": float(ranks)}
+
+
+def _measure(deployable, data, recipe):
+    device = torch.device(recipe.device)
+    test = evaluate(deployable, data.x_test.to(device), data.y_test.to(device))
+    inference = measure_inference(
+        deployable, data.x_test[:256].to(device), threads=recipe.measure_threads
+    )
+    return {
+        "test_accuracy": test["accuracy"],
+        "test_loss": test["loss"],
+        "param_count": float(count_parameters(deployable)),
+        "size_bytes": float(stored_size_bytes(deployable)),
+        **inference,
+    }

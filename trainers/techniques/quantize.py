@@ -1,0 +1,355 @@
+"""Weight quantisation: fake quantisation while training, real low-bit kernels for deployment.
+
+Training registers a `FakeQuantize` parametrization on the weight of every nn.Linear and
+nn.Conv2d (quantisation-aware training). It composes with other weight parametrizations, such
+as a pruning mask, registered on the same weight. After training the lead removes all
+parametrizations (keeping the quantised values) and `export_quantized` swaps in the layers that
+really run on the device:
+
+- 32 bits: the model unchanged.
+- 16 bits: the whole model in bfloat16 on CPU, float16 on CUDA; inputs and logits stay float32.
+- 8 bits on CPU: nn.Linear becomes PyTorch's dynamic int8 Linear (int8 weights, int8 matmul);
+  nn.Conv2d keeps int8 weights and runs in fp32 (PackedConv2d).
+- 8 bits on CUDA, 4 and 2 bits anywhere: PackedLinear / PackedConv2d store the weights packed
+  into uint8 bytes (1, 2 or 4 values per byte) plus per-channel scales and unpack them in forward.
+
+All bit widths use the same symmetric, per-output-channel scale: max|w| over the channel divided
+by qmax = 2^(bits-1) - 1, so exported weights equal the fake-quantised ones.
+"""
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+import torch.ao.nn.quantized.dynamic as dynamic_quantized
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils import parametrize
+
+logger = logging.getLogger(__name__)
+
+SUPPORTED_BITS = (2, 4, 8, 16, 32)
+FAKE_QUANT_BITS = (2, 4, 8)
+
+
+@dataclass(frozen=True)
+class Quantize:
+    """Weight quantisation config.
+
+    Args:
+        bits: weight bit width, one of 2, 4, 8, 16, 32; 32 means off.
+
+    Example:
+        >>> Quantize(4).mode()
+        'q4'
+    """
+
+    key: ClassVar[str] = "quant_bits"
+    bits: int = 32
+
+    def __post_init__(self):
+        if not isinstance(self.bits, int) or self.bits not in SUPPORTED_BITS:
+            raise ValueError(f"Quantize.bits must be one of {SUPPORTED_BITS}, got {self.bits!r}")
+
+    @property
+    def active(self) -> bool:
+        return self.bits != 32
+
+    def mode(self) -> str:
+        return f"q{self.bits}" if self.active else ""
+
+
+def _quantize_per_channel(weight: torch.Tensor, bits: int) -> tuple[torch.Tensor, torch.Tensor]:
+    qmax = 2 ** (bits - 1) - 1
+    per_channel = weight.reshape(weight.shape[0], -1)
+    scale = (per_channel.abs().amax(dim=1) / qmax).clamp_min(torch.finfo(torch.float32).eps)
+    levels = torch.round(per_channel / scale[:, None]).clamp(-qmax, qmax)
+    return levels.reshape(weight.shape), scale
+
+
+def _dequantize_per_channel(levels: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    return (levels.reshape(levels.shape[0], -1) * scale[:, None]).reshape(levels.shape)
+
+
+class FakeQuantize(nn.Module):
+    """Weight parametrization that rounds a weight to `bits`-bit per-channel levels.
+
+    Symmetric, per-output-channel (dim 0) scale; the gradient passes straight through the
+    rounding to the underlying weight (straight-through estimator).
+
+    Args:
+        bits: weight bit width, 2 to 8.
+
+    Example:
+        >>> layer = parametrize.register_parametrization(nn.Linear(16, 4), "weight", FakeQuantize(4))
+        >>> len(torch.unique(layer.weight[0])) <= 15
+        True
+    """
+
+    def __init__(self, bits: int):
+        super().__init__()
+        self.bits = bits
+
+    def forward(self, weight: torch.Tensor) -> torch.Tensor:
+        levels, scale = _quantize_per_channel(weight, self.bits)
+        quantized = _dequantize_per_channel(levels, scale)
+        return weight + (quantized - weight).detach()
+
+
+def _quantizable_layers(
+    model: nn.Module, filter_fn: Callable[[str, nn.Module], bool] | None
+) -> list[tuple[str, nn.Linear | nn.Conv2d]]:
+    return [
+        (name, module)
+        for name, module in model.named_modules()
+        if name
+        and isinstance(module, (nn.Linear, nn.Conv2d))
+        and (filter_fn is None or filter_fn(name, module))
+    ]
+
+
+def apply_fake_quant(
+    model: nn.Module,
+    cfg: Quantize,
+    filter_fn: Callable[[str, nn.Module], bool] | None = None,
+) -> dict[str, str]:
+    """Register FakeQuantize on the weights of a model's layers for quantisation-aware training.
+
+    Only 2, 4 and 8 bits train with fake quantisation; 16 and 32 bits leave the model unchanged
+    (16-bit precision is applied at export).
+
+    Args:
+        model: the model, modified in place.
+        cfg: the quantisation config.
+        filter_fn: optional `filter_fn(module_name, module) -> bool`; only nn.Linear and nn.Conv2d
+            layers for which it returns True are quantised. The root module itself never is.
+            Pass the same filter to `export_quantized`.
+
+    Returns:
+        Notes for MLflow tags; empty when nothing was registered.
+
+    Example:
+        >>> model = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 2))
+        >>> apply_fake_quant(model, Quantize(4))
+        {'quant_fake_quant_layers': '0,2'}
+    """
+    if cfg.bits not in FAKE_QUANT_BITS:
+        return {}
+    layers = _quantizable_layers(model, filter_fn)
+    for _, module in layers:
+        parametrize.register_parametrization(module, "weight", FakeQuantize(cfg.bits))
+    names = [name for name, _ in layers]
+    logger.info("fake %d-bit quantisation on %s", cfg.bits, names)
+    return {"quant_fake_quant_layers": ",".join(names)}
+
+
+def _pack(levels: torch.Tensor, bits: int) -> torch.Tensor:
+    values_per_byte = 8 // bits
+    unsigned = (levels.reshape(levels.shape[0], -1) + 2 ** (bits - 1)).to(torch.uint8)
+    padding = -unsigned.shape[1] % values_per_byte
+    planes = F.pad(unsigned, (0, padding)).reshape(unsigned.shape[0], values_per_byte, -1)
+    shifts = torch.arange(0, 8, bits, dtype=torch.uint8, device=levels.device)
+    return (planes << shifts[:, None]).sum(dim=1, dtype=torch.uint8)
+
+
+def _unpack(packed: torch.Tensor, bits: int, values_per_row: int) -> torch.Tensor:
+    planes = [(packed >> shift) & (2**bits - 1) for shift in range(0, 8, bits)]
+    unsigned = torch.cat(planes, dim=1)[:, :values_per_row]
+    return unsigned.to(torch.float32).sub_(2 ** (bits - 1))
+
+
+class PackedWeight(nn.Module):
+    """Base of layers whose weight is stored as `bits`-bit integers packed into uint8 bytes.
+
+    The state_dict holds `packed_weight` (uint8, one row per output channel), `weight_scale`
+    (float32, one per output channel) and `bias` (float32 or None). Each channel's values, offset
+    by 2^(bits-1) to be unsigned and zero-padded to a multiple of 8 // bits, are split into
+    8 // bits equal planes; plane k sits in bits k*bits to (k+1)*bits - 1 of each byte, so
+    unpacking is a few whole-row shifts and masks.
+
+    Args:
+        weight: the float weight, output channels first.
+        bias: the float bias, or None.
+        bits: 2, 4 or 8.
+
+    Example:
+        >>> layer = PackedLinear(nn.Linear(16, 4), bits=4)
+        >>> layer.unpacked_weight().shape
+        torch.Size([4, 16])
+    """
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, bits: int):
+        super().__init__()
+        levels, scale = _quantize_per_channel(weight.detach().float(), bits)
+        self.bits = bits
+        self.weight_shape = weight.shape
+        self.register_buffer("packed_weight", _pack(levels, bits))
+        self.register_buffer("weight_scale", scale)
+        self.register_buffer("bias", None if bias is None else bias.detach().float().clone())
+
+    def unpacked_weight(self) -> torch.Tensor:
+        """Return the float32 weight: unpacked levels times per-channel scales.
+
+        Returns:
+            A tensor of the original weight's shape.
+
+        Example:
+            >>> PackedLinear(nn.Linear(16, 4), bits=2).unpacked_weight().dtype
+            torch.float32
+        """
+        values_per_row = self.weight_shape[1:].numel()
+        levels = _unpack(self.packed_weight, self.bits, values_per_row)
+        return levels.mul_(self.weight_scale[:, None]).reshape(self.weight_shape)
+
+    def extra_repr(self) -> str:
+        return f"weight_shape={tuple(self.weight_shape)}, bits={self.bits}"
+
+
+class PackedLinear(PackedWeight):
+    """nn.Linear with packed low-bit weights, unpacked to float32 for F.linear in each forward.
+
+    Args:
+        linear: the trained float layer.
+        bits: 2, 4 or 8.
+
+    Example:
+        >>> PackedLinear(nn.Linear(16, 4), bits=4)(torch.randn(2, 16)).shape
+        torch.Size([2, 4])
+    """
+
+    def __init__(self, linear: nn.Linear, bits: int):
+        super().__init__(linear.weight, linear.bias, bits)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.unpacked_weight(), self.bias)
+
+
+class PackedConv2d(PackedWeight):
+    """nn.Conv2d with packed low-bit weights, unpacked to float32 for F.conv2d in each forward.
+
+    Args:
+        conv: the trained float layer; its padding_mode must be "zeros".
+        bits: 2, 4 or 8.
+
+    Example:
+        >>> PackedConv2d(nn.Conv2d(3, 8, 3), bits=4)(torch.randn(1, 3, 8, 8)).shape
+        torch.Size([1, 8, 6, 6])
+    """
+
+    def __init__(self, conv: nn.Conv2d, bits: int):
+        if conv.padding_mode != "zeros":
+            raise ValueError(f"PackedConv2d needs padding_mode 'zeros', got {conv.padding_mode!r}")
+        super().__init__(conv.weight, conv.bias, bits)
+        self.stride = conv.stride
+        self.padding = conv.padding
+        self.dilation = conv.dilation
+        self.groups = conv.groups
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        weight = self.unpacked_weight()
+        return F.conv2d(x, weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
+
+
+class LowPrecisionModel(nn.Module):
+    """Runs a model in a 16-bit dtype behind a float32 interface.
+
+    Args:
+        model: the float32 model, converted in place to `dtype`.
+        dtype: torch.bfloat16 or torch.float16.
+
+    Example:
+        >>> model = LowPrecisionModel(nn.Linear(4, 2), torch.bfloat16)
+        >>> model(torch.randn(3, 4)).dtype
+        torch.float32
+    """
+
+    def __init__(self, model: nn.Module, dtype: torch.dtype):
+        super().__init__()
+        self.model = model.to(dtype)
+        self.dtype = dtype
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x.to(self.dtype)).float()
+
+
+def _dynamic_int8_linear(linear: nn.Linear) -> nn.Module:
+    levels, scale = _quantize_per_channel(linear.weight.detach().float(), 8)
+    zero_points = torch.zeros_like(scale, dtype=torch.long)
+    int8_weight = torch.quantize_per_channel(
+        _dequantize_per_channel(levels, scale), scale.double(), zero_points, 0, torch.qint8
+    )
+    quantized = dynamic_quantized.Linear(
+        linear.in_features, linear.out_features, bias_=linear.bias is not None, dtype=torch.qint8
+    )
+    bias = None if linear.bias is None else linear.bias.detach().float()
+    quantized.set_weight_bias(int8_weight, bias)
+    return quantized
+
+
+def _deployable_layer(layer: nn.Linear | nn.Conv2d, bits: int, device: torch.device) -> nn.Module:
+    if isinstance(layer, nn.Conv2d):
+        return PackedConv2d(layer, bits)
+    if bits == 8 and device.type == "cpu":
+        return _dynamic_int8_linear(layer)
+    return PackedLinear(layer, bits)
+
+
+def _kernel_note(model: nn.Module, bits: int) -> str:
+    packed = f"{bits}-bit weights packed {8 // bits} per byte, unpacked to fp32 in forward"
+    engine = torch.backends.quantized.engine
+    kernels = (
+        ("DynamicQuantizedLinear", dynamic_quantized.Linear, f"int8 matmul, {engine} engine"),
+        ("PackedLinear", PackedLinear, packed),
+        ("PackedConv2d", PackedConv2d, packed),
+    )
+    parts = []
+    for label, layer_type, description in kernels:
+        count = sum(isinstance(module, layer_type) for module in model.modules())
+        if count:
+            parts.append(f"{count} {label} ({description})")
+    return "; ".join(parts)
+
+
+def export_quantized(
+    model: nn.Module,
+    cfg: Quantize,
+    device: torch.device,
+    filter_fn: Callable[[str, nn.Module], bool] | None = None,
+) -> tuple[nn.Module, dict[str, str]]:
+    """Turn a trained plain model into the deployable quantised model for `device`.
+
+    Args:
+        model: the trained model with no parametrizations left (weights already hold the
+            fake-quantised values); its layers (never the root module) are replaced in place.
+        cfg: the quantisation config.
+        device: where the model will run; CPU and CUDA pick different kernels.
+        filter_fn: the layer filter passed to `apply_fake_quant`, if any.
+
+    Returns:
+        The eval-mode model on `device` (float32 inputs, float32 logits) and notes for MLflow
+        tags naming the kernels that run; empty notes for 32 bits.
+
+    Example:
+        >>> model = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 2))
+        >>> deployable, notes = export_quantized(model, Quantize(4), torch.device("cpu"))
+        >>> notes["quant_kernel"]
+        '2 PackedLinear (4-bit weights packed 2 per byte, unpacked to fp32 in forward)'
+    """
+    if any(parametrize.is_parametrized(module) for module in model.modules()):
+        raise ValueError("export_quantized needs a plain model: remove weight parametrizations first")
+    model = model.to(device).eval()
+    if cfg.bits == 32:
+        return model, {}
+    if cfg.bits == 16:
+        dtype = torch.bfloat16 if device.type == "cpu" else torch.float16
+        notes = {"quant_kernel": f"whole model in {dtype}, float32 inputs and logits"}
+        return LowPrecisionModel(model, dtype).eval(), notes
+
+    for name, layer in _quantizable_layers(model, filter_fn):
+        model.set_submodule(name, _deployable_layer(layer, cfg.bits, device))
+    model = model.to(device).eval()
+    notes = {"quant_kernel": _kernel_note(model, cfg.bits)}
+    logger.info("exported %d-bit model for %s: %s", cfg.bits, device, notes["quant_kernel"])
+    return model, notes
