@@ -14,7 +14,7 @@ from ray.tune.search import BasicVariantGenerator
 from ray.tune.search.optuna import OptunaSearch
 
 from orchestrator.spec import Spec, domain_of
-from orchestrator.trial import trial_driver, trial_mode, workers_of
+from orchestrator.trial import trial_driver, trial_mode, worker_resources, workers_of
 from trainers.data import Dataset
 from trainers.techniques import TECHNIQUES
 
@@ -70,7 +70,9 @@ def baseline_choices(spec: Spec) -> dict:
 
 
 def trial_resources(spec: Spec, choices: dict) -> tune.PlacementGroupFactory:
-    """What one trial reserves: its worker's CPUs/GPUs in-process, or a tiny driver plus workers.
+    """What one trial reserves: its worker's CPUs/GPUs when it trains in-process, else only a
+    little memory for its driver (its Ray Train workers reserve their own CPUs/GPUs when they
+    start; reserving them here too would leave them waiting for resources forever).
 
     Args:
         spec: the sweep spec.
@@ -82,13 +84,9 @@ def trial_resources(spec: Spec, choices: dict) -> tune.PlacementGroupFactory:
     Example:
         >>> trial_resources(spec, {"workers": 2})
     """
-    worker = {"CPU": spec.resources.cpus_per_worker}
-    if spec.resources.gpus_per_worker > 0:
-        worker["GPU"] = spec.resources.gpus_per_worker
-    workers = workers_of(spec, choices)
-    if workers == 1:
-        return tune.PlacementGroupFactory([worker])
-    return tune.PlacementGroupFactory([{"memory": DRIVER_MEMORY_BYTES}] + [worker] * workers)
+    if workers_of(spec, choices) == 1:
+        return tune.PlacementGroupFactory([worker_resources(spec)])
+    return tune.PlacementGroupFactory([{"memory": DRIVER_MEMORY_BYTES}])
 
 
 def max_concurrent_trials(spec: Spec, cluster: dict) -> int:

@@ -111,7 +111,7 @@ def trial_driver(config: dict, spec_json: str, data_ref: list) -> None:
         scaling_config=ScalingConfig(
             num_workers=workers,
             use_gpu=spec.resources.gpus_per_worker > 0,
-            resources_per_worker=_worker_resources(spec),
+            resources_per_worker=worker_resources(spec),
         ),
         run_config=RunConfig(
             name=f"train-{trial_id}",
@@ -124,7 +124,13 @@ def trial_driver(config: dict, spec_json: str, data_ref: list) -> None:
     trainer.fit()
 
 
-def _worker_resources(spec):
+def worker_resources(spec: Spec) -> dict[str, float]:
+    """One worker's reservation: {"CPU": cpus_per_worker} plus {"GPU": gpus_per_worker} if any.
+
+    Example:
+        >>> worker_resources(spec)
+        {'CPU': 1}
+    """
     resources = {"CPU": spec.resources.cpus_per_worker}
     if spec.resources.gpus_per_worker > 0:
         resources["GPU"] = spec.resources.gpus_per_worker

@@ -1,0 +1,236 @@
+"""orchestrator.report: the Pareto front, the four output formats, and reading a sweep back from a
+real MLflow sqlite store in a temporary directory."""
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from orchestrator.report import COLUMNS, ReportError, find_sweep_run, format_rows, log_report, pareto_front, sweep_rows
+from orchestrator.tracking import (
+    BASELINE_TAG,
+    KIND_TAG,
+    MODE_TAG,
+    PARENT_TAG,
+    STATUS_TAG,
+    SWEEP_TAG,
+    TRIAL_ID_TAG,
+)
+
+# (mode, trial id, status, metrics) of the sweep "demo" stored below.
+TRIALS = [
+    ("q16", "t2", "finished", {"test_accuracy": 0.85, "latency_ms": 2.5, "size_bytes": 3000.0}),
+    ("r8-q8", "t1", "finished", {"test_accuracy": 0.88, "latency_ms": 1.0, "size_bytes": 1000.0}),
+    ("baseline", "t0", "finished", {"test_accuracy": 0.90, "latency_ms": 2.0, "size_bytes": 4000.0}),
+    ("sp90", "t3", "diverged", {"test_accuracy": 0.10, "latency_ms": 0.5, "size_bytes": 500.0}),
+    ("q2", "t4", "error", {}),
+]
+
+
+def row(status="finished", **values):
+    return {"status": status, "front": "", "baseline": False, **values}
+
+
+def create_sweep(client, experiment_id, name, trials, start_time):
+    parent = client.create_run(
+        experiment_id, start_time=start_time, run_name=name, tags={SWEEP_TAG: name, KIND_TAG: "sweep"}
+    )
+    parent_id = parent.info.run_id
+    for mode, trial_id, status, metrics in trials:
+        child = client.create_run(
+            experiment_id,
+            start_time=start_time,
+            run_name=f"{mode}-{trial_id}",
+            tags={
+                PARENT_TAG: parent_id,
+                SWEEP_TAG: name,
+                KIND_TAG: "trial",
+                TRIAL_ID_TAG: trial_id,
+                MODE_TAG: mode,
+                BASELINE_TAG: str(mode == "baseline").lower(),
+                STATUS_TAG: status,
+            },
+        )
+        for key, value in metrics.items():
+            client.log_metric(child.info.run_id, key, value)
+        client.set_terminated(child.info.run_id, status="FAILED" if status == "error" else "FINISHED")
+    return parent_id
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    """A sqlite MLflow store holding two sweeps named "demo" (the newer one has TRIALS) and one
+    named "other"; returns (client, {label: parent run id})."""
+    root = tmp_path_factory.mktemp("mlflow")
+    client = MlflowClient(tracking_uri=f"sqlite:///{root / 'mlflow.db'}")
+    experiment_id = client.create_experiment("demo", artifact_location=(root / "artifacts").as_uri())
+    parents = {
+        "old demo": create_sweep(client, experiment_id, "demo", TRIALS[:1], start_time=1_000),
+        "demo": create_sweep(client, experiment_id, "demo", TRIALS, start_time=2_000),
+        "other": create_sweep(client, experiment_id, "other", TRIALS[1:3], start_time=3_000),
+    }
+    return client, parents
+
+
+def test_pareto_front_docstring_example():
+    assert pareto_front([{"a": 1, "b": 1}, {"a": 2, "b": 2}], [("a", "max"), ("b", "max")]) == [1]
+
+
+def test_pareto_front_keeps_every_trade_off():
+    rows = [
+        row(test_accuracy=0.9, latency_ms=2.0, size_bytes=4000),  # most accurate
+        row(test_accuracy=0.8, latency_ms=1.0, size_bytes=4000),  # fastest
+        row(test_accuracy=0.7, latency_ms=3.0, size_bytes=1000),  # smallest
+        row(test_accuracy=0.8, latency_ms=2.0, size_bytes=4000),  # dominated by the first two
+    ]
+    assert pareto_front(rows) == [0, 1, 2]
+
+
+def test_pareto_front_keeps_ties():
+    rows = [row(test_accuracy=0.9, latency_ms=1.0, size_bytes=10)] * 2
+    assert pareto_front(rows) == [0, 1]
+
+
+def test_pareto_front_equal_but_one_better_dominates():
+    rows = [row(test_accuracy=0.9, latency_ms=1.0, size_bytes=10), row(test_accuracy=0.9, latency_ms=1.0, size_bytes=9)]
+    assert pareto_front(rows) == [1]
+
+
+@pytest.mark.parametrize(
+    "broken",
+    [
+        row(status="diverged", test_accuracy=1.0, latency_ms=0.1, size_bytes=1),
+        row(status="error", test_accuracy=1.0, latency_ms=0.1, size_bytes=1),
+        row(test_accuracy=1.0, latency_ms=0.1),
+        row(test_accuracy=float("nan"), latency_ms=0.1, size_bytes=1),
+        row(test_accuracy=None, latency_ms=0.1, size_bytes=1),
+    ],
+    ids=["diverged", "error", "missing size", "nan accuracy", "no accuracy"],
+)
+def test_pareto_front_never_holds_unmeasured_rows(broken):
+    rows = [row(test_accuracy=0.5, latency_ms=5.0, size_bytes=100), broken]
+    assert pareto_front(rows) == [0]
+
+
+def test_pareto_front_directions():
+    rows = [row(test_accuracy=0.5, latency_ms=1.0, size_bytes=1), row(test_accuracy=0.6, latency_ms=2.0, size_bytes=2)]
+    assert pareto_front(rows, [("latency_ms", "min")]) == [0]
+    assert pareto_front(rows, [("latency_ms", "max")]) == [1]
+    assert pareto_front(rows, [("test_accuracy", "min"), ("size_bytes", "min")]) == [0]
+
+
+REPORT_ROWS = [
+    row(front="*", mode="baseline", trial_id="t0", baseline=True, test_accuracy=0.9, latency_ms=2.0, size_bytes=4000.0,
+        speedup=1.0, compression=1.0, accuracy_drop=0.0),
+    row(front="*", mode="r8-q8", trial_id="t1", test_accuracy=0.88, latency_ms=1.0, size_bytes=1000.0,
+        speedup=2.0, compression=4.0, accuracy_drop=0.02),
+    row(status="error", mode="q2", trial_id="t4"),
+]
+
+
+def test_format_csv_parses_back():
+    parsed = list(csv.DictReader(io.StringIO(format_rows(REPORT_ROWS, "csv"))))
+    assert list(parsed[0]) == list(COLUMNS)
+    assert [r["trial_id"] for r in parsed] == ["t0", "t1", "t4"]
+    assert float(parsed[1]["speedup"]) == 2.0
+    assert parsed[2]["latency_ms"] == ""
+
+
+def test_format_json_parses_back():
+    parsed = json.loads(format_rows(REPORT_ROWS, "json"))
+    assert [list(r) for r in parsed] == [list(COLUMNS)] * 3
+    assert parsed[1]["compression"] == 4.0
+    assert parsed[2]["test_accuracy"] is None
+
+
+def test_format_markdown_has_a_header_separator():
+    lines = format_rows(REPORT_ROWS, "markdown").splitlines()
+    assert len(lines) == 2 + len(REPORT_ROWS)
+    assert set(lines[1]) == {"|", "-"}
+    assert lines[1].count("|") == lines[0].count("|")
+    assert "| 2.00x |" in lines[3]
+
+
+def test_format_table_has_the_legend_and_aligned_columns():
+    lines = format_rows(REPORT_ROWS).splitlines()
+    assert lines[-1].startswith("* = on the Pareto front")
+    assert len({len(line) for line in lines[:-1]}) == 1
+    assert "4.00x" in lines[2].split()
+    assert "4.0" in lines[1].split()  # size in kB
+
+
+def demo_rows(store):
+    client, parents = store
+    return sweep_rows(client, client.get_run(parents["demo"]))
+
+
+def test_sweep_rows_baseline_first_then_by_accuracy(store):
+    assert [r["trial_id"] for r in demo_rows(store)] == ["t0", "t1", "t2", "t3", "t4"]
+
+
+def test_sweep_rows_ratios_against_the_baseline(store):
+    rows = {r["trial_id"]: r for r in demo_rows(store)}
+    assert rows["t0"]["speedup"] == pytest.approx(1.0)
+    assert rows["t1"]["speedup"] == pytest.approx(2.0 / 1.0)
+    assert rows["t1"]["compression"] == pytest.approx(4000 / 1000)
+    assert rows["t1"]["accuracy_drop"] == pytest.approx(0.90 - 0.88)
+    assert rows["t2"]["speedup"] == pytest.approx(2.0 / 2.5)
+    assert rows["t2"]["compression"] == pytest.approx(4000 / 3000)
+    assert "speedup" not in rows["t3"]  # diverged: no ratios
+    assert "speedup" not in rows["t4"]
+
+
+def test_sweep_rows_marks_the_front_and_statuses(store):
+    rows = {r["trial_id"]: r for r in demo_rows(store)}
+    assert {key for key, r in rows.items() if r["front"] == "*"} == {"t0", "t1"}
+    assert rows["t3"]["status"] == "diverged"
+    assert rows["t4"]["status"] == "error"
+    assert rows["t0"]["baseline"] is True
+    assert rows["t1"]["mode"] == "r8-q8"
+
+
+def test_sweep_rows_reads_only_its_own_children(store):
+    client, parents = store
+    assert len(sweep_rows(client, client.get_run(parents["other"]))) == 2
+
+
+def test_find_sweep_run_by_name_takes_the_newest(store):
+    client, parents = store
+    assert find_sweep_run(client, "demo").info.run_id == parents["demo"]
+
+
+def test_find_sweep_run_by_run_id(store):
+    client, parents = store
+    assert find_sweep_run(client, parents["old demo"]).info.run_id == parents["old demo"]
+
+
+def test_find_sweep_run_refuses_unknown_names_and_trial_ids(store):
+    client, parents = store
+    with pytest.raises(ReportError, match="no sweep named or with run id 'nosuch'"):
+        find_sweep_run(client, "nosuch")
+    trial_id = demo_rows(store)[0]["run_id"]
+    with pytest.raises(ReportError):
+        find_sweep_run(client, trial_id)
+
+
+def test_log_report_attaches_tables_and_front(store, tmp_path):
+    client, parents = store
+    parent_id = parents["other"]
+    rows = sweep_rows(client, client.get_run(parent_id))
+    log_report(client, parent_id, rows)
+
+    stored = {artifact.path for artifact in client.list_artifacts(parent_id)}
+    assert {"tradeoff.csv", "tradeoff.md", "pareto_front.json"} <= stored
+    front = json.loads(Path(client.download_artifacts(parent_id, "pareto_front.json", str(tmp_path))).read_text())
+    assert [r["trial_id"] for r in front] == [r["trial_id"] for r in rows if r["front"]]
+    csv_text = Path(client.download_artifacts(parent_id, "tradeoff.csv", str(tmp_path))).read_text()
+    assert len(list(csv.DictReader(io.StringIO(csv_text)))) == len(rows)
+    metrics = client.get_run(parent_id).data.metrics
+    assert metrics["trials"] == 2
+    assert metrics["pareto_size"] == len(front) == 2
+    assert metrics["baseline_latency_ms"] == 2.0
+    assert metrics["baseline_size_bytes"] == 4000.0
+    assert metrics["baseline_test_accuracy"] == pytest.approx(0.9)

@@ -1,0 +1,129 @@
+"""A real sweep, end to end: `accelsweep run` on an embedded local Ray into a real sqlite MLflow
+store, with 1-worker trials trained in-process and 2-worker trials trained by Ray Train (DDP)."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from orchestrator import sweep
+from orchestrator.spec import parse_spec
+from orchestrator.tracking import KIND_TAG, MODE_TAG, PARENT_TAG, SWEEP_TAG
+
+SPEC = """\
+name: it-sweep
+data: {source: digits}
+model: {kind: mlp, hidden: [32]}
+train: {epochs: 2, batch_size: 64, seed: 1}
+space:
+  quant_bits: {grid: [8, 4]}
+  workers: {grid: [1, 2]}
+  dropout: 0.1
+search: {algorithm: grid, num_samples: 1, metric: val_accuracy, mode: max}
+resources: {workers_per_trial: 1, cpus_per_worker: 1, max_concurrent_trials: 2}
+"""
+
+FINAL_METRICS = (
+    "test_accuracy",
+    "test_loss",
+    "latency_ms",
+    "latency_p95_ms",
+    "latency_b256_ms",
+    "latency_b256_p95_ms",
+    "inference_samples_per_s",
+    "param_count",
+    "size_bytes",
+    "train_samples_per_s",
+    "epoch_seconds",
+    "trial_seconds",
+)
+
+
+def _accelsweep(*args, cwd):
+    return subprocess.run(
+        [sys.executable, "-m", "orchestrator", *args], cwd=cwd, capture_output=True, text=True, timeout=600
+    )
+
+
+@pytest.fixture(scope="module")
+def finished_sweep(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("sweep")
+    (workdir / "spec.yaml").write_text(SPEC)
+    completed = _accelsweep("run", "spec.yaml", cwd=workdir)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    client = MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("it-sweep")
+    runs = client.search_runs([experiment.experiment_id])
+    parents = [run for run in runs if run.data.tags[KIND_TAG] == "sweep"]
+    children = [run for run in runs if run.data.tags[KIND_TAG] == "trial"]
+    return workdir, completed, client, parents, children
+
+
+@pytest.mark.slow
+def test_one_parent_run_and_one_child_per_trial(finished_sweep):
+    _, completed, _, parents, children = finished_sweep
+    assert len(parents) == 1
+    assert len(children) == 5  # the baseline plus the 2 x 2 grid
+    assert {child.data.tags[PARENT_TAG] for child in children} == {parents[0].info.run_id}
+    modes = sorted(child.data.tags[MODE_TAG] for child in children)
+    assert modes == sorted(["baseline", "q8-d0.1", "q4-d0.1", "q8-d0.1-w2", "q4-d0.1-w2"])
+    assert len({child.data.tags["accelsweep.trial_id"] for child in children}) == 5
+    assert parents[0].info.status == "FINISHED"
+    assert "baseline" in completed.stdout and "Pareto front" in completed.stdout
+
+
+@pytest.mark.slow
+def test_every_trial_has_its_measurements_epochs_and_model(finished_sweep):
+    _, _, client, _, children = finished_sweep
+    for child in children:
+        metrics = child.data.metrics
+        missing = [key for key in FINAL_METRICS if key not in metrics]
+        assert not missing, (child.data.tags[MODE_TAG], missing)
+        assert metrics["latency_p95_ms"] >= metrics["latency_ms"] > 0
+        assert 0.3 < metrics["test_accuracy"] <= 1
+        steps = [m.step for m in client.get_metric_history(child.info.run_id, "val_accuracy")]
+        assert steps == [1, 2]
+        artifacts = {a.path for a in client.list_artifacts(child.info.run_id, "model")}
+        assert artifacts == {"model/trained.pt", "model/deployable.pt"}
+        assert child.info.status == "FINISHED"
+
+
+@pytest.mark.slow
+def test_two_worker_trials_really_ran_ddp(finished_sweep):
+    _, _, _, _, children = finished_sweep
+    ddp = [child for child in children if child.data.tags[MODE_TAG].endswith("-w2")]
+    assert len(ddp) == 2
+    for child in ddp:
+        assert child.data.metrics["world_size"] == 2
+        assert child.data.metrics["ddp_ranks_trained"] == 2
+        # different shards per rank, identical weights after training: gradients were averaged
+        assert child.data.metrics["ddp_replica_checksum_spread"] == 0
+
+
+@pytest.mark.slow
+def test_smaller_bits_store_smaller_models(finished_sweep):
+    _, _, _, _, children = finished_sweep
+    size = {child.data.tags[MODE_TAG]: child.data.metrics["size_bytes"] for child in children}
+    assert size["q4-d0.1"] < size["q8-d0.1"] < size["baseline"]
+
+
+@pytest.mark.slow
+def test_report_reads_the_sweep_back_from_mlflow(finished_sweep):
+    workdir, _, _, parents, _ = finished_sweep
+    completed = _accelsweep("report", "it-sweep", "--format", "json", cwd=workdir)
+    assert completed.returncode == 0, completed.stderr
+    rows = json.loads(completed.stdout)
+    assert len(rows) == 5
+    assert rows[0]["mode"] == "baseline" and rows[0]["speedup"] == pytest.approx(1.0)
+    assert any(row["front"] == "*" for row in rows)
+    assert parents[0].data.tags[SWEEP_TAG] == "it-sweep"
+
+
+def test_baseline_is_planned_first_and_counted():
+    spec = parse_spec(
+        {"name": "t", "data": {"source": "digits"}, "space": {"rank": {"choice": [4, 8]}, "quant_bits": 8}}
+    )
+    assert sweep.baseline_choices(spec) == {"rank": None, "quant_bits": 32}
+    assert sweep.planned_trials(spec) == spec.search.num_samples + 1

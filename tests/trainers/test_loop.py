@@ -1,0 +1,113 @@
+import io
+import math
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from trainers.data import load_dataset
+from trainers.loop import EPOCH_METRICS, TrialRecipe, build_trial_model, export_deployable, train_trial
+from trainers.techniques.prune import SparseLinear, update_pruning
+from trainers.techniques.quantize import PackedLinear
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_dataset("digits")
+
+
+class Recorder:
+    def __init__(self):
+        self.reports = []
+
+    def __call__(self, metrics, checkpoint):
+        # Round-trip the checkpoint through bytes as the orchestrator does (torch.save, then a
+        # weights_only load), so anything that cannot be stored or safely loaded fails here.
+        stored = None
+        if checkpoint is not None:
+            stored = {}
+            for stem, state in checkpoint.items():
+                buffer = io.BytesIO()
+                torch.save(state, buffer)
+                buffer.seek(0)
+                stored[stem] = torch.load(buffer, weights_only=stem == "trained")
+        self.reports.append((metrics, stored))
+
+
+def test_baseline_trains_reports_every_epoch_and_measures(digits):
+    recorder = Recorder()
+    final = train_trial(TrialRecipe(epochs=3, hidden=(32,)), digits, recorder)
+    assert [m["epoch"] for m, _ in recorder.reports] == [1, 2, 3]
+    assert all(set(EPOCH_METRICS) <= set(m) for m, _ in recorder.reports)
+    assert all(c is not None and "trained" in c for _, c in recorder.reports)
+    assert final["test_accuracy"] > 0.8
+    assert final["latency_p95_ms"] >= final["latency_ms"] > 0
+    assert final["size_bytes"] > 4 * final["param_count"] > 0
+    assert final["world_size"] == 1
+    assert "deployable" in recorder.reports[-1][1]
+    assert recorder.reports[-1][0]["notes"]["mode"] == "baseline"
+
+
+@pytest.mark.parametrize(
+    "choices, layer_type",
+    [
+        ({"rank": 8, "quant_bits": 4}, PackedLinear),
+        ({"sparsity": 0.9}, SparseLinear),
+    ],
+)
+def test_export_stores_what_the_technique_promises(digits, choices, layer_type):
+    model, _, configs, _ = build_trial_model(TrialRecipe(hidden=(64,), choices=choices), digits)
+    update_pruning(model, configs["sparsity"], epoch=0, epochs=1)
+    deployable, _ = export_deployable(model, configs, torch.device("cpu"))
+    assert any(isinstance(module, layer_type) for module in deployable.modules())
+
+
+def test_techniques_shrink_the_stored_model(digits):
+    sizes = {}
+    for name, choices in {"dense": {}, "q8": {"quant_bits": 8}, "r4": {"rank": 4}, "fk": {"feature_keep": 0.5}}.items():
+        final = train_trial(TrialRecipe(epochs=1, hidden=(64,), choices=choices), digits, Recorder())
+        sizes[name] = final["size_bytes"]
+    assert sizes["q8"] < sizes["dense"]
+    assert sizes["r4"] < sizes["dense"]
+    assert sizes["fk"] < sizes["dense"]
+
+
+def test_a_diverging_trial_stops_at_once_and_says_so(digits):
+    recorder = Recorder()
+    final = train_trial(TrialRecipe(epochs=4, optimizer="sgd", lr=1e12), digits, recorder)
+    assert final["diverged"] == 1
+    assert len(recorder.reports) == final["diverged_epoch"] + 1
+    assert "test_accuracy" not in final
+
+
+def test_resume_continues_from_the_checkpoint(digits):
+    first = Recorder()
+    train_trial(TrialRecipe(epochs=3), digits, first)
+    after_epoch_one = first.reports[0][1]["trained"]
+    resumed = Recorder()
+    train_trial(TrialRecipe(epochs=3), digits, resumed, resume=after_epoch_one)
+    assert [m["epoch"] for m, _ in resumed.reports] == [2, 3]
+    assert resumed.reports[-1][0]["test_accuracy"] > 0.8
+
+
+def _ddp_rank(rank, world_size, init_file, results):
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world_size)
+    try:
+        data = load_dataset("synthetic", n_samples=600, n_features=16)
+        final = train_trial(TrialRecipe(epochs=2, hidden=(16,), batch_size=32), data, lambda m, c: None)
+        results[rank] = final
+    finally:
+        dist.destroy_process_group()
+
+
+def test_two_ranks_train_with_averaged_gradients(tmp_path):
+    results = mp.Manager().dict()
+    mp.spawn(_ddp_rank, args=(2, str(tmp_path / "init"), results), nprocs=2, join=True)
+    for rank in (0, 1):
+        # Both ranks trained on different shards, yet their weights agree exactly: only
+        # averaged gradients (DDP's all-reduce) can do that.
+        assert results[rank]["ddp_ranks_trained"] == 2
+        assert results[rank]["ddp_replica_checksum_spread"] == 0
+        assert results[rank]["world_size"] == 2
+        assert math.isfinite(results[rank]["test_accuracy"])
