@@ -8,13 +8,8 @@ import time
 from pathlib import Path
 
 from orchestrator.errors import UserError
-from orchestrator.spec import Spec, SpecError, load_spec, tracking_uri
-from trainers.data import DataError, Dataset, data_summary, load_dataset
-from trainers.models import ModelError
 
 logger = logging.getLogger("accelsweep")
-
-USER_ERRORS = (UserError, DataError, ModelError)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -35,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     _configure_logging(args.verbose)
     try:
         return args.command(args)
-    except USER_ERRORS as error:
+    except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
@@ -47,9 +42,10 @@ def run_command(args: argparse.Namespace) -> int:
     """`accelsweep run SPEC`: check everything, then sweep, then print the trade-off table."""
     from orchestrator import report, sweep, tracking
     from orchestrator.ray_connection import connect_ray
+    from orchestrator.spec import SpecError, load_spec
 
     spec = load_spec(args.spec)
-    data = load_checked_data(spec)
+    data = load_checked_data(spec, args.spec)
     client = tracking.connect(spec.tracking_uri)
     connect_ray(spec.ray.address, verbose=args.verbose)
     problem = sweep.unsatisfiable_resources(spec, _ray_nodes())
@@ -73,10 +69,12 @@ def run_command(args: argparse.Namespace) -> int:
 
 def validate_command(args: argparse.Namespace) -> int:
     """`accelsweep validate SPEC`: check the spec, its data and its model without running anything."""
-    spec = load_spec(args.spec)
-    data = load_checked_data(spec)
     from orchestrator import sweep
+    from orchestrator.spec import load_spec
+    from trainers.data import data_summary
 
+    spec = load_spec(args.spec)
+    data = load_checked_data(spec, args.spec)
     print(f"{args.spec}: valid; {sweep.planned_trials(spec)} trials of {spec.model.kind} on {data_summary(data)}")
     return 0
 
@@ -84,8 +82,9 @@ def validate_command(args: argparse.Namespace) -> int:
 def report_command(args: argparse.Namespace) -> int:
     """`accelsweep report NAME`: the trade-off table of a finished sweep, from MLflow alone."""
     from orchestrator import report, tracking
+    from orchestrator.spec import tracking_uri
 
-    client = tracking.connect(tracking_uri(args.uri))
+    client = tracking.connect(tracking_uri(args.uri), create=False)
     parent = report.find_sweep_run(client, args.sweep)
     print(report.format_rows(report.sweep_rows(client, parent), args.format))
     return 0
@@ -93,40 +92,52 @@ def report_command(args: argparse.Namespace) -> int:
 
 def ui_command(args: argparse.Namespace) -> int:
     """`accelsweep ui`: the MLflow UI on 127.0.0.1 against the sweep's tracking store."""
+    from orchestrator.spec import tracking_uri
+
     uri = tracking_uri(args.uri)
     command = ["mlflow", "ui", "--backend-store-uri", uri, "--host", args.host, "--port", str(args.port)]
     logger.info("MLflow UI for %s at http://%s:%d (Ctrl-C to stop)", uri, args.host, args.port)
     os.execvp(command[0], command)
 
 
-def load_checked_data(spec: Spec) -> Dataset:
+def load_checked_data(spec, spec_path: str):
     """Load the spec's data set and build its baseline model once, so that a bad file, label or
     model factory fails before Ray starts.
 
     Args:
         spec: the validated spec.
+        spec_path: the spec's file, named in messages.
 
     Returns:
-        The loaded data set.
+        The loaded data set (a trainers.data.Dataset).
 
     Raises:
-        DataError, ModelError: with messages that name the file or the model.
+        SpecError: the data or the model cannot be loaded; the message names the spec file,
+            the key and the cause.
 
     Example:
-        >>> data = load_checked_data(load_spec("search_spaces/quickstart.yaml"))
+        >>> data = load_checked_data(load_spec("search_spaces/quickstart.yaml"), "quickstart.yaml")
     """
-    from trainers.models import build_model
+    from orchestrator.spec import SpecError
+    from trainers.data import DataError, load_dataset
+    from trainers.models import ModelError, build_model
 
     fields = spec.data.model_dump(exclude={"source", "path"})
-    data = load_dataset(spec.data.source, spec.data.path, seed=spec.train.seed, **fields)
-    build_model(
-        spec.model.kind,
-        data.input_shape,
-        data.num_classes,
-        hidden=spec.model.hidden,
-        channels=spec.model.channels,
-        options=spec.model.options,
-    )
+    try:
+        data = load_dataset(spec.data.source, spec.data.path, seed=spec.train.seed, **fields)
+    except DataError as error:
+        raise SpecError(f"{spec_path}: data: {error}") from None
+    try:
+        build_model(
+            spec.model.kind,
+            data.input_shape,
+            data.num_classes,
+            hidden=spec.model.hidden,
+            channels=spec.model.channels,
+            options=spec.model.options,
+        )
+    except ModelError as error:
+        raise SpecError(f"{spec_path}: model.kind: {error}") from None
     return data
 
 

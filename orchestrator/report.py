@@ -121,7 +121,7 @@ def pareto_front(rows: list[dict], objectives=FRONT_OBJECTIVES) -> list[int]:
     points = {
         index: tuple(signs[mode] * row[key] for key, mode in objectives)
         for index, row in enumerate(rows)
-        if _measured(row) and all(_is_number(row.get(key)) for key, _ in objectives)
+        if row.get("status", "finished") == "finished" and all(_is_number(row.get(key)) for key, _ in objectives)
     }
     return [
         index

@@ -265,7 +265,7 @@ def _space_problems(space, algorithm):
     for key, value in space.items():
         where = f"space.{key}"
         if key not in SPACE_KEYS:
-            problems.append(f"{where}: unknown key{_did_you_mean(key, SPACE_KEYS)}; valid keys: {', '.join(SPACE_KEYS)}")
+            problems.append(f"{where}: unknown key{_did_you_mean(str(key), SPACE_KEYS)}; valid keys: {', '.join(SPACE_KEYS)}")
             continue
         problem = _domain_problem(key, value, where)
         if problem is None:

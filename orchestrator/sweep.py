@@ -160,7 +160,7 @@ def run_sweep(spec: Spec, data: Dataset, callbacks: list, results_path: str) -> 
         tune_config=tune.TuneConfig(
             search_alg=_search_algorithm(spec),
             scheduler=_scheduler(spec),
-            num_samples=spec.search.num_samples + 1,  # the baseline comes first, then the samples
+            num_samples=_samples(spec) + 1,  # the baseline comes first, then the samples
             max_concurrent_trials=max_concurrent_trials(spec, ray.cluster_resources()),
             time_budget_s=spec.search.time_budget_s,
             reuse_actors=True,
@@ -229,7 +229,8 @@ class ProgressLog(tune.Callback):
 
 
 def planned_trials(spec: Spec) -> int:
-    """How many trials the sweep runs: the samples (times grid points) plus the baseline.
+    """How many trials the sweep runs: the samples (times grid points) plus the baseline
+    (only the baseline when nothing is swept).
 
     Example:
         >>> planned_trials(spec)
@@ -240,7 +241,11 @@ def planned_trials(spec: Spec) -> int:
         form, values = domain_of(value)
         if form == "grid" or (form == "choice" and spec.search.algorithm == "grid"):
             grid_points *= len(values)
-    return spec.search.num_samples * grid_points + 1
+    return _samples(spec) * grid_points + 1
+
+
+def _samples(spec):
+    return spec.search.num_samples if spec.space else 0
 
 
 def _search_algorithm(spec):

@@ -7,6 +7,7 @@ worker ranks can duplicate it, and only one process writes to the store.
 
 import json
 import logging
+import os
 import time
 
 import mlflow
@@ -35,11 +36,12 @@ class TrackingError(UserError):
     """The tracking store cannot be reached or written."""
 
 
-def connect(uri: str) -> MlflowClient:
+def connect(uri: str, create: bool = True) -> MlflowClient:
     """A client for the tracking store at `uri`, checked by a real read.
 
     Args:
         uri: an MLflow tracking URI (sqlite:///file.db, http://host:5000, a directory).
+        create: whether a missing local sqlite file may be created (False: reading only).
 
     Returns:
         The client.
@@ -50,9 +52,11 @@ def connect(uri: str) -> MlflowClient:
     Example:
         >>> client = connect("sqlite:///mlflow.db")
     """
+    if not create and uri.startswith("sqlite:///") and not os.path.exists(uri.removeprefix("sqlite:///")):
+        raise TrackingError(f"no MLflow store at {uri!r} (set --uri or MLFLOW_TRACKING_URI)")
     mlflow.set_tracking_uri(uri)
-    client = MlflowClient(tracking_uri=uri)
     try:
+        client = MlflowClient(tracking_uri=uri)
         client.search_experiments(max_results=1)
     except Exception as error:  # MLflow raises many kinds: connection, SQL, permissions
         raise TrackingError(f"cannot reach the MLflow tracking store {uri!r}: {error}") from None
