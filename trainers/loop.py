@@ -237,12 +237,14 @@ def _wrap_ddp(model, device):
 
 
 def _make_optimizer(recipe, groups):
+    # fused: one kernel for the whole update instead of one per tensor (about 1.3x a training
+    # step of a small MLP on CPU, see benchmarks/README.md)
     if recipe.optimizer == "adamw":
-        return torch.optim.AdamW(groups, lr=recipe.lr)
+        return torch.optim.AdamW(groups, lr=recipe.lr, fused=True)
     if recipe.optimizer == "adam":
-        return torch.optim.Adam(groups, lr=recipe.lr)
+        return torch.optim.Adam(groups, lr=recipe.lr, fused=True)
     if recipe.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=recipe.lr, momentum=0.9)
+        return torch.optim.SGD(groups, lr=recipe.lr, momentum=0.9, fused=True)
     raise ValueError(f"train.optimizer must be one of {OPTIMIZERS}, got {recipe.optimizer!r}")
 
 
@@ -258,7 +260,7 @@ def _train_epoch(trained, model, optimizer, x, y, shard, recipe, configs):
     for start in range(0, len(shard), recipe.batch_size):
         batch = shard[start : start + recipe.batch_size]
         loss = F.cross_entropy(trained(x[batch]), y[batch])
-        total_loss += loss.detach() * len(batch)
+        total_loss.add_(loss.detach(), alpha=len(batch))
         if configs["l1"].active:
             loss = loss + l1_penalty(model, configs["l1"])
         optimizer.zero_grad(set_to_none=True)

@@ -47,7 +47,7 @@ def param_groups(model: nn.Module, cfg: WeightDecay) -> list[dict]:
     `original` of a parametrized weight) get `cfg.weight_decay`; tensors with fewer (biases,
     normalisation scales and shifts, quantisation scales) get 0. Every group sets weight_decay
     explicitly, so the optimizer's own default (0.01 for AdamW) never applies. Empty groups are
-    left out.
+    left out, and an inactive config gives one group (a second group costs time every step).
 
     Args:
         model: the model whose parameters are optimised.
@@ -61,6 +61,8 @@ def param_groups(model: nn.Module, cfg: WeightDecay) -> list[dict]:
         >>> optimizer = torch.optim.AdamW(param_groups(model, WeightDecay(1e-4)), lr=1e-3)
     """
     trainable = [parameter for parameter in model.parameters() if parameter.requires_grad]
+    if not cfg.active:
+        return [{"params": trainable, "weight_decay": 0.0}]
     groups = [
         {"params": [p for p in trainable if p.dim() >= 2], "weight_decay": float(cfg.weight_decay)},
         {"params": [p for p in trainable if p.dim() < 2], "weight_decay": 0.0},
