@@ -1,5 +1,6 @@
 """The trade-off report: every trial of a sweep, read back from MLflow alone, with the Pareto front
-over (test accuracy up, latency down, stored size down) and ratios against the dense fp32 baseline.
+over (test accuracy up, latency down, stored size down) and ratios against the dense fp32 baseline,
+as a table, a plot, and the one trial to deploy under an accuracy budget.
 
 Because it reads only MLflow, it works after the fact and from another machine.
 """
@@ -7,8 +8,15 @@ Because it reads only MLflow, it works after the fact and from another machine.
 import csv
 import io
 import json
+import logging
 import math
+import os
+import tempfile
 
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.ticker import PercentFormatter
 from mlflow.tracking import MlflowClient
 
 from orchestrator.errors import UserError
@@ -33,10 +41,21 @@ COLUMNS = (
     "compression",
 )
 FORMATS = ("table", "csv", "json", "markdown")
+OPTIMIZE = {"latency": "latency_ms", "size": "size_bytes"}
+"""What `select_trial` minimises: batch-1 median latency, or stored bytes."""
+PLOT_FILE = "tradeoff.png"
+LOG_SCALE_SPREAD = 10.0
+"""The latency axis turns logarithmic when the slowest trial is this many times the fastest."""
+
+logger = logging.getLogger(__name__)
 
 
 class ReportError(UserError):
-    """The sweep asked for cannot be found."""
+    """The sweep asked for cannot be found, or holds nothing to report."""
+
+
+class SelectionError(UserError):
+    """No trial meets the accuracy budget, or there is no measured baseline to measure it against."""
 
 
 def find_sweep_run(client: MlflowClient, name_or_id: str):
@@ -92,7 +111,7 @@ def sweep_rows(client: MlflowClient, parent_run) -> list[dict]:
         max_results=10_000,
     )
     rows = [_row(run) for run in children]
-    baseline = next((row for row in rows if row["baseline"] and _measured(row)), None)
+    baseline = _baseline(rows)
     for row in rows:
         _add_ratios(row, baseline)
     for index in pareto_front(rows, FRONT_OBJECTIVES):
@@ -194,6 +213,10 @@ def _measured(row):
     return row["status"] == "finished" and _is_number(row.get("latency_ms"))
 
 
+def _baseline(rows):
+    return next((row for row in rows if row["baseline"] and _measured(row)), None)
+
+
 def _add_ratios(row, baseline):
     if baseline is None or not _measured(row):
         return
@@ -229,8 +252,9 @@ def _cell(key, value):
 def log_report(client: MlflowClient, parent_id: str, rows: list[dict]) -> None:
     """Attach the trade-off table and the Pareto front to the sweep's parent run.
 
-    Logs `tradeoff.csv`, `tradeoff.md`, `pareto_front.json`, and the parent metrics
-    `trials`, `pareto_size`, `baseline_test_accuracy`, `baseline_latency_ms`, `baseline_size_bytes`.
+    Logs `tradeoff.csv`, `tradeoff.md`, `pareto_front.json`, the plot `tradeoff.png` (when at
+    least one trial was measured), and the parent metrics `trials`, `pareto_size`,
+    `baseline_test_accuracy`, `baseline_latency_ms`, `baseline_size_bytes`.
 
     Args:
         client: the tracking client.
@@ -246,7 +270,216 @@ def log_report(client: MlflowClient, parent_id: str, rows: list[dict]) -> None:
     client.log_text(parent_id, format_rows(front, "json"), "pareto_front.json")
     client.log_metric(parent_id, "trials", len(rows))
     client.log_metric(parent_id, "pareto_size", len(front))
-    baseline = next((row for row in rows if row["baseline"] and _measured(row)), None)
+    baseline = _baseline(rows)
     for key in ("test_accuracy", "latency_ms", "size_bytes"):
         if baseline is not None:
             client.log_metric(parent_id, f"baseline_{key}", baseline[key])
+    if not _plottable(rows):
+        logger.info("no trial of run %s was measured: no %s", parent_id, PLOT_FILE)
+        return
+    sweep = client.get_run(parent_id).data.tags.get(SWEEP_TAG, parent_id)
+    with tempfile.TemporaryDirectory() as directory:
+        path = os.path.join(directory, PLOT_FILE)
+        plot_tradeoff(rows, path, title=sweep)
+        client.log_artifact(parent_id, path)
+
+
+def plot_tradeoff(rows: list[dict], path: str, title: str = "sweep") -> Figure:
+    """Draw the trade-off as a PNG: test accuracy against latency, marker area = stored size.
+
+    Pareto-front trials are coloured and labelled with their mode strings, the accuracy/latency
+    front is drawn as a staircase, and the baseline is a star with dotted lines through it. The
+    latency axis is logarithmic when latencies spread over more than LOG_SCALE_SPREAD times.
+    Drawn with matplotlib's Agg canvas: no display needed.
+
+    Args:
+        rows: from `sweep_rows` (unmeasured trials are left out).
+        path: the PNG file to write.
+        title: the sweep's name, shown in the title.
+
+    Returns:
+        The matplotlib figure (already saved).
+
+    Raises:
+        ReportError: no trial of the sweep was measured.
+
+    Example:
+        >>> plot_tradeoff(sweep_rows(client, parent), "tradeoff.png", title="quickstart")
+    """
+    points = _plottable(rows)
+    if not points:
+        raise ReportError(f"nothing to plot for {title}: no trial finished with measured accuracy, latency and size")
+    figure = Figure(figsize=(10, 6.5), dpi=110, layout="constrained")
+    FigureCanvasAgg(figure)
+    axes = figure.add_subplot()
+    largest = max(row["size_bytes"] for row in points)
+
+    def draw(group, **style):
+        if group:
+            axes.scatter(
+                [row["latency_ms"] for row in group],
+                [row["test_accuracy"] for row in group],
+                s=[_marker_area(row["size_bytes"], largest) for row in group],
+                edgecolors="black",
+                linewidths=0.6,
+                **style,
+            )
+
+    draw([row for row in points if not row["front"] and not row["baseline"]], color="0.7", alpha=0.7, zorder=2)
+    draw([row for row in points if row["front"] and not row["baseline"]], color="tab:blue", alpha=0.85, zorder=3)
+    draw([row for row in points if row["baseline"]], color="tab:red", marker="*", zorder=4)
+
+    staircase = sorted((points[i] for i in pareto_front(points, FRONT_OBJECTIVES[:2])), key=lambda r: r["latency_ms"])
+    axes.step(
+        [row["latency_ms"] for row in staircase],
+        [row["test_accuracy"] for row in staircase],
+        where="post",
+        color="tab:blue",
+        linestyle="--",
+        linewidth=1,
+        zorder=1,
+    )
+    baseline = _baseline(points)
+    if baseline is not None:
+        axes.axhline(baseline["test_accuracy"], color="tab:red", linestyle=":", linewidth=1, zorder=0)
+        axes.axvline(baseline["latency_ms"], color="tab:red", linestyle=":", linewidth=1, zorder=0)
+    latencies = [row["latency_ms"] for row in points]
+    log_scale = max(latencies) > LOG_SCALE_SPREAD * min(latencies)
+    if log_scale:
+        axes.set_xscale("log")
+    labelled = sorted((row for row in points if row["front"] or row["baseline"]), key=lambda row: row["latency_ms"])
+    for index, row in enumerate(labelled):
+        right_half = _axis_fraction(row["latency_ms"], latencies, log_scale) > 0.5
+        gap = math.sqrt(_marker_area(row["size_bytes"], largest)) / 2 + 2
+        axes.annotate(
+            row["mode"],
+            (row["latency_ms"], row["test_accuracy"]),
+            xytext=(-gap if right_half else gap, gap if index % 2 == 0 else -gap - 6),
+            textcoords="offset points",
+            horizontalalignment="right" if right_half else "left",
+            fontsize=8,
+            zorder=5,
+        )
+    axes.yaxis.set_major_formatter(PercentFormatter(xmax=1.0))
+    axes.set_xlabel("inference latency, batch 1, median (ms)" + (", log scale" if log_scale else ""))
+    axes.set_ylabel("test accuracy")
+    axes.set_title(f"{title}: test accuracy vs latency of {len(points)} measured trials\nmarker area = stored size")
+    axes.grid(True, which="major", alpha=0.3)
+    axes.margins(0.08)
+    axes.legend(
+        handles=_kind_handles(baseline is not None) + _size_handles(points, largest),
+        loc="upper left",
+        bbox_to_anchor=(1.01, 1),
+        fontsize=8,
+        labelspacing=1.2,
+        borderpad=1,
+        handletextpad=1.5,
+    )
+    figure.savefig(path, bbox_inches="tight")
+    return figure
+
+
+def select_trial(rows: list[dict], max_accuracy_drop: float, optimize: str = "latency") -> dict:
+    """The trial to deploy: the fastest (or smallest) whose test accuracy is within the budget.
+
+    A trial qualifies when baseline test accuracy - its test accuracy <= `max_accuracy_drop`
+    (absolute: 0.01 is one point). The baseline itself qualifies, so when nothing beats it the
+    answer is the baseline. Ties go to the more accurate trial.
+
+    Args:
+        rows: from `sweep_rows`.
+        max_accuracy_drop: the largest accuracy loss accepted, as a fraction; a negative value asks
+            for a trial more accurate than the baseline.
+        optimize: "latency" (lowest latency_ms) or "size" (lowest size_bytes).
+
+    Returns:
+        The chosen row.
+
+    Raises:
+        SelectionError: the sweep has no measured baseline, or no trial qualifies.
+
+    Example:
+        >>> select_trial(sweep_rows(client, parent), 0.01)["mode"]
+        'r16-q8'
+    """
+    baseline = _baseline(rows)
+    if baseline is None:
+        raise SelectionError("the sweep has no measured baseline trial, so no accuracy drop can be computed")
+    key = OPTIMIZE[optimize]
+    measured = [row for row in rows if _measured(row) and _is_number(row.get(key))]
+    candidates = [row for row in measured if row["accuracy_drop"] <= max_accuracy_drop + _DROP_TOLERANCE]
+    if not candidates:
+        best = min(measured, key=lambda row: row["accuracy_drop"])
+        raise SelectionError(
+            f"no trial is within {max_accuracy_drop:g} of the baseline's test accuracy "
+            f"{baseline['test_accuracy']:.4f}; the closest is {best['mode']} ({best['trial_id']}) "
+            f"with a drop of {best['accuracy_drop']:.4f}"
+        )
+    return min(candidates, key=lambda row: (row[key], -row["test_accuracy"]))
+
+
+def describe_choice(row: dict, max_accuracy_drop: float, optimize: str = "latency") -> str:
+    """A few lines naming the trial `select_trial` chose and what it buys against the baseline.
+
+    Args:
+        row: the chosen row.
+        max_accuracy_drop: the budget it was chosen under.
+        optimize: "latency" or "size", as given to `select_trial`.
+
+    Example:
+        >>> print(describe_choice(select_trial(rows, 0.01), 0.01))
+    """
+    criterion = "fastest" if optimize == "latency" else "smallest"
+    baseline_accuracy = row["test_accuracy"] + row["accuracy_drop"]
+    lines = [
+        f"chosen: {row['mode']} ({criterion} trial within {max_accuracy_drop:g} of the baseline's test accuracy)",
+        f"  trial {row['trial_id']}, MLflow run {row['run_id']}",
+        f"  test accuracy {row['test_accuracy']:.4f} (baseline {baseline_accuracy:.4f}, drop {row['accuracy_drop']:.4f})",
+        f"  latency {row['latency_ms']:.4f} ms (speedup {row['speedup']:.2f}x), "
+        f"size {row['size_bytes'] / 1000:.1f} kB (compression {row['compression']:.2f}x)",
+    ]
+    if row["baseline"]:
+        lines.append(f"  no accelerated trial is {'faster' if optimize == 'latency' else 'smaller'} within the budget")
+    return "\n".join(lines)
+
+
+_DROP_TOLERANCE = 1e-9
+
+
+def _plottable(rows):
+    keys = ("test_accuracy", "latency_ms", "size_bytes")
+    return [row for row in rows if _measured(row) and all(_is_number(row.get(key)) for key in keys)]
+
+
+def _axis_fraction(value, values, log_scale):
+    scale = math.log if log_scale else float
+    low, high = scale(min(values)), scale(max(values))
+    return (scale(value) - low) / (high - low) if high > low else 0.0
+
+
+def _marker_area(size_bytes, largest):
+    return 40 + 560 * size_bytes / largest
+
+
+def _kind_handles(with_baseline):
+    def marker(label, color, shape="o", size=9):
+        return Line2D([], [], marker=shape, linestyle="", markersize=size, color=color, markeredgecolor="black",
+                      label=label)
+
+    handles = [
+        marker("on the Pareto front (accuracy, latency, size)", "tab:blue"),
+        marker("other trials", "0.7"),
+        Line2D([], [], color="tab:blue", linestyle="--", label="accuracy/latency front"),
+    ]
+    if with_baseline:
+        handles.insert(0, marker("baseline (dense fp32),\ndotted lines through it", "tab:red", "*", 13))
+    return handles
+
+
+def _size_handles(points, largest):
+    sizes = sorted({min(row["size_bytes"] for row in points), largest})
+    return [
+        Line2D([], [], marker="o", linestyle="", color="0.85", markeredgecolor="black",
+               markersize=math.sqrt(_marker_area(size, largest)), label=f"stored size {size / 1000:.1f} kB")
+        for size in sizes
+    ]

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from orchestrator.errors import UserError
 from trainers.data import SOURCES
-from trainers.techniques import TECHNIQUES
+from trainers.techniques import TECHNIQUES, off_value
 
 SAMPLING_FORMS = ("choice", "grid", "uniform", "loguniform", "randint")
 EPOCH_OBJECTIVES = ("val_accuracy", "val_loss", "train_loss")
@@ -331,11 +331,18 @@ def _value_problem(key, value):
 
 
 def _algorithm_problem(algorithm, key, value, where):
-    form, _ = domain_of(value)
+    form, values = domain_of(value)
     if algorithm == "grid" and form not in ("fixed", "choice", "grid"):
         return f"{where}: algorithm grid needs fixed values or lists (choice/grid), got {form}"
     if algorithm == "optuna" and form == "grid":
         return f"{where}: algorithm optuna samples, it does not enumerate: use choice instead of grid"
+    if algorithm == "optuna" and form == "choice" and key in TECHNIQUES:
+        off = off_value(key)
+        if off not in values:
+            return (
+                f"{where}.choice: algorithm optuna runs the dense fp32 baseline as its first trial, "
+                f"so the choices must include its value {_show(off).replace('None', 'null')}"
+            )
     return None
 
 

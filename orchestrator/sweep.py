@@ -5,7 +5,6 @@ import logging
 import math
 import os
 import time
-from dataclasses import fields
 
 import ray
 from ray import tune
@@ -16,7 +15,7 @@ from ray.tune.search.optuna import OptunaSearch
 from orchestrator.spec import Spec, domain_of
 from orchestrator.trial import trial_driver, trial_mode, worker_resources, workers_of
 from trainers.data import Dataset
-from trainers.techniques import TECHNIQUES
+from trainers.techniques import TECHNIQUES, off_value
 
 logger = logging.getLogger(__name__)
 
@@ -63,7 +62,7 @@ def baseline_choices(spec: Spec) -> dict:
         >>> baseline_choices(spec)
         {'rank': None, 'quant_bits': 32, ...}
     """
-    choices = {key: fields(TECHNIQUES[key])[0].default for key in spec.space if key in TECHNIQUES}
+    choices = {key: off_value(key) for key in spec.space if key in TECHNIQUES}
     if "workers" in spec.space:
         choices["workers"] = spec.resources.workers_per_trial
     return choices
@@ -135,7 +134,7 @@ def unsatisfiable_resources(spec: Spec, nodes: list[dict]) -> str | None:
     return None
 
 
-def run_sweep(spec: Spec, data: Dataset, callbacks: list, results_path: str) -> tune.ResultGrid:
+def run_sweep(spec: Spec, data: Dataset, callbacks: list, results_path: str, search_alg=None) -> tune.ResultGrid:
     """Run every trial of the sweep on the connected Ray cluster.
 
     Args:
@@ -143,6 +142,8 @@ def run_sweep(spec: Spec, data: Dataset, callbacks: list, results_path: str) -> 
         data: the data set, loaded once and shared with every trial through the object store.
         callbacks: Tune callbacks (the MLflow trial logger, progress).
         results_path: the directory for this sweep's Tune state and checkpoints.
+        search_alg: the search algorithm from `search_algorithm(spec)` (made here if None); pass
+            your own to read its state afterwards (`optuna_front`).
 
     Returns:
         Tune's result grid.
@@ -158,7 +159,7 @@ def run_sweep(spec: Spec, data: Dataset, callbacks: list, results_path: str) -> 
         trainable,
         param_space=param_space(spec),
         tune_config=tune.TuneConfig(
-            search_alg=_search_algorithm(spec),
+            search_alg=search_alg or search_algorithm(spec),
             scheduler=_scheduler(spec),
             num_samples=_samples(spec) + 1,  # the baseline comes first, then the samples
             max_concurrent_trials=max_concurrent_trials(spec, ray.cluster_resources()),
@@ -248,7 +249,20 @@ def _samples(spec):
     return spec.search.num_samples if spec.space else 0
 
 
-def _search_algorithm(spec):
+def search_algorithm(spec: Spec):
+    """The spec's search algorithm, with the dense fp32 baseline as its first point.
+
+    Args:
+        spec: the validated spec.
+
+    Returns:
+        An OptunaSearch (TPE; multi-objective when `search.metric` is a list) or a
+        BasicVariantGenerator (random and grid).
+
+    Example:
+        >>> search_algorithm(spec)
+        <ray.tune.search.basic_variant.BasicVariantGenerator ...>
+    """
     metrics, modes = spec.search.metrics, spec.search.modes
     baseline = [baseline_choices(spec)]
     if spec.search.algorithm == "optuna":
@@ -256,6 +270,25 @@ def _search_algorithm(spec):
             return OptunaSearch(metric=metrics[0], mode=modes[0], points_to_evaluate=baseline, seed=spec.train.seed)
         return OptunaSearch(metric=metrics, mode=modes, points_to_evaluate=baseline, seed=spec.train.seed)
     return BasicVariantGenerator(points_to_evaluate=baseline, random_state=spec.train.seed)
+
+
+def optuna_front(search_alg) -> list[str] | None:
+    """The Tune trial ids on the Optuna study's own Pareto front (multi-objective Optuna only).
+
+    Args:
+        search_alg: the search algorithm the sweep ran with.
+
+    Returns:
+        The trial ids, sorted; None when the search was not multi-objective Optuna.
+
+    Example:
+        >>> optuna_front(search)
+        ['3a97578d', 'dcc85855']
+    """
+    if not isinstance(search_alg, OptunaSearch) or not isinstance(search_alg.metric, list):
+        return None
+    numbers = {trial.number for trial in search_alg._ot_study.best_trials}
+    return sorted(trial_id for trial_id, ot_trial in search_alg._ot_trials.items() if ot_trial.number in numbers)
 
 
 def _scheduler(spec):

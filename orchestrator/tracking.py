@@ -106,6 +106,31 @@ def finish_sweep_run(client: MlflowClient, parent_id: str, status: str = "FINISH
     client.set_terminated(parent_id, status=status)
 
 
+def log_search_front(client: MlflowClient, parent_id: str, rows: list[dict], search_front: list[str] | None) -> None:
+    """Record a multi-objective search's own Pareto front next to the report's, and whether they agree.
+
+    Logs `optuna_pareto_front.json` and the tag `accelsweep.optuna_front_matches` ("true"/"false");
+    does nothing when `search_front` is None (single-objective, random or grid search).
+
+    Args:
+        client: the tracking client.
+        parent_id: the sweep's parent run id.
+        rows: the report's rows (`report.sweep_rows`), front marked.
+        search_front: trial ids on the search algorithm's front (`sweep.optuna_front`).
+
+    Example:
+        >>> log_search_front(client, parent_id, rows, sweep.optuna_front(search))
+    """
+    if search_front is None:
+        return
+    client.log_text(parent_id, json.dumps(search_front), "optuna_pareto_front.json")
+    report_front = sorted(row["trial_id"] for row in rows if row["front"])
+    matches = report_front == sorted(search_front)
+    if not matches:
+        logger.warning("Optuna's Pareto front %s differs from the report's %s", search_front, report_front)
+    client.set_tag(parent_id, "accelsweep.optuna_front_matches", str(matches).lower())
+
+
 class TrialLogger(tune.Callback):
     """A Ray Tune callback that mirrors every trial into its own nested MLflow run.
 

@@ -22,10 +22,12 @@ from trainers.measure import count_parameters, evaluate, measure_inference, stor
 from trainers.models import build_model
 from trainers.techniques import mode_string, techniques_from_choices
 from trainers.techniques.common import bake_weight_transforms
+from trainers.techniques.compile import compile_model, timed_first_call
 from trainers.techniques.dropout import apply_dropout
 from trainers.techniques.feature_select import apply_feature_selection
 from trainers.techniques.l1 import l1_penalty
 from trainers.techniques.lowrank import apply_low_rank
+from trainers.techniques.precision import autocast, grad_scaler
 from trainers.techniques.prune import apply_pruning, export_sparse, update_pruning
 from trainers.techniques.quantize import apply_fake_quant, export_quantized
 from trainers.techniques.weight_decay import param_groups
@@ -53,6 +55,8 @@ FINAL_METRICS = (
     "ddp_ranks_trained",
     "diverged",
     "diverged_epoch",
+    "compile_seconds",
+    "inference_compile_seconds",
 )
 
 
@@ -175,8 +179,9 @@ def train_trial(
     torch.set_num_threads(recipe.threads)
     model, data, configs, notes = build_trial_model(recipe, data)
     logger.info("trial %s: %s", notes["mode"], notes)
-    trained = _wrap_ddp(model, device) if world_size > 1 else model
+    trained = compile_model(_wrap_ddp(model, device) if world_size > 1 else model, configs["compile"])
     optimizer = _make_optimizer(recipe, param_groups(model, configs["weight_decay"]))
+    scaler = grad_scaler(configs["precision"], device)
     start_epoch = 0
     if resume is not None:
         model.load_state_dict(resume["model"])
@@ -188,12 +193,19 @@ def train_trial(
     x_val, y_val = data.x_val.to(device), data.y_val.to(device)
     shard_size = len(x_train) // world_size
     epoch_metrics: dict[str, float] = {}
+    compile_metrics = {}
+    if configs["compile"].active:
+        first = slice(0, recipe.batch_size)
+        compile_metrics["compile_seconds"] = timed_first_call(
+            lambda: _forward_backward(trained, x_train[first], y_train[first], configs["precision"])
+        )
+        optimizer.zero_grad(set_to_none=True)
     train_seconds = 0.0
     for epoch in range(start_epoch, recipe.epochs):
         sparsity = update_pruning(model, configs["sparsity"], epoch, recipe.epochs)
         shard = _epoch_shard(len(x_train), recipe.seed, epoch, rank, world_size, shard_size, device)
         started = time.perf_counter()
-        train_loss = _train_epoch(trained, model, optimizer, x_train, y_train, shard, recipe, configs)
+        train_loss = _train_epoch(trained, model, optimizer, scaler, x_train, y_train, shard, recipe, configs)
         _synchronize(device)
         epoch_seconds = time.perf_counter() - started
         train_seconds += epoch_seconds
@@ -216,9 +228,13 @@ def train_trial(
             report(epoch_metrics, {"trained": _trained_state(model, optimizer, epoch + 1)})
 
     trained_state = _trained_state(model, optimizer, recipe.epochs)
-    final = epoch_metrics | _replica_agreement(model, world_size)
+    final = epoch_metrics | compile_metrics | _replica_agreement(model, world_size)
     deployable, export_notes = export_deployable(model, configs, device)
-    final |= _measure(deployable, data, recipe)
+    runnable, compile_metrics, compile_notes = _compiled_for_inference(
+        deployable, configs["compile"], data.x_test[:1].to(device)
+    )
+    final |= compile_metrics | _measure(runnable, data, recipe)
+    export_notes |= compile_notes
     final |= {"world_size": world_size, "train_seconds": train_seconds}
     logger.info("trial %s finished: %s", notes["mode"], final)
     report(final | {"notes": notes | export_notes}, {"trained": trained_state, "deployable": deployable.state_dict()})
@@ -254,19 +270,41 @@ def _epoch_shard(n, seed, epoch, rank, world_size, shard_size, device):
     return permutation[rank::world_size][:shard_size].to(device)
 
 
-def _train_epoch(trained, model, optimizer, x, y, shard, recipe, configs):
+def _train_epoch(trained, model, optimizer, scaler, x, y, shard, recipe, configs):
     trained.train()
     total_loss = torch.zeros((), device=x.device)
     for start in range(0, len(shard), recipe.batch_size):
         batch = shard[start : start + recipe.batch_size]
-        loss = F.cross_entropy(trained(x[batch]), y[batch])
+        with autocast(configs["precision"], x.device):
+            loss = F.cross_entropy(trained(x[batch]), y[batch])
         total_loss.add_(loss.detach(), alpha=len(batch))
         if configs["l1"].active:
             loss = loss + l1_penalty(model, configs["l1"])
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
     return float(total_loss) / max(len(shard), 1)
+
+
+def _forward_backward(trained, x, y, precision):
+    trained.train()
+    with autocast(precision, x.device):
+        loss = F.cross_entropy(trained(x), y)
+    loss.backward()
+
+
+def _compiled_for_inference(deployable, compile_cfg, example):
+    if not compile_cfg.active:
+        return deployable, {}, {}
+    runnable = compile_model(deployable, compile_cfg)
+    try:
+        with torch.no_grad():
+            seconds = timed_first_call(lambda: runnable(example))
+    except Exception as error:  # torch.compile fails in many ways on exotic kernels: measure eager then
+        logger.warning("torch.compile failed on the deployable model, measuring it eager: %s", error)
+        return deployable, {}, {"compile_inference": f"failed ({type(error).__name__}); measured eager"}
+    return runnable, {"inference_compile_seconds": seconds}, {"compile_inference": "compiled"}
 
 
 def _synchronize(device):

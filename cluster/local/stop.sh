@@ -39,7 +39,11 @@ alive() { for pid in "$@"; do kill -0 "$pid" 2>/dev/null && echo "$pid"; done; t
 # Workers first, then the head, then MLflow: the reverse of the start order.
 all=""
 while read -r name pid; do
-  kill -0 "$pid" 2>/dev/null || { echo "$name (pid $pid) already gone"; continue; }
+  case "$name" in ray-*) expected="ray start" ;; *) expected="$name server" ;; esac
+  case "$(ps -o args= -p "$pid" 2>/dev/null)" in  # gone, or the pid now belongs to something else
+    *"$expected"*) ;;
+    *) echo "$name (pid $pid) already gone"; continue ;;
+  esac
   tree=$(descendants "$pid")
   all="$all $tree"
   echo "stopping $name (pid $pid, $(wc -w <<< "$tree") processes)"

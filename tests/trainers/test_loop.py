@@ -111,3 +111,25 @@ def test_two_ranks_train_with_averaged_gradients(tmp_path):
         assert results[rank]["ddp_replica_checksum_spread"] == 0
         assert results[rank]["world_size"] == 2
         assert math.isfinite(results[rank]["test_accuracy"])
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_mixed_precision_trains_and_reports_the_truth(digits, precision):
+    final = train_trial(TrialRecipe(epochs=2, choices={"precision": precision}), digits, Recorder())
+    assert final["test_accuracy"] > 0.6
+    assert final["train_samples_per_s"] > 0
+
+
+@pytest.mark.slow
+def test_compiled_trial_reports_compile_time_apart_and_the_same_outputs(digits):
+    recorder = Recorder()
+    final = train_trial(TrialRecipe(epochs=1, hidden=(16,), choices={"compile": True}), digits, recorder)
+    assert final["compile_seconds"] > 0 and final["inference_compile_seconds"] > 0
+    assert recorder.reports[-1][0]["notes"]["compile_inference"] == "compiled"
+    # the compiled deployable model computes what the eager one does
+    model, data, configs, _ = build_trial_model(TrialRecipe(hidden=(16,)), digits)
+    model.load_state_dict(recorder.reports[-1][1]["trained"]["model"])
+    eager, _ = export_deployable(model, configs, torch.device("cpu"))
+    compiled = torch.compile(eager)
+    with torch.no_grad():
+        torch.testing.assert_close(compiled(data.x_test[:8]), eager(data.x_test[:8]))

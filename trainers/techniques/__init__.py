@@ -5,16 +5,21 @@ spec key, `active` says whether it does anything, `mode()` gives its short recip
 functions that apply it, in its own module.
 """
 
+from dataclasses import fields
+
+from trainers.techniques.compile import Compile
 from trainers.techniques.dropout import Dropout
 from trainers.techniques.feature_select import FeatureSelect
 from trainers.techniques.l1 import L1
 from trainers.techniques.lowrank import LowRank
+from trainers.techniques.precision import Precision
 from trainers.techniques.prune import Prune
 from trainers.techniques.quantize import Quantize
 from trainers.techniques.weight_decay import WeightDecay
 
 TECHNIQUES = {
-    cls.key: cls for cls in (LowRank, Quantize, Prune, Dropout, WeightDecay, L1, FeatureSelect)
+    cls.key: cls
+    for cls in (LowRank, Quantize, Prune, Dropout, WeightDecay, L1, FeatureSelect, Precision, Compile)
 }
 
 
@@ -36,6 +41,16 @@ def techniques_from_choices(choices: dict) -> dict[str, object]:
     return {
         key: cls(choices[key]) if key in choices else cls() for key, cls in TECHNIQUES.items()
     }
+
+
+def off_value(key: str) -> object:
+    """The value of a technique's spec key that turns it off (the dense fp32 baseline's value).
+
+    Example:
+        >>> off_value("rank"), off_value("quant_bits")
+        (None, 32)
+    """
+    return fields(TECHNIQUES[key])[0].default
 
 
 def mode_string(configs: dict[str, object]) -> str:
