@@ -8,8 +8,12 @@ import time
 from pathlib import Path
 
 from orchestrator.errors import UserError
+from orchestrator.jobs import add_job_commands
 
 logger = logging.getLogger("accelsweep")
+
+RAY_SDK_LOGGERS = ("ray.dashboard.modules.dashboard_sdk", "ray.dashboard.modules.job.sdk")
+"""Ray's job SDK sets these to INFO itself, so naming "ray" alone does not quiet them."""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -77,18 +81,43 @@ def validate_command(args: argparse.Namespace) -> int:
 
     spec = load_spec(args.spec)
     data = load_checked_data(spec, args.spec)
-    print(f"{args.spec}: valid; {sweep.planned_trials(spec)} trials of {spec.model.kind} on {data_summary(data)}")
+    summary = data_summary(data)
+    print(
+        f"{args.spec}: valid; {sweep.planned_trials(spec)} trials of {spec.model.kind} on {summary['name']} "
+        f"({summary['n_train']} train / {summary['n_val']} val / {summary['n_test']} test, "
+        f"input {summary['input_shape']}, {summary['num_classes']} classes)"
+    )
     return 0
 
 
 def report_command(args: argparse.Namespace) -> int:
-    """`accelsweep report NAME`: the trade-off table of a finished sweep, from MLflow alone."""
+    """`accelsweep report NAME`: the trade-off table of a finished sweep, from MLflow alone; with
+    --plot its plot, with --max-accuracy-drop the trial to deploy, with --register that trial in
+    the MLflow Model Registry."""
     from orchestrator import report, tracking
     from orchestrator.spec import tracking_uri
 
+    if args.max_accuracy_drop is None and (args.register or args.optimize):
+        raise UserError("--register and --optimize choose a trial: give --max-accuracy-drop too")
     client = tracking.connect(tracking_uri(args.uri), create=False)
     parent = report.find_sweep_run(client, args.sweep)
-    print(report.format_rows(report.sweep_rows(client, parent), args.format))
+    rows = report.sweep_rows(client, parent)
+    print(report.format_rows(rows, args.format))
+    if args.plot:
+        report.plot_tradeoff(rows, args.plot, title=args.sweep)
+        logger.info("plot written to %s", args.plot)
+    if args.max_accuracy_drop is None:
+        return 0
+    optimize = args.optimize or "latency"
+    chosen = report.select_trial(rows, args.max_accuracy_drop, optimize)
+    out = sys.stdout if args.format in ("table", "markdown") else sys.stderr  # keep csv/json parseable
+    print(report.describe_choice(chosen, args.max_accuracy_drop, optimize), file=out)
+    if args.register:
+        from orchestrator import registry  # imports torch: only when registering
+
+        version = registry.register_trial(client, parent, chosen, args.register)
+        print(f"registered as model {args.register!r} version {version.version}: models:/{args.register}/{version.version}",
+              file=out)
     return 0
 
 
@@ -152,7 +181,7 @@ def _ray_nodes():
 def _configure_logging(verbose):
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     quiet = logging.INFO if verbose else logging.ERROR
-    for noisy in ("ray", "mlflow", "alembic", "optuna", "torch", "urllib3"):
+    for noisy in ("ray", "mlflow", "alembic", "optuna", "torch", "urllib3", *RAY_SDK_LOGGERS):
         logging.getLogger(noisy).setLevel(quiet)
     logging.getLogger("trainers").setLevel(logging.INFO if verbose else logging.WARNING)
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "INFO" if verbose else "ERROR")
@@ -203,6 +232,25 @@ def _parser():
     report.add_argument("sweep", help="the sweep's name (its newest run) or its parent run id")
     report.add_argument("--format", choices=("table", "csv", "json", "markdown"), default="table")
     report.add_argument("--uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)")
+    report.add_argument("--plot", metavar="PNG", help="also write the trade-off plot (accuracy vs latency) to this file")
+    report.add_argument(
+        "--max-accuracy-drop",
+        type=float,
+        metavar="DROP",
+        help="name the fastest trial whose test accuracy is at most DROP below the baseline's "
+        "(absolute: 0.01 = one point); exits 2 if none is",
+    )
+    report.add_argument(
+        "--optimize",
+        choices=("latency", "size"),
+        help="with --max-accuracy-drop: pick the lowest latency (default) or the smallest stored size",
+    )
+    report.add_argument(
+        "--register",
+        metavar="MODEL",
+        help="with --max-accuracy-drop: log the chosen trial's deployable model into its run and "
+        "register it in the MLflow Model Registry as MODEL",
+    )
     report.set_defaults(command=report_command)
 
     ui = commands.add_parser(
@@ -214,4 +262,6 @@ def _parser():
     ui.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     ui.add_argument("--port", type=int, default=5000)
     ui.set_defaults(command=ui_command)
+
+    add_job_commands(commands)
     return parser

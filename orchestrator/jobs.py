@@ -10,6 +10,8 @@ http://127.0.0.1:8265. Ray token authentication is honoured, never switched off:
 $RAY_AUTH_TOKEN, else the file $RAY_AUTH_TOKEN_PATH, else ~/.ray/auth_token (Ray's own order).
 """
 
+from __future__ import annotations
+
 import argparse
 import asyncio
 import logging
@@ -24,13 +26,14 @@ from pathlib import Path
 from typing import Iterator
 from urllib.parse import urlparse
 
-import aiohttp
-import requests
-from ray.exceptions import AuthenticationError
-from ray.job_submission import JobStatus, JobSubmissionClient
+from typing import TYPE_CHECKING
 
 from orchestrator.errors import UserError
-from orchestrator.spec import Spec, load_spec
+
+if TYPE_CHECKING:  # Ray and the spec (torch) load only when a job command runs: `--help` stays instant
+    from ray.job_submission import JobStatus, JobSubmissionClient
+
+    from orchestrator.spec import Spec
 
 logger = logging.getLogger(__name__)
 
@@ -120,6 +123,11 @@ def jobs_client(address: str | None = None) -> Iterator[JobSubmissionClient]:
         >>> with jobs_client("http://127.0.0.1:8265") as client:
         ...     client.list_jobs()
     """
+    import aiohttp
+    import requests
+    from ray.exceptions import AuthenticationError
+    from ray.job_submission import JobSubmissionClient
+
     url, source = jobs_address(address)
     token, token_source = find_auth_token()
     headers = {"Authorization": f"Bearer {token}"} if token else {}
@@ -230,6 +238,10 @@ def sweep_entrypoint(spec_path: str | os.PathLike) -> str:
 
 def submit_command(args: argparse.Namespace) -> int:
     """`accelsweep submit SPEC`: validate here, submit as a Ray job, then follow it to the end."""
+    from ray.job_submission import JobStatus
+
+    from orchestrator.spec import load_spec
+
     spec = load_spec(args.spec)
     entrypoint = sweep_entrypoint(args.spec)
     runtime_env = build_runtime_env(submission_tracking_uri(spec, args.tracking_uri), pip=args.pip)

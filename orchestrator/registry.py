@@ -10,6 +10,7 @@ back from the registry to check that it gives the same outputs.
 import logging
 import os
 import tempfile
+from importlib.metadata import version as installed_version
 
 import mlflow
 import torch
@@ -35,6 +36,10 @@ MODEL_NAME_IN_RUN = "deployable_model"
 """The name of the logged model inside the trial's run."""
 EXAMPLE_ROWS = 5
 """Test inputs stored as the model's input example."""
+RUNTIME_PACKAGES = ("torch", "numpy", "scikit-learn", "cloudpickle")
+"""What the logged model needs besides MLflow and the `trainers` code it carries: torch for its
+layers, numpy and scikit-learn because `trainers` imports them, cloudpickle to unpickle it. Named
+here, not inferred: inference would list the local `accelsweep` package, which pip cannot install."""
 VERSION_METRICS = ("test_accuracy", "accuracy_drop", "latency_ms", "size_bytes", "speedup", "compression")
 """The trial's measurements copied onto the model version as tags (accelsweep.KEY)."""
 REGISTERED_TAG = "accelsweep.registered_model"
@@ -178,6 +183,7 @@ def register_trial(client: MlflowClient, parent_run, row: dict, model_name: str)
                 input_example=example.numpy(),
                 code_paths=[os.path.dirname(trainers.__file__)],
                 serialization_format="pickle",
+                pip_requirements=runtime_requirements(),
                 registered_model_name=model_name,
             )
     except MlflowException as error:
@@ -190,6 +196,17 @@ def register_trial(client: MlflowClient, parent_run, row: dict, model_name: str)
         client.set_model_version_tag(model_name, version.version, key, value)
     client.set_tag(row["run_id"], REGISTERED_TAG, f"{model_name}/{version.version}")
     return client.get_model_version(model_name, version.version)
+
+
+def runtime_requirements() -> list[str]:
+    """Pinned pip requirements of a logged deployable model: RUNTIME_PACKAGES at their installed
+    versions, without local labels such as "+cpu" (PyPI has none).
+
+    Example:
+        >>> runtime_requirements()[0]
+        'torch==2.13.0'
+    """
+    return [f"{name}=={installed_version(name).split('+')[0]}" for name in RUNTIME_PACKAGES]
 
 
 def _param_value(text):

@@ -165,7 +165,8 @@ class Spec(_Section):
 
     @property
     def results_dir(self) -> str:
-        return os.path.abspath(self.ray.storage_path or "accelsweep_results")
+        path = self.ray.storage_path or "accelsweep_results"
+        return path if "://" in path else os.path.abspath(path)
 
 
 SPACE_KEYS = tuple(TECHNIQUES) + ("workers",)

@@ -177,10 +177,12 @@ class TrialLogger(tune.Callback):
         tags = {f"accelsweep.note.{k}": str(v) for k, v in result.get("notes", {}).items()}
         tags[STATUS_TAG] = "diverged" if result.get("diverged") else "finished"
         tags["accelsweep.node_ip"] = str(result.get("node_ip", ""))
+        tags["accelsweep.node_id"] = str(result.get("node_id", ""))
         self.client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])
-        checkpoint_dir = checkpoint_dir_of(result, trial.checkpoint)
-        if checkpoint_dir and not result.get("diverged"):
-            self.client.log_artifacts(run_id, checkpoint_dir, "model")
+        if not result.get("diverged"):
+            with checkpoint_dir_of(result, trial.checkpoint) as checkpoint_dir:
+                if checkpoint_dir:
+                    self.client.log_artifacts(run_id, checkpoint_dir, "model")
         self.client.set_terminated(run_id, status="FINISHED")
 
     def on_trial_error(self, iteration, trials, trial, **info):

@@ -5,6 +5,7 @@ workers launches a Ray Train `TorchTrainer` (DDP: gloo on CPU, nccl on GPU) from
 V2 way, and forwards its rank-0 reports to Tune with `TuneReportCallback`.
 """
 
+import contextlib
 import os
 import tempfile
 from dataclasses import asdict
@@ -145,14 +146,20 @@ def _train_worker(config):
 
 def _report_to_tune(metrics, checkpoint):
     with tempfile.TemporaryDirectory() as directory:
-        tune.report(metrics, checkpoint=_as_checkpoint(checkpoint, directory, tune.Checkpoint))
+        saved = _as_checkpoint(checkpoint, directory, tune.Checkpoint)
+        tune.report(metrics | _node_id(), checkpoint=saved)
 
 
 def _report_to_train(metrics, checkpoint):
     rank_zero = ray.train.get_context().get_world_rank() == 0
     with tempfile.TemporaryDirectory() as directory:
         saved = _as_checkpoint(checkpoint, directory, ray.train.Checkpoint) if rank_zero else None
-        ray.train.report(metrics, checkpoint=saved)
+        ray.train.report(metrics | _node_id(), checkpoint=saved)
+
+
+def _node_id():
+    # nodes on one machine can share an IP: the Ray node id tells them apart
+    return {"node_id": ray.get_runtime_context().get_node_id()}
 
 
 def _as_checkpoint(checkpoint, directory, checkpoint_class):
@@ -185,22 +192,27 @@ def _load_trained(checkpoint):
         return torch.load(os.path.join(directory, TRAINED_FILE), weights_only=True)
 
 
-def checkpoint_dir_of(result: dict, trial_checkpoint) -> str | None:
-    """Where a finished trial's last checkpoint lives, for 1-worker and worker-group trials alike.
+@contextlib.contextmanager
+def checkpoint_dir_of(result: dict, trial_checkpoint):
+    """A local directory holding a finished trial's last checkpoint, for 1-worker and worker-group
+    trials alike, and for local or remote (s3://, gs://) storage (downloaded while in use).
 
     Args:
-        result: the trial's last result (worker-group trials carry the path in it).
+        result: the trial's last result (worker-group trials carry the checkpoint's path in it).
         trial_checkpoint: the Tune trial's checkpoint (1-worker trials), or None.
 
-    Returns:
-        A local directory path, or None when the trial saved no checkpoint.
+    Yields:
+        The directory, or None when the trial saved no checkpoint.
 
     Example:
-        >>> checkpoint_dir_of(trial.last_result, trial.checkpoint)
+        >>> with checkpoint_dir_of(trial.last_result, trial.checkpoint) as directory:
+        ...     client.log_artifacts(run_id, directory, "model")
     """
     if result.get(CHECKPOINT_PATH_KEY):
-        return result[CHECKPOINT_PATH_KEY]
-    if trial_checkpoint is not None:
-        return trial_checkpoint.path
-    return None
+        trial_checkpoint = ray.train.Checkpoint(result[CHECKPOINT_PATH_KEY])
+    if trial_checkpoint is None:
+        yield None
+        return
+    with trial_checkpoint.as_directory() as directory:
+        yield directory
 
