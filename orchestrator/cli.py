@@ -1,9 +1,11 @@
 """The `accelsweep` command: run, validate, report and look at acceleration sweeps."""
 
 import argparse
+import contextlib
 import logging
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -11,6 +13,11 @@ from orchestrator.errors import UserError
 from orchestrator.jobs import add_job_commands
 
 logger = logging.getLogger("accelsweep")
+
+
+class UserInterrupt(Exception):
+    """Ctrl-C during a sweep; the message says how to continue."""
+
 
 RAY_SDK_LOGGERS = ("ray.dashboard.modules.dashboard_sdk", "ray.dashboard.modules.job.sdk")
 """Ray's job SDK sets these to INFO itself, so naming "ray" alone does not quiet them."""
@@ -31,12 +38,15 @@ def main(argv: list[str] | None = None) -> int:
     """
     parser = _parser()
     args = parser.parse_args(argv)
-    _configure_logging(args.verbose)
+    _configure_environment(args.verbose)
     try:
         return args.command(args)
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except UserInterrupt as interrupt:
+        print(interrupt, file=sys.stderr)
+        return 130
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
@@ -44,33 +54,84 @@ def main(argv: list[str] | None = None) -> int:
 
 def run_command(args: argparse.Namespace) -> int:
     """`accelsweep run SPEC`: check everything, then sweep, then print the trade-off table."""
-    from orchestrator import report, sweep, tracking
-    from orchestrator.ray_connection import connect_ray
-    from orchestrator.spec import SpecError, load_spec
+    from orchestrator import sweep, tracking
+    from orchestrator.spec import load_spec
 
     spec = load_spec(args.spec)
     data = load_checked_data(spec, args.spec)
     client = tracking.connect(spec.tracking_uri)
-    connect_ray(spec.ray.address, verbose=args.verbose)
-    problem = sweep.unsatisfiable_resources(spec, _ray_nodes())
-    if problem:
-        raise SpecError(f"{args.spec}: {problem}")
+    _connect_ray(spec, args)
 
     results_path = os.path.join(spec.results_dir, f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}")
     parent_id = tracking.start_sweep_run(client, spec, Path(args.spec).read_text(), results_path)
     total = sweep.planned_trials(spec)
     logger.info("sweep %s: %d trials, MLflow run %s in %s", spec.name, total, parent_id, spec.tracking_uri)
-    callbacks = [tracking.TrialLogger(client, parent_id, spec), sweep.ProgressLog(spec, total)]
+    trial_logger = tracking.TrialLogger(spec.tracking_uri, parent_id, spec, os.path.join(results_path, "mlflow_outbox"))
     search = sweep.search_algorithm(spec)
-    grid = sweep.run_sweep(spec, data, callbacks, results_path, search)
+    with _resumable_on_interrupt(client, parent_id, spec):
+        sweep.run_sweep(spec, data, [trial_logger, sweep.ProgressLog(spec, total)], results_path, search)
+    return _conclude(spec, client, parent_id, trial_logger, sweep.optuna_front(search))
+
+
+def resume_command(args: argparse.Namespace) -> int:
+    """`accelsweep resume SWEEP`: continue an interrupted sweep where it stopped, in the same MLflow run."""
+    from orchestrator import report, sweep, tracking
+    from orchestrator.spec import load_spec, tracking_uri
+
+    client = tracking.connect(tracking_uri(args.uri), create=False)
+    if os.path.isdir(args.sweep):
+        parent = tracking.find_sweep_by_results_path(client, os.path.abspath(args.sweep))
+    else:
+        parent = report.find_sweep_run(client, args.sweep)
+    results_path = parent.data.tags[tracking.RESULTS_PATH_TAG]
+    spec_path = client.download_artifacts(parent.info.run_id, "spec.yaml", tempfile.mkdtemp())
+    spec = load_spec(spec_path)
+    data = load_checked_data(spec, spec_path)
+    _connect_ray(spec, args)
+
+    client.update_run(parent.info.run_id, status="RUNNING")
+    logger.info("resuming sweep %s (MLflow run %s) from %s", spec.name, parent.info.run_id, results_path)
+    with _resumable_on_interrupt(client, parent.info.run_id, spec):
+        trial_logger = sweep.resume_sweep(spec, data, results_path)
+    return _conclude(spec, client, parent.info.run_id, trial_logger, search_front=None)
+
+
+def _connect_ray(spec, args):
+    from orchestrator import sweep
+    from orchestrator.ray_connection import connect_ray
+    from orchestrator.spec import SpecError
+
+    connect_ray(spec.ray.address, verbose=args.verbose)
+    problem = sweep.unsatisfiable_resources(spec, _ray_nodes())
+    if problem:
+        raise SpecError(f"{getattr(args, 'spec', spec.name)}: {problem}")
+
+
+@contextlib.contextmanager
+def _resumable_on_interrupt(client, parent_id, spec):
+    # Ctrl-C ends the sweep where it is, like a killed driver: Tune's state (saved every few
+    # seconds) and the MLflow runs so far are kept, and `accelsweep resume` picks them up.
+    try:
+        yield
+    except KeyboardInterrupt:
+        client.set_terminated(parent_id, status="KILLED")
+        raise UserInterrupt(f"interrupted; the sweep's state is saved. Continue with: accelsweep resume {spec.name}") from None
+
+
+def _conclude(spec, client, parent_id, trial_logger, search_front):
+    from orchestrator import report, sweep, tracking
 
     rows = report.sweep_rows(client, client.get_run(parent_id))
     report.log_report(client, parent_id, rows)
-    tracking.log_search_front(client, parent_id, rows, sweep.optuna_front(search))
-    tracking.finish_sweep_run(client, parent_id, "FINISHED" if not grid.errors else "FAILED")
+    tracking.log_search_front(client, parent_id, rows, search_front)
     print(report.format_rows(rows))
-    logger.info("results: MLflow run %s (accelsweep ui to browse); Tune state in %s", parent_id, results_path)
-    return 0 if not grid.errors else 1
+    logger.info(trial_logger.summary())
+    failed = [row["mode"] for row in rows if row["status"] == "error"]
+    tracking.finish_sweep_run(client, parent_id, "FAILED" if failed else "FINISHED")
+    if failed:
+        logger.warning("%d trial(s) failed: %s (their errors are tagged in MLflow)", len(failed), ", ".join(failed))
+    logger.info("results: MLflow run %s (accelsweep ui to browse)", parent_id)
+    return 1 if failed else 0
 
 
 def validate_command(args: argparse.Namespace) -> int:
@@ -104,7 +165,7 @@ def report_command(args: argparse.Namespace) -> int:
     rows = report.sweep_rows(client, parent)
     print(report.format_rows(rows, args.format))
     if args.plot:
-        report.plot_tradeoff(rows, args.plot, title=args.sweep)
+        report.plot_tradeoff(rows, args.plot, title=parent.data.tags.get(tracking.SWEEP_TAG, args.sweep))
         logger.info("plot written to %s", args.plot)
     if args.max_accuracy_drop is None:
         return 0
@@ -115,9 +176,8 @@ def report_command(args: argparse.Namespace) -> int:
     if args.register:
         from orchestrator import registry  # imports torch: only when registering
 
-        version = registry.register_trial(client, parent, chosen, args.register)
-        print(f"registered as model {args.register!r} version {version.version}: models:/{args.register}/{version.version}",
-              file=out)
+        version = registry.register_trial(client, parent, chosen, args.register).version
+        print(f"registered as model {args.register!r} version {version}: models:/{args.register}/{version}", file=out)
     return 0
 
 
@@ -178,7 +238,7 @@ def _ray_nodes():
     return ray.nodes()
 
 
-def _configure_logging(verbose):
+def _configure_environment(verbose):
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     quiet = logging.INFO if verbose else logging.ERROR
     for noisy in ("ray", "mlflow", "alembic", "optuna", "torch", "urllib3", *RAY_SDK_LOGGERS):
@@ -187,6 +247,10 @@ def _configure_logging(verbose):
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "INFO" if verbose else "ERROR")
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+    # Ctrl-C raises KeyboardInterrupt here (Tune's own handler would stop the running trials and
+    # report them ended); the experiment state saved every 2 s is what `accelsweep resume` uses
+    os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")
     # per-epoch results carry val_* only; test_accuracy, latency_ms, size_bytes come at the end
     os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
 
@@ -216,6 +280,19 @@ def _parser():
     run.add_argument("spec", help="the sweep spec (YAML), e.g. search_spaces/quickstart.yaml")
     run.set_defaults(command=run_command)
 
+    resume = commands.add_parser(
+        "resume",
+        help="continue an interrupted sweep in its MLflow run",
+        description=(
+            "Continue a sweep that was interrupted (Ctrl-C, a killed driver, a lost head node): "
+            "finished trials are kept, unfinished ones restart from their last checkpoints, and "
+            "everything lands in the same MLflow parent run."
+        ),
+    )
+    resume.add_argument("sweep", help="the sweep's name (its newest run), its parent run id, or its results path")
+    resume.add_argument("--uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)")
+    resume.set_defaults(command=resume_command)
+
     validate = commands.add_parser(
         "validate",
         help="check a spec, its data and its model without running anything",
@@ -232,7 +309,7 @@ def _parser():
     report.add_argument("sweep", help="the sweep's name (its newest run) or its parent run id")
     report.add_argument("--format", choices=("table", "csv", "json", "markdown"), default="table")
     report.add_argument("--uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)")
-    report.add_argument("--plot", metavar="PNG", help="also write the trade-off plot (accuracy vs latency) to this file")
+    report.add_argument("--plot", metavar="PNG", help="also write the trade-off plot (accuracy vs latency) to PNG")
     report.add_argument(
         "--max-accuracy-drop",
         type=float,

@@ -16,7 +16,7 @@ import tempfile
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
-from matplotlib.ticker import PercentFormatter
+from matplotlib.ticker import FormatStrFormatter, LogLocator, NullLocator, PercentFormatter
 from mlflow.tracking import MlflowClient
 
 from orchestrator.errors import UserError
@@ -43,6 +43,7 @@ COLUMNS = (
 FORMATS = ("table", "csv", "json", "markdown")
 OPTIMIZE = {"latency": "latency_ms", "size": "size_bytes"}
 """What `select_trial` minimises: batch-1 median latency, or stored bytes."""
+_DROP_TOLERANCE = 1e-9  # 0.90 - 0.88 > 0.02 in floats
 PLOT_FILE = "tradeoff.png"
 LOG_SCALE_SPREAD = 10.0
 """The latency axis turns logarithmic when the slowest trial is this many times the fastest."""
@@ -347,6 +348,9 @@ def plot_tradeoff(rows: list[dict], path: str, title: str = "sweep") -> Figure:
     log_scale = max(latencies) > LOG_SCALE_SPREAD * min(latencies)
     if log_scale:
         axes.set_xscale("log")
+        axes.xaxis.set_major_locator(LogLocator(subs=(1, 2, 5)))
+        axes.xaxis.set_major_formatter(FormatStrFormatter("%g"))
+        axes.xaxis.set_minor_locator(NullLocator())
     labelled = sorted((row for row in points if row["front"] or row["baseline"]), key=lambda row: row["latency_ms"])
     for index, row in enumerate(labelled):
         right_half = _axis_fraction(row["latency_ms"], latencies, log_scale) > 0.5
@@ -434,16 +438,14 @@ def describe_choice(row: dict, max_accuracy_drop: float, optimize: str = "latenc
     lines = [
         f"chosen: {row['mode']} ({criterion} trial within {max_accuracy_drop:g} of the baseline's test accuracy)",
         f"  trial {row['trial_id']}, MLflow run {row['run_id']}",
-        f"  test accuracy {row['test_accuracy']:.4f} (baseline {baseline_accuracy:.4f}, drop {row['accuracy_drop']:.4f})",
+        f"  test accuracy {row['test_accuracy']:.4f} "
+        f"(baseline {baseline_accuracy:.4f}, drop {row['accuracy_drop']:.4f})",
         f"  latency {row['latency_ms']:.4f} ms (speedup {row['speedup']:.2f}x), "
-        f"size {row['size_bytes'] / 1000:.1f} kB (compression {row['compression']:.2f}x)",
+        f"size {_size_text(row['size_bytes'])} (compression {row['compression']:.2f}x)",
     ]
     if row["baseline"]:
         lines.append(f"  no accelerated trial is {'faster' if optimize == 'latency' else 'smaller'} within the budget")
     return "\n".join(lines)
-
-
-_DROP_TOLERANCE = 1e-9
 
 
 def _plottable(rows):
@@ -455,6 +457,10 @@ def _axis_fraction(value, values, log_scale):
     scale = math.log if log_scale else float
     low, high = scale(min(values)), scale(max(values))
     return (scale(value) - low) / (high - low) if high > low else 0.0
+
+
+def _size_text(size_bytes):
+    return f"{size_bytes / 1e3:.1f} kB" if size_bytes < 1e6 else f"{size_bytes / 1e6:.1f} MB"
 
 
 def _marker_area(size_bytes, largest):
@@ -480,6 +486,6 @@ def _size_handles(points, largest):
     sizes = sorted({min(row["size_bytes"] for row in points), largest})
     return [
         Line2D([], [], marker="o", linestyle="", color="0.85", markeredgecolor="black",
-               markersize=math.sqrt(_marker_area(size, largest)), label=f"stored size {size / 1000:.1f} kB")
+               markersize=math.sqrt(_marker_area(size, largest)), label=f"stored size {_size_text(size)}")
         for size in sizes
     ]

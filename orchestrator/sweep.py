@@ -13,6 +13,7 @@ from ray.tune.search import BasicVariantGenerator
 from ray.tune.search.optuna import OptunaSearch
 
 from orchestrator.spec import Spec, domain_of
+from orchestrator.tracking import TrialLogger
 from orchestrator.trial import trial_driver, trial_mode, worker_resources, workers_of
 from trainers.data import Dataset
 from trainers.techniques import TECHNIQUES, off_value
@@ -151,12 +152,8 @@ def run_sweep(spec: Spec, data: Dataset, callbacks: list, results_path: str, sea
     Example:
         >>> grid = run_sweep(spec, load_dataset("digits"), [TrialLogger(...)], "/tmp/sweep")
     """
-    trainable = tune.with_resources(
-        tune.with_parameters(trial_driver, spec_json=spec.model_dump_json(), data_ref=[ray.put(data)]),
-        lambda choices: trial_resources(spec, choices),
-    )
     tuner = tune.Tuner(
-        trainable,
+        _trainable(spec, data),
         param_space=param_space(spec),
         tune_config=tune.TuneConfig(
             search_alg=search_alg or search_algorithm(spec),
@@ -179,6 +176,37 @@ def run_sweep(spec: Spec, data: Dataset, callbacks: list, results_path: str, sea
     return tuner.fit()
 
 
+def resume_sweep(spec: Spec, data: Dataset, results_path: str):
+    """Continue an interrupted sweep from its Tune state: finished trials stay finished, unfinished
+    and errored ones restart from their last checkpoints.
+
+    Args:
+        spec: the sweep's spec (as stored with its MLflow parent run).
+        data: the data set, loaded again.
+        results_path: the sweep's Tune state directory.
+
+    Returns:
+        The sweep's restored `TrialLogger` (its outbox and the trials it already logged came back
+        with the Tune state), after the sweep has run to its end.
+
+    Example:
+        >>> trial_logger = resume_sweep(spec, data, "/tmp/accelsweep_results/quickstart-20261128-015123")
+    """
+    tuner = tune.Tuner.restore(results_path, _trainable(spec, data), resume_unfinished=True, resume_errored=True)
+    # Tune restores the run config (and so our callbacks, with their state) from its own pickle;
+    # it offers no public way to read it back.
+    callbacks = tuner._local_tuner.get_run_config().callbacks
+    tuner.fit()
+    return next(callback for callback in callbacks if isinstance(callback, TrialLogger))
+
+
+def _trainable(spec, data):
+    return tune.with_resources(
+        tune.with_parameters(trial_driver, spec_json=spec.model_dump_json(), data_ref=[ray.put(data)]),
+        lambda choices: trial_resources(spec, choices),
+    )
+
+
 class ProgressLog(tune.Callback):
     """Logs one line as each trial starts and ends, with the count done and the best so far.
 
@@ -193,24 +221,22 @@ class ProgressLog(tune.Callback):
     def __init__(self, spec: Spec, total: int):
         self.spec = spec
         self.total = total
-        self.done = 0
-        self.running = 0
         self.best: tuple[float, str] | None = None
         self.started = time.monotonic()
 
     def on_trial_start(self, iteration, trials, trial, **info):
-        self.running += 1
         logger.info("trial %s started: %s", trial.trial_id, trial_mode(self.spec, trial.config))
 
     def on_trial_complete(self, iteration, trials, trial, **info):
-        self._finish(trial, "done")
+        self._finish(trials, trial, "done")
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        self._finish(trial, "FAILED")
+        self._finish(trials, trial, "FAILED")
 
-    def _finish(self, trial, outcome):
-        self.running -= 1
-        self.done += 1
+    def _finish(self, trials, trial, outcome):
+        others = [other for other in trials if other is not trial]
+        done = 1 + sum(other.status in ("TERMINATED", "ERROR") for other in others)
+        running = sum(other.status == "RUNNING" for other in others)
         result = trial.last_result or {}
         metric, mode = self.spec.search.metrics[0], self.spec.search.modes[0]
         value = result.get(metric)
@@ -225,7 +251,7 @@ class ProgressLog(tune.Callback):
         best = f"best {metric}={self.best[0]:.4g} ({self.best[1]})" if self.best else ""
         logger.info(
             "[%d/%d done, %d running, %.0fs] %s %s %s | %s",
-            self.done, self.total, self.running, time.monotonic() - self.started, name, outcome, shown, best,
+            done, self.total, running, time.monotonic() - self.started, name, outcome, shown, best,
         )
 
 

@@ -57,6 +57,7 @@ FINAL_METRICS = (
     "diverged_epoch",
     "compile_seconds",
     "inference_compile_seconds",
+    "resumed_from_epoch",
 )
 
 
@@ -235,7 +236,7 @@ def train_trial(
     )
     final |= compile_metrics | _measure(runnable, data, recipe)
     export_notes |= compile_notes
-    final |= {"world_size": world_size, "train_seconds": train_seconds}
+    final |= {"world_size": world_size, "train_seconds": train_seconds, "resumed_from_epoch": start_epoch}
     logger.info("trial %s finished: %s", notes["mode"], final)
     report(final | {"notes": notes | export_notes}, {"trained": trained_state, "deployable": deployable.state_dict()})
     return final

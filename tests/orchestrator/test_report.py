@@ -1,5 +1,5 @@
-"""orchestrator.report: the Pareto front, the four output formats, and reading a sweep back from a
-real MLflow sqlite store in a temporary directory."""
+"""orchestrator.report: the Pareto front, the four output formats, the trade-off plot, choosing the
+trial to deploy, and reading a sweep back from a real MLflow sqlite store in a temporary directory."""
 
 import csv
 import io
@@ -9,7 +9,20 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from orchestrator.report import COLUMNS, ReportError, find_sweep_run, format_rows, log_report, pareto_front, sweep_rows
+from orchestrator.report import (
+    COLUMNS,
+    PLOT_FILE,
+    ReportError,
+    SelectionError,
+    describe_choice,
+    find_sweep_run,
+    format_rows,
+    log_report,
+    pareto_front,
+    plot_tradeoff,
+    select_trial,
+    sweep_rows,
+)
 from orchestrator.tracking import (
     BASELINE_TAG,
     KIND_TAG,
@@ -71,6 +84,7 @@ def store(tmp_path_factory):
         "old demo": create_sweep(client, experiment_id, "demo", TRIALS[:1], start_time=1_000),
         "demo": create_sweep(client, experiment_id, "demo", TRIALS, start_time=2_000),
         "other": create_sweep(client, experiment_id, "other", TRIALS[1:3], start_time=3_000),
+        "unmeasured": create_sweep(client, experiment_id, "unmeasured", TRIALS[3:], start_time=4_000),
     }
     return client, parents
 
@@ -223,7 +237,8 @@ def test_log_report_attaches_tables_and_front(store, tmp_path):
     log_report(client, parent_id, rows)
 
     stored = {artifact.path for artifact in client.list_artifacts(parent_id)}
-    assert {"tradeoff.csv", "tradeoff.md", "pareto_front.json"} <= stored
+    assert {"tradeoff.csv", "tradeoff.md", "pareto_front.json", PLOT_FILE} <= stored
+    assert Path(client.download_artifacts(parent_id, PLOT_FILE, str(tmp_path))).read_bytes()[:8] == PNG_MAGIC
     front = json.loads(Path(client.download_artifacts(parent_id, "pareto_front.json", str(tmp_path))).read_text())
     assert [r["trial_id"] for r in front] == [r["trial_id"] for r in rows if r["front"]]
     csv_text = Path(client.download_artifacts(parent_id, "tradeoff.csv", str(tmp_path))).read_text()
@@ -234,3 +249,97 @@ def test_log_report_attaches_tables_and_front(store, tmp_path):
     assert metrics["baseline_latency_ms"] == 2.0
     assert metrics["baseline_size_bytes"] == 4000.0
     assert metrics["baseline_test_accuracy"] == pytest.approx(0.9)
+
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def test_log_report_of_a_sweep_with_nothing_measured_logs_no_plot(store):
+    client, parents = store
+    parent_id = parents["unmeasured"]
+    log_report(client, parent_id, sweep_rows(client, client.get_run(parent_id)))
+    stored = {artifact.path for artifact in client.list_artifacts(parent_id)}
+    assert "tradeoff.csv" in stored
+    assert PLOT_FILE not in stored
+
+
+def test_plot_tradeoff_marks_front_and_baseline(store, tmp_path):
+    path = tmp_path / "plot.png"
+    figure = plot_tradeoff(demo_rows(store), str(path), title="demo")
+    assert path.read_bytes()[:8] == PNG_MAGIC
+    axes = figure.axes[0]
+    assert axes.get_xscale() == "linear"  # 1.0 to 2.5 ms
+    assert axes.get_xlabel() == "inference latency, batch 1, median (ms)"
+    assert axes.get_ylabel() == "test accuracy"
+    assert "3 measured trials" in axes.get_title()  # the diverged and the failed trial are left out
+    assert {text.get_text() for text in axes.texts} == {"baseline", "r8-q8"}  # the front, labelled
+    legend = [text.get_text() for text in axes.get_legend().get_texts()]
+    assert legend[0] == "baseline (dense fp32),\ndotted lines through it"
+    assert legend[1] == "on the Pareto front (accuracy, latency, size)"
+    assert legend[-2:] == ["stored size 1.0 kB", "stored size 4.0 kB"]
+
+
+def test_plot_tradeoff_uses_a_log_axis_for_a_wide_latency_spread(tmp_path):
+    rows = [
+        row(mode="baseline", baseline=True, front="*", test_accuracy=0.9, latency_ms=50.0, size_bytes=4000.0),
+        row(mode="q8", front="*", test_accuracy=0.89, latency_ms=0.5, size_bytes=1000.0),
+    ]
+    figure = plot_tradeoff(rows, str(tmp_path / "plot.png"))
+    assert figure.axes[0].get_xscale() == "log"
+    assert figure.axes[0].get_xlabel().endswith("(ms), log scale")
+
+
+def test_plot_tradeoff_refuses_a_sweep_with_nothing_measured(store, tmp_path):
+    client, parents = store
+    rows = sweep_rows(client, client.get_run(parents["unmeasured"]))
+    with pytest.raises(ReportError, match="nothing to plot"):
+        plot_tradeoff(rows, str(tmp_path / "plot.png"))
+    assert not (tmp_path / "plot.png").exists()
+
+
+@pytest.mark.parametrize(
+    "drop, optimize, chosen",
+    [
+        (0.0, "latency", "t0"),  # nothing beats the baseline without losing accuracy
+        (0.01, "latency", "t0"),
+        (0.02, "latency", "t1"),  # 0.90 - 0.88 is 0.020000000000000018 in floats: still within 0.02
+        (0.9, "latency", "t1"),  # t3 is faster and within 0.9, but diverged
+        (0.05, "size", "t1"),
+        (0.01, "size", "t0"),
+    ],
+)
+def test_select_trial_takes_the_fastest_or_smallest_within_the_budget(store, drop, optimize, chosen):
+    assert select_trial(demo_rows(store), drop, optimize)["trial_id"] == chosen
+
+
+def test_select_trial_breaks_ties_by_accuracy():
+    rows = [
+        row(baseline=True, trial_id="t0", test_accuracy=0.9, latency_ms=2.0, size_bytes=9.0, accuracy_drop=0.0),
+        row(trial_id="t1", test_accuracy=0.85, latency_ms=1.0, size_bytes=9.0, accuracy_drop=0.05),
+        row(trial_id="t2", test_accuracy=0.87, latency_ms=1.0, size_bytes=9.0, accuracy_drop=0.03),
+    ]
+    assert select_trial(rows, 0.1)["trial_id"] == "t2"
+
+
+def test_select_trial_refuses_when_none_qualifies(store):
+    with pytest.raises(SelectionError, match=r"no trial is within -0.01 .* 0.9000; the closest is baseline \(t0\)"):
+        select_trial(demo_rows(store), -0.01)
+
+
+def test_select_trial_refuses_without_a_measured_baseline(store):
+    rows = [r for r in demo_rows(store) if not r["baseline"]]
+    with pytest.raises(SelectionError, match="no measured baseline"):
+        select_trial(rows, 0.5)
+
+
+def test_describe_choice_names_the_trial_and_its_gains(store):
+    rows = demo_rows(store)
+    chosen = select_trial(rows, 0.02)
+    text = describe_choice(chosen, 0.02)
+    assert text.startswith("chosen: r8-q8 (fastest trial within 0.02 of the baseline's test accuracy)")
+    assert f"trial t1, MLflow run {chosen['run_id']}" in text
+    assert "test accuracy 0.8800 (baseline 0.9000, drop 0.0200)" in text
+    assert "(speedup 2.00x)" in text and "(compression 4.00x)" in text
+    baseline_text = describe_choice(select_trial(rows, 0.0, "size"), 0.0, "size")
+    assert baseline_text.startswith("chosen: baseline (smallest trial")
+    assert baseline_text.endswith("no accelerated trial is smaller within the budget")
