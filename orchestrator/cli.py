@@ -251,6 +251,8 @@ def _configure_environment(verbose):
     # report them ended); the experiment state saved every 2 s is what `accelsweep resume` uses
     os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")
+    # Ray Train polls its workers every 2 s by default: each worker-group trial waited for that
+    os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")
     # per-epoch results carry val_* only; test_accuracy, latency_ms, size_bytes come at the end
     os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
 

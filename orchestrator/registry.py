@@ -22,6 +22,7 @@ from mlflow.tracking import MlflowClient
 from torch import nn
 
 import trainers
+from orchestrator.cli import load_checked_data
 from orchestrator.errors import UserError
 from orchestrator.spec import Spec, parse_spec
 from orchestrator.tracking import MODE_TAG, SWEEP_TAG, TRIAL_ID_TAG
@@ -116,8 +117,6 @@ def rebuild_deployable(client: MlflowClient, parent_run, run_id: str) -> tuple[n
         >>> model(data.x_test[:1]).shape
         torch.Size([1, 10])
     """
-    from orchestrator.cli import load_checked_data
-
     spec = sweep_spec(client, parent_run)
     data = load_checked_data(spec, f"spec.yaml of sweep run {parent_run.info.run_id}")
     choices = trial_choices(client.get_run(run_id).data.params)
@@ -143,6 +142,9 @@ def register_trial(client: MlflowClient, parent_run, row: dict, model_name: str)
     version is tagged with the trial's mode and measurements, and the registered
     version is loaded back and checked to give the same outputs as the rebuilt model.
 
+    It reopens the trial's run to log into it (MLflow's fluent API, pointed at the client's
+    store), so the run's end time becomes the registration time.
+
     Args:
         client: the tracking client (its store must support the Model Registry: sqlite, a
             database or an MLflow server).
@@ -158,8 +160,7 @@ def register_trial(client: MlflowClient, parent_run, row: dict, model_name: str)
 
     Example:
         >>> version = register_trial(client, parent, select_trial(rows, 0.01), "digits-fast")
-        >>> version.version
-        '1'
+        >>> mlflow.pytorch.load_model(f"models:/digits-fast/{version.version}")
     """
     deployable, data = rebuild_deployable(client, parent_run, row["run_id"])
     rebuilt_accuracy = evaluate(deployable, data.x_test, data.y_test)["accuracy"]

@@ -354,7 +354,7 @@ def plot_tradeoff(rows: list[dict], path: str, title: str = "sweep") -> Figure:
     labelled = sorted((row for row in points if row["front"] or row["baseline"]), key=lambda row: row["latency_ms"])
     for index, row in enumerate(labelled):
         right_half = _axis_fraction(row["latency_ms"], latencies, log_scale) > 0.5
-        gap = math.sqrt(_marker_area(row["size_bytes"], largest)) / 2 + 2
+        gap = math.sqrt(_marker_area(row["size_bytes"], largest)) / 2 + 6
         axes.annotate(
             row["mode"],
             (row["latency_ms"], row["test_accuracy"]),
@@ -362,6 +362,8 @@ def plot_tradeoff(rows: list[dict], path: str, title: str = "sweep") -> Figure:
             textcoords="offset points",
             horizontalalignment="right" if right_half else "left",
             fontsize=8,
+            bbox={"boxstyle": "round,pad=0.15", "facecolor": "white", "edgecolor": "none", "alpha": 0.8},
+            arrowprops={"arrowstyle": "-", "color": "0.4", "linewidth": 0.6, "shrinkA": 0, "shrinkB": 0},
             zorder=5,
         )
     axes.yaxis.set_major_formatter(PercentFormatter(xmax=1.0))

@@ -185,11 +185,41 @@ def save_atomically(state: object, path: str) -> None:
     os.replace(partial, path)
 
 
+class CheckpointError(Exception):
+    """A trial's checkpoint cannot be read back."""
+
+
 def _load_trained(checkpoint):
     if checkpoint is None:
         return None
     with checkpoint.as_directory() as directory:
-        return torch.load(os.path.join(directory, TRAINED_FILE), weights_only=True)
+        return load_trained(os.path.join(directory, TRAINED_FILE))
+
+
+def load_trained(path: str) -> dict:
+    """Read a trial's `trained.pt` checkpoint safely (`weights_only`: tensors and plain values only).
+
+    Args:
+        path: the checkpoint file.
+
+    Returns:
+        {"epoch": int, "model": state_dict, "optimizer": state_dict}.
+
+    Raises:
+        CheckpointError: the file is missing, truncated, corrupt or holds more than weights; the
+            message names the file (not a traceback from deep inside pickle).
+
+    Example:
+        >>> load_trained("accelsweep_results/quickstart-.../checkpoint_000004/trained.pt")["epoch"]
+        5
+    """
+    try:
+        state = torch.load(path, weights_only=True)
+    except Exception as error:  # torch.load raises pickle, zip, EOF and OS errors alike
+        raise CheckpointError(f"checkpoint {path} cannot be read ({type(error).__name__}: {error})") from None
+    if not isinstance(state, dict) or not {"epoch", "model", "optimizer"} <= set(state):
+        raise CheckpointError(f"checkpoint {path} is not a trial checkpoint (expected epoch, model, optimizer)")
+    return state
 
 
 @contextlib.contextmanager
