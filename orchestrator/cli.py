@@ -55,10 +55,10 @@ def main(argv: list[str] | None = None) -> int:
 def run_command(args: argparse.Namespace) -> int:
     """`accelsweep run SPEC`: check everything, then sweep, then print the trade-off table."""
     from orchestrator import sweep, tracking
-    from orchestrator.spec import load_spec
+    from orchestrator.spec import load_data, load_spec
 
     spec = load_spec(args.spec)
-    data = load_checked_data(spec, args.spec)
+    data = load_data(spec, args.spec)
     client = tracking.connect(spec.tracking_uri)
     _connect_ray(spec, args)
 
@@ -76,7 +76,7 @@ def run_command(args: argparse.Namespace) -> int:
 def resume_command(args: argparse.Namespace) -> int:
     """`accelsweep resume SWEEP`: continue an interrupted sweep where it stopped, in the same MLflow run."""
     from orchestrator import report, sweep, tracking
-    from orchestrator.spec import load_spec, tracking_uri
+    from orchestrator.spec import load_data, load_spec, tracking_uri
 
     client = tracking.connect(tracking_uri(args.uri), create=False)
     if os.path.isdir(args.sweep):
@@ -86,7 +86,7 @@ def resume_command(args: argparse.Namespace) -> int:
     results_path = parent.data.tags[tracking.RESULTS_PATH_TAG]
     spec_path = client.download_artifacts(parent.info.run_id, "spec.yaml", tempfile.mkdtemp())
     spec = load_spec(spec_path)
-    data = load_checked_data(spec, spec_path)
+    data = load_data(spec, spec_path)
     _connect_ray(spec, args)
 
     client.update_run(parent.info.run_id, status="RUNNING")
@@ -137,11 +137,11 @@ def _conclude(spec, client, parent_id, trial_logger, search_front):
 def validate_command(args: argparse.Namespace) -> int:
     """`accelsweep validate SPEC`: check the spec, its data and its model without running anything."""
     from orchestrator import sweep
-    from orchestrator.spec import load_spec
+    from orchestrator.spec import load_data, load_spec
     from trainers.data import data_summary
 
     spec = load_spec(args.spec)
-    data = load_checked_data(spec, args.spec)
+    data = load_data(spec, args.spec)
     summary = data_summary(data)
     print(
         f"{args.spec}: valid; {sweep.planned_trials(spec)} trials of {spec.model.kind} on {summary['name']} "
@@ -191,47 +191,6 @@ def ui_command(args: argparse.Namespace) -> int:
     os.execvp(command[0], command)
 
 
-def load_checked_data(spec, spec_path: str):
-    """Load the spec's data set and build its baseline model once, so that a bad file, label or
-    model factory fails before Ray starts.
-
-    Args:
-        spec: the validated spec.
-        spec_path: the spec's file, named in messages.
-
-    Returns:
-        The loaded data set (a trainers.data.Dataset).
-
-    Raises:
-        SpecError: the data or the model cannot be loaded; the message names the spec file,
-            the key and the cause.
-
-    Example:
-        >>> data = load_checked_data(load_spec("search_spaces/quickstart.yaml"), "quickstart.yaml")
-    """
-    from orchestrator.spec import SpecError
-    from trainers.data import DataError, load_dataset
-    from trainers.models import ModelError, build_model
-
-    fields = spec.data.model_dump(exclude={"source", "path"})
-    try:
-        data = load_dataset(spec.data.source, spec.data.path, seed=spec.train.seed, **fields)
-    except DataError as error:
-        raise SpecError(f"{spec_path}: data: {error}") from None
-    try:
-        build_model(
-            spec.model.kind,
-            data.input_shape,
-            data.num_classes,
-            hidden=spec.model.hidden,
-            channels=spec.model.channels,
-            options=spec.model.options,
-        )
-    except ModelError as error:
-        raise SpecError(f"{spec_path}: model.kind: {error}") from None
-    return data
-
-
 def _ray_nodes():
     import ray
 
@@ -245,6 +204,7 @@ def _configure_environment(verbose):
         logging.getLogger(noisy).setLevel(quiet)
     logging.getLogger("trainers").setLevel(logging.INFO if verbose else logging.WARNING)
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "INFO" if verbose else "ERROR")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", str(verbose).lower())
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     # Ctrl-C raises KeyboardInterrupt here (Tune's own handler would stop the running trials and

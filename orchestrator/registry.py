@@ -22,9 +22,8 @@ from mlflow.tracking import MlflowClient
 from torch import nn
 
 import trainers
-from orchestrator.cli import load_checked_data
 from orchestrator.errors import UserError
-from orchestrator.spec import Spec, parse_spec
+from orchestrator.spec import Spec, load_data, parse_spec
 from orchestrator.tracking import MODE_TAG, SWEEP_TAG, TRIAL_ID_TAG
 from orchestrator.trial import TRAINED_FILE, recipe_for
 from trainers.data import Dataset
@@ -118,7 +117,7 @@ def rebuild_deployable(client: MlflowClient, parent_run, run_id: str) -> tuple[n
         torch.Size([1, 10])
     """
     spec = sweep_spec(client, parent_run)
-    data = load_checked_data(spec, f"spec.yaml of sweep run {parent_run.info.run_id}")
+    data = load_data(spec, f"spec.yaml of sweep run {parent_run.info.run_id}")
     choices = trial_choices(client.get_run(run_id).data.params)
     model, model_data, configs, _ = build_trial_model(recipe_for(spec, choices), data)
     with tempfile.TemporaryDirectory() as directory:

@@ -7,6 +7,7 @@ import copy
 from pathlib import Path
 
 import pytest
+from mlflow.tracking import MlflowClient
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -113,8 +114,12 @@ def test_run_refuses_an_unwritable_tracking_store(accelsweep, in_tmp_path, quick
 @pytest.mark.slow
 def test_report_of_an_unknown_sweep(accelsweep, in_tmp_path):
     uri = f"sqlite:///{in_tmp_path / 'store' / 'mlflow.db'}"
+    result = accelsweep("report", "nosuch", "--uri", uri)  # no store there at all: say so, create nothing
+    assert_clean_user_error(result, in_tmp_path, "no MLflow store at", uri)
+    (in_tmp_path / "store").mkdir()
+    MlflowClient(uri).search_experiments()  # an empty store
     result = accelsweep("report", "nosuch", "--uri", uri)
-    assert_clean_user_error(result, in_tmp_path, "no sweep named or with run id 'nosuch'", uri)
+    assert result.returncode == 2 and "no sweep named or with run id 'nosuch'" in result.stderr
 
 
 KEYS = st.text(max_size=12) | st.integers() | st.none() | st.booleans()  # YAML keys need not be strings

@@ -16,7 +16,6 @@ import pytest
 import torch
 import yaml
 from mlflow.entities import Metric, Param, RunTag
-from mlflow.tracking import MlflowClient
 
 from orchestrator import tracking
 from orchestrator.cli import main
