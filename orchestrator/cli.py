@@ -217,6 +217,10 @@ def _configure_environment(verbose):
     os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
 
 
+def _add_uri_option(parser):
+    parser.add_argument("--uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)")
+
+
 def _parser():
     parser = argparse.ArgumentParser(
         prog="accelsweep",
@@ -252,7 +256,7 @@ def _parser():
         ),
     )
     resume.add_argument("sweep", help="the sweep's name (its newest run), its parent run id, or its results path")
-    resume.add_argument("--uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)")
+    _add_uri_option(resume)
     resume.set_defaults(command=resume_command)
 
     validate = commands.add_parser(
@@ -270,7 +274,7 @@ def _parser():
     )
     report.add_argument("sweep", help="the sweep's name (its newest run) or its parent run id")
     report.add_argument("--format", choices=("table", "csv", "json", "markdown"), default="table")
-    report.add_argument("--uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)")
+    _add_uri_option(report)
     report.add_argument("--plot", metavar="PNG", help="also write the trade-off plot (accuracy vs latency) to PNG")
     report.add_argument(
         "--max-accuracy-drop",
@@ -297,7 +301,7 @@ def _parser():
         help="open the MLflow UI on the sweep results",
         description="Serve the MLflow UI for the tracking store. Binds 127.0.0.1 unless --host says otherwise.",
     )
-    ui.add_argument("--uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)")
+    _add_uri_option(ui)
     ui.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     ui.add_argument("--port", type=int, default=5000)
     ui.set_defaults(command=ui_command)
