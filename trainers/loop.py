@@ -159,7 +159,7 @@ def train_trial(
     After every epoch `report` gets the epoch's metrics and a checkpoint {"trained": state}.
     After the last it gets the final metrics (test accuracy, latency, size, ...) and the
     checkpoint {"trained": state, "deployable": state_dict}. A loss that becomes NaN or inf
-    stops the trial at once with {"diverged": 1, "diverged_epoch": epoch}.
+    stops the trial at once with {"diverged": 1, "diverged_epoch": epoch} (epochs count from 1).
 
     Args:
         recipe: the trial's recipe.
@@ -211,8 +211,8 @@ def train_trial(
         epoch_seconds = time.perf_counter() - started
         train_seconds += epoch_seconds
         if not math.isfinite(train_loss):
-            logger.warning("loss is %s at epoch %d: stopping the trial", train_loss, epoch)
-            final = {"epoch": epoch, "diverged": 1.0, "diverged_epoch": float(epoch)}
+            logger.warning("loss is %s in epoch %d: stopping the trial", train_loss, epoch + 1)
+            final = {"epoch": epoch + 1, "diverged": 1.0, "diverged_epoch": float(epoch + 1)}
             report(final, None)
             return final
         val = evaluate(model, x_val, y_val)
