@@ -14,6 +14,7 @@ import torch.ao.nn.quantized as quantized
 import torch.nn.functional as F
 from torch import nn
 
+from trainers.techniques.prune import SparseLinear
 from trainers.techniques.quantize import PackedWeight
 
 logger = logging.getLogger(__name__)
@@ -53,6 +54,8 @@ def _stored_tensor_numels(module: nn.Module) -> list[int]:
         return [module.weight().numel()] + ([] if bias is None else [bias.numel()])
     if isinstance(module, PackedWeight):
         return [module.weight_shape.numel()] + ([] if module.bias is None else [module.bias.numel()])
+    if isinstance(module, SparseLinear):  # the non-zero weights it stores
+        return [module.values.numel()] + ([] if module.bias is None else [module.bias.numel()])
     return [parameter.numel() for parameter in module.parameters(recurse=False)]
 
 
@@ -60,7 +63,8 @@ def count_parameters(model: nn.Module) -> int:
     """Number of logical weight and bias elements the model stores.
 
     Counts ordinary parameters plus the weights and biases of quantised Linear layers (whose
-    .parameters() is empty) and of packed low-bit layers (logical elements, not bytes).
+    .parameters() is empty), of packed low-bit layers (logical elements, not bytes) and of sparse
+    layers (their stored non-zero weights).
     Buffers such as BatchNorm running statistics are not counted.
 
     Args:

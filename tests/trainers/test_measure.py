@@ -115,3 +115,12 @@ def test_measure_inference_times_a_bigger_model_as_slower():
 def test_measure_inference_rejects_an_empty_sample():
     with pytest.raises(ValueError, match="got 0"):
         measure_inference(mlp(4, 2), torch.empty(0, 4))
+
+
+def test_count_parameters_of_a_sparse_layer_counts_its_stored_non_zeros():
+    from trainers.techniques.prune import SparseLinear
+
+    layer = nn.Linear(20, 10)
+    with torch.no_grad():
+        layer.weight[:, 5:] = 0  # 50 of 200 weights stay non-zero
+    assert count_parameters(nn.Sequential(SparseLinear(layer.weight, layer.bias))) == 50 + 10
