@@ -263,9 +263,9 @@ def _interrupted_spec():
         **SLOW_TRIAL,
         space={"dropout": {"choice": [0.0, 0.1]}, "rank": {"choice": [None, 8, 16]}},
         search={"algorithm": "random", "num_samples": INTERRUPTED_SAMPLES},
-        resources={"max_concurrent_trials": 1},
+        resources={"cpus_per_worker": 2},  # one trial at a time on a 2-CPU machine
     )
-    spec["train"]["epochs"] = 10
+    spec["train"]["epochs"] = 30
     return spec
 
 

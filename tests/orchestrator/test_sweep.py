@@ -127,3 +127,19 @@ def test_baseline_is_planned_first_and_counted():
     )
     assert sweep.baseline_choices(spec) == {"rank": None, "quant_bits": 32}
     assert sweep.planned_trials(spec) == spec.search.num_samples + 1
+
+
+def test_a_repeated_configuration_is_answered_from_the_earlier_trial_not_trained_again():
+    from ray import tune
+    from ray.tune.search.optuna import OptunaSearch
+
+    only = {"rank": tune.choice([4])}  # every suggestion is the same configuration
+    search = sweep.DistinctConfigs(OptunaSearch(space=only, metric="val_accuracy", mode="max", seed=0), max_repeats=3)
+    first = search.suggest("t1")
+    search.on_trial_complete("t1", result={"config": first, "val_accuracy": 0.5})
+    assert search.suggest("t2") == first  # accepted only after 3 skipped repeats
+    assert len(search.repeat_of) == 3
+    skipped = [t for t in search.inner._ot_study.trials if t.number in (1, 2, 3)]
+    assert [t.value for t in skipped] == [0.5, 0.5, 0.5]  # Optuna learned the earlier result for each
+    assert all(search.tune_trial_of(inner_id) == "t1" for inner_id in search.repeat_of)
+    assert search.tune_trial_of(search.inner_ids["t2"]) == "t2"
