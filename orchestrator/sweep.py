@@ -137,7 +137,7 @@ def unsatisfiable_resources(spec: Spec, nodes: list[dict]) -> str | None:
     return None
 
 
-def run_sweep(spec: Spec, data: Dataset, callbacks: list, results_path: str, search_alg=None) -> tune.ResultGrid:
+def run_sweep(spec: Spec, data: Dataset, callbacks: list, results_path: str, search_alg) -> tune.ResultGrid:
     """Run every trial of the sweep on the connected Ray cluster.
 
     Args:
@@ -145,23 +145,24 @@ def run_sweep(spec: Spec, data: Dataset, callbacks: list, results_path: str, sea
         data: the data set, loaded once and shared with every trial through the object store.
         callbacks: Tune callbacks (the MLflow trial logger, progress).
         results_path: the directory for this sweep's Tune state and checkpoints.
-        search_alg: the search algorithm from `search_algorithm(spec)` (made here if None); pass
-            your own to read its state afterwards (`optuna_front`).
+        search_alg: the search algorithm, from `search_algorithm(spec)` (keep it to read its
+            state afterwards: `optuna_front`).
 
     Returns:
         Tune's result grid.
 
     Example:
-        >>> grid = run_sweep(spec, load_dataset("digits"), [TrialLogger(...)], "/tmp/sweep")
+        >>> grid = run_sweep(spec, data, [TrialLogger(...)], "/tmp/sweep", search_algorithm(spec))
     """
     tuner = tune.Tuner(
         _trainable(spec, data),
         param_space=param_space(spec),
         tune_config=tune.TuneConfig(
-            search_alg=search_alg or search_algorithm(spec),
+            search_alg=search_alg,
             scheduler=_scheduler(spec),
             num_samples=_samples(spec) + 1,  # the baseline comes first, then the samples
-            max_concurrent_trials=max_concurrent_trials(spec, ray.cluster_resources()),
+            # Tune applies this to Searchers only; BasicVariantGenerator gets its own (search_algorithm)
+            max_concurrent_trials=max_concurrent_trials(spec, ray.cluster_resources()) if isinstance(search_alg, Searcher) else None,
             time_budget_s=spec.search.time_budget_s,
             reuse_actors=True,
             trial_dirname_creator=lambda trial: trial.trial_id,
@@ -280,12 +281,14 @@ def _samples(spec):
 def search_algorithm(spec: Spec):
     """The spec's search algorithm, with the dense fp32 baseline as its first point.
 
+    Needs a Ray connection (concurrency follows the cluster's resources).
+
     Args:
         spec: the validated spec.
 
     Returns:
-        An OptunaSearch (TPE; multi-objective when `search.metric` is a list) or a
-        BasicVariantGenerator (random and grid).
+        An OptunaSearch (TPE; multi-objective when `search.metric` is a list) wrapped in
+        DistinctConfigs, or a BasicVariantGenerator (random and grid).
 
     Example:
         >>> search_algorithm(spec)
@@ -299,7 +302,11 @@ def search_algorithm(spec: Spec):
         else:
             optuna = OptunaSearch(metric=metrics, mode=modes, points_to_evaluate=baseline, seed=spec.train.seed)
         return DistinctConfigs(optuna)
-    return BasicVariantGenerator(points_to_evaluate=baseline, random_state=spec.train.seed)
+    return BasicVariantGenerator(
+        points_to_evaluate=baseline,
+        random_state=spec.train.seed,
+        max_concurrent=max_concurrent_trials(spec, ray.cluster_resources()),
+    )
 
 
 def optuna_front(search_alg) -> list[str] | None:

@@ -191,6 +191,16 @@ class TrialLogger(tune.Callback):
         self.__dict__.update(state)
         self._start_session()
 
+    def get_state(self) -> dict:
+        """What Tune saves with its experiment state (every few seconds): the undelivered writes
+        and the trials already logged as ended."""
+        return {"outbox": list(self.outbox), "completed": sorted(self.completed)}
+
+    def set_state(self, state: dict) -> None:
+        """Take back `get_state`'s output when Tune restores a sweep (`accelsweep resume`)."""
+        self.outbox = list(state["outbox"])
+        self.completed = set(state["completed"])
+
     def _start_session(self):
         self.client = MlflowClient(tracking_uri=self.uri)
         self.run_ids: dict[str, str] = {}
@@ -238,7 +248,7 @@ class TrialLogger(tune.Callback):
 
     def on_experiment_end(self, trials, **info):
         for trial in trials:  # ended while no driver was watching (a killed driver, then resume)
-            if trial.status == "TERMINATED" and trial.trial_id not in self.completed:
+            if trial.status == "TERMINATED" and trial.trial_id not in self.completed and not self._logged_as_ended(trial):
                 self.on_trial_start(0, trials, trial)
                 self.on_trial_complete(0, trials, trial)
         deadline = time.monotonic() + self.FINAL_FLUSH_SECONDS
@@ -306,6 +316,15 @@ class TrialLogger(tune.Callback):
             shutil.rmtree(payload, ignore_errors=True)
         elif kind == "terminate":
             self.client.set_terminated(run_id, status=payload)
+
+    def _logged_as_ended(self, trial):
+        # Tune's saved state can be a few seconds older than MLflow: ask MLflow too
+        self._flush(force=True)
+        try:
+            run_id = self.run_ids.get(trial.trial_id) or self._existing_run(trial.trial_id)
+            return run_id is not None and self.client.get_run(run_id).info.status == "FINISHED"
+        except Exception:  # unreachable: treat as not logged, the outbox will carry it
+            return False
 
     def _existing_run(self, trial_id):
         experiment_id = self.client.get_run(self.parent_id).info.experiment_id

@@ -107,7 +107,8 @@ class Accelsweep:
             self.watch()
             if condition():
                 return
-            assert self.process.poll() is None, f"accelsweep exited {self.process.returncode} before {what}:\n{self.stderr()[-3000:]}"
+            exited = self.process.poll()
+            assert exited is None, f"accelsweep exited {exited} before {what}:\n{self.stderr()[-3000:]}"
             time.sleep(0.25)
         pytest.fail(f"no {what} within {timeout}s:\n{self.stderr()[-3000:]}")
 
@@ -229,7 +230,7 @@ SLOW_TRIAL = {
 
 def test_a_killed_worker_resumes_its_trial_from_the_last_checkpoint_in_the_same_run(start_accelsweep, in_tmp_path):
     epochs = 6
-    spec = _spec("worker-death", **SLOW_TRIAL, resources={"max_concurrent_trials": 1})
+    spec = _spec("worker-death", **SLOW_TRIAL)  # nothing swept: one trial, the baseline
     spec["train"]["epochs"] = epochs
     sweep = start_accelsweep("run", _write(in_tmp_path / "spec.yaml", spec))
     db = in_tmp_path / "mlflow.db"
@@ -238,8 +239,7 @@ def test_a_killed_worker_resumes_its_trial_from_the_last_checkpoint_in_the_same_
     trainers = [pid for pid in _descendants(sweep.process.pid) if _cmdline(pid).startswith("ray::ImplicitFunc")]
     assert len(trainers) == 1, {pid: _cmdline(pid) for pid in _descendants(sweep.process.pid)}
     os.kill(trainers[0], signal.SIGKILL)
-    killed_at = _max_epoch_logged(db)
-    assert killed_at < epochs, "the trial ended before its worker could be killed: make it slower"
+    assert _max_epoch_logged(db) < epochs, "the trial ended before its worker was killed: make it slower"
 
     assert sweep.finish(240) == 0, sweep.stderr()[-3000:]
     client = MlflowClient(f"sqlite:///{db}")
@@ -265,7 +265,7 @@ def _interrupted_spec():
         search={"algorithm": "random", "num_samples": INTERRUPTED_SAMPLES},
         resources={"cpus_per_worker": 2},  # one trial at a time on a 2-CPU machine
     )
-    spec["train"]["epochs"] = 30
+    spec["train"]["epochs"] = 24
     return spec
 
 
@@ -290,14 +290,17 @@ def test_an_interrupted_sweep_resumes_where_it_stopped(start_accelsweep, in_tmp_
 
     # two trials done and a third part way: its checkpoints have been in Tune's saved state
     # (written every 2 s) for a while when the driver stops
-    sweep.wait_for(lambda: _finished_trials(db) >= 2 and _running_trials_at_epoch(db, 2), 300, "2 trials done, a 3rd running")
+    def two_done_one_going():
+        return _finished_trials(db) >= 2 and _running_trials_at_epoch(db, 2)
+
+    sweep.wait_for(two_done_one_going, 300, "2 trials done, a 3rd at epoch 2")
     time.sleep(2.5)
     client = MlflowClient(f"sqlite:///{db}")
     _, children = _runs(client)
     finished = {child.info.run_id for child in children if child.info.status == "FINISHED"}
     interrupted = [child.info.run_id for child in children if child.info.status == "RUNNING"]
     before = _snapshot(client, [child for child in children if child.info.run_id in finished])
-    assert len(finished) < total, "every trial ended before the interruption: make them slower"
+    assert interrupted, "every trial ended before the interruption: make them slower"
     if stop == signal.SIGINT:
         os.killpg(sweep.process.pid, signal.SIGINT)  # what Ctrl-C in a terminal sends
         assert sweep.finish(60) == 130, sweep.stderr()[-3000:]
@@ -323,14 +326,15 @@ def test_an_interrupted_sweep_resumes_where_it_stopped(start_accelsweep, in_tmp_
     after = _snapshot(client, [child for child in children if child.info.run_id in finished])
     assert after == before, "trials finished before the interruption were logged again"
     resumed_from = {child.info.run_id: child.data.metrics["resumed_from_epoch"] for child in children}
-    assert [resumed_from[run_id] for run_id in interrupted if resumed_from[run_id] == 0] == [], (
-        "an interrupted trial restarted from scratch",
-        resumed_from,
-    )
+    assert all(resumed_from[run_id] > 0 for run_id in interrupted), ("restarted from scratch", resumed_from)
     rows = report.sweep_rows(client, parents[0])
     assert len(rows) == total and all(row["status"] == "finished" for row in rows)
     assert all(row["trial_id"] in resumed.stdout() for row in rows), resumed.stdout()
-    assert orphans == {}, f"Ray processes outlived the driver's {stop.name}: {orphans}"
+    # GCS, raylet and workers go with the driver. After a SIGKILL, Ray's two agents outlive it:
+    # they notice the dead raylet, fail to reach the dead GCS and exit about a minute later
+    # (seen: 62 s); the README says so. Nothing else may be left.
+    lingering = {"ray::DashboardAgent", "ray::RuntimeEnvAgent"} if stop == signal.SIGKILL else set()
+    assert set(orphans.values()) <= lingering, f"Ray processes outlived the driver's {stop.name}: {orphans}"
 
 
 # ---------------------------------------------------------------- a trial diverges
@@ -343,7 +347,6 @@ def test_a_diverging_trial_stops_is_tagged_and_the_sweep_carries_on(start_accels
         "diverge",
         space={"weight_decay": {"grid": [1.0e6]}},
         search={"algorithm": "grid", "num_samples": 2},
-        resources={"max_concurrent_trials": 2},
     )
     sweep = start_accelsweep("run", _write(in_tmp_path / "spec.yaml", spec))
     assert sweep.finish(180) == 0, sweep.stderr()[-3000:]
@@ -440,7 +443,10 @@ def _labels_out_of_range(directory):
     return data, ("table.csv", "label 7 out of range [0, 3)")
 
 
-@pytest.mark.parametrize("malformed", [_idx_with_wrong_magic, _ragged_csv, _labels_out_of_range], ids=lambda f: f.__name__.strip("_"))
+MALFORMED = [_idx_with_wrong_magic, _ragged_csv, _labels_out_of_range]
+
+
+@pytest.mark.parametrize("malformed", MALFORMED, ids=lambda f: f.__name__.strip("_"))
 def test_malformed_data_fails_before_anything_runs(accelsweep, in_tmp_path, malformed):
     directory = in_tmp_path / "data"
     directory.mkdir()
