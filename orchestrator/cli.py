@@ -119,7 +119,7 @@ def _resumable_on_interrupt(client, parent_id, spec):
 
 
 def _conclude(spec, client, parent_id, trial_logger, search_front):
-    from orchestrator import report, sweep, tracking
+    from orchestrator import report, tracking
 
     rows = report.sweep_rows(client, client.get_run(parent_id))
     report.log_report(client, parent_id, rows)

@@ -267,7 +267,7 @@ def planned_trials(spec: Spec) -> int:
         9
     """
     grid_points = 1
-    for key, value in spec.space.items():
+    for value in spec.space.values():
         form, values = domain_of(value)
         if form == "grid" or (form == "choice" and spec.search.algorithm == "grid"):
             grid_points *= len(values)
