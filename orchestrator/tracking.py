@@ -11,7 +11,6 @@ import os
 import shutil
 import time
 
-import mlflow
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 from ray import tune
@@ -55,7 +54,6 @@ def connect(uri: str, create: bool = True) -> MlflowClient:
     """
     if not create and uri.startswith("sqlite:///") and not os.path.exists(uri.removeprefix("sqlite:///")):
         raise TrackingError(f"no MLflow store at {uri!r} (set --uri or MLFLOW_TRACKING_URI)")
-    mlflow.set_tracking_uri(uri)
     # a server that is down should be noticed in seconds (the sweep buffers writes), not minutes
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")

@@ -2,6 +2,7 @@
 store, with 1-worker trials trained in-process and 2-worker trials trained by Ray Train (DDP)."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -42,8 +43,10 @@ FINAL_METRICS = (
 
 
 def _accelsweep(*args, cwd):
+    # the store is the working directory's sqlite file: another test's URI must not leak in
+    env = {name: value for name, value in os.environ.items() if name != "MLFLOW_TRACKING_URI"}
     return subprocess.run(
-        [sys.executable, "-m", "orchestrator", *args], cwd=cwd, capture_output=True, text=True, timeout=600
+        [sys.executable, "-m", "orchestrator", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600
     )
 
 
