@@ -146,3 +146,31 @@ def test_a_repeated_configuration_is_answered_from_the_earlier_trial_not_trained
     assert [t.value for t in skipped] == [0.5, 0.5, 0.5]  # Optuna learned the earlier result for each
     assert all(search.tune_trial_of(inner_id) == "t1" for inner_id in search.repeat_of)
     assert search.tune_trial_of(search.inner_ids["t2"]) == "t2"
+
+
+MULTI_OBJECTIVE_SPEC = """\
+name: it-optuna
+data: {source: digits}
+model: {kind: mlp, hidden: [32]}
+train: {epochs: 1}
+space:
+  rank: {choice: [null, 4, 8]}
+  quant_bits: {choice: [32, 8, 4]}
+search: {algorithm: optuna, num_samples: 5, metric: [test_accuracy, latency_ms, size_bytes], mode: [max, min, min]}
+resources: {max_concurrent_trials: 2}
+"""
+
+
+@pytest.mark.slow
+def test_multi_objective_optuna_front_is_the_reports_front(tmp_path):
+    (tmp_path / "spec.yaml").write_text(MULTI_OBJECTIVE_SPEC)
+    completed = _accelsweep("run", "spec.yaml", cwd=tmp_path)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    parent = client.search_runs(
+        [client.get_experiment_by_name("it-optuna").experiment_id], filter_string=f"tags.`{KIND_TAG}` = 'sweep'"
+    )[0]
+    optuna_front = json.loads(open(client.download_artifacts(parent.info.run_id, "optuna_pareto_front.json", str(tmp_path))).read())
+    report_front = json.loads(open(client.download_artifacts(parent.info.run_id, "pareto_front.json", str(tmp_path))).read())
+    assert optuna_front and sorted(optuna_front) == sorted(row["trial_id"] for row in report_front)
+    assert parent.data.tags["accelsweep.optuna_front_matches"] == "true"
