@@ -8,9 +8,8 @@ import os
 import time
 
 import ray
-from ray import tune
+from ray import cloudpickle, tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
-from ray import cloudpickle
 from ray.tune.search import BasicVariantGenerator, Searcher
 from ray.tune.search.optuna import OptunaSearch
 
