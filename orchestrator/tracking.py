@@ -223,7 +223,7 @@ class TrialLogger(tune.Callback):
         wall = time.monotonic() - self.started.pop(trial.trial_id, time.monotonic())
         metrics += _metrics({"trial_seconds": wall}, ("trial_seconds",), 0)
         tags = {f"accelsweep.note.{k}": str(v) for k, v in result.get("notes", {}).items()}
-        tags[STATUS_TAG] = "diverged" if result.get("diverged") else "finished"
+        tags[STATUS_TAG] = _ended_status(result)
         if result.get("diverged"):
             tags["accelsweep.diverged_epoch"] = str(int(result["diverged_epoch"]))
         tags["accelsweep.node_ip"] = str(result.get("node_ip", ""))
@@ -353,6 +353,14 @@ class TrialLogger(tune.Callback):
         )
         self.client.log_batch(run.info.run_id, params=[Param(k, _param_text(v)) for k, v in params.items()])
         return run.info.run_id
+
+
+def _ended_status(result):
+    if result.get("diverged"):
+        return "diverged"
+    if "test_accuracy" not in result:  # ended before its last epoch: the scheduler (ASHA) stopped it
+        return "stopped early"
+    return "finished"
 
 
 def _metrics(values, keys, step):

@@ -174,3 +174,33 @@ def test_multi_objective_optuna_front_is_the_reports_front(tmp_path):
     report_front = json.loads(open(client.download_artifacts(parent.info.run_id, "pareto_front.json", str(tmp_path))).read())
     assert optuna_front and sorted(optuna_front) == sorted(row["trial_id"] for row in report_front)
     assert parent.data.tags["accelsweep.optuna_front_matches"] == "true"
+
+
+ASHA_SPEC = """\
+name: it-asha
+data: {source: digits}
+model: {kind: mlp, hidden: [16]}
+train: {epochs: 6, lr: 1.0e-3}
+space:
+  rank: {choice: [null, 2]}
+  dropout: {uniform: [0.0, 0.6]}
+search: {algorithm: random, num_samples: 7, metric: val_accuracy, mode: max, scheduler: asha, grace_period: 1}
+resources: {max_concurrent_trials: 2}
+"""
+
+
+@pytest.mark.slow
+def test_asha_stops_poor_trials_early_and_they_are_said_to_be(tmp_path):
+    (tmp_path / "spec.yaml").write_text(ASHA_SPEC)
+    completed = _accelsweep("run", "spec.yaml", cwd=tmp_path)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("it-asha").experiment_id])
+    children = [run for run in runs if run.data.tags[KIND_TAG] == "trial"]
+    assert len(children) == 8
+    stopped = [run for run in children if run.data.tags["accelsweep.status"] == "stopped early"]
+    assert stopped, "ASHA stopped no trial"
+    for run in stopped:
+        epochs = [m.step for m in client.get_metric_history(run.info.run_id, "val_accuracy")]
+        assert max(epochs) < 6 and "test_accuracy" not in run.data.metrics
+    assert "stopped early" in completed.stdout
