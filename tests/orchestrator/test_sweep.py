@@ -50,18 +50,22 @@ def _accelsweep(*args, cwd):
     )
 
 
-@pytest.fixture(scope="module")
-def finished_sweep(tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("sweep")
-    (workdir / "spec.yaml").write_text(SPEC)
+def _run_spec(spec_text, workdir, experiment):
+    """Run a spec for real in workdir; (completed process, client, parent runs, child runs)."""
+    (workdir / "spec.yaml").write_text(spec_text)
     completed = _accelsweep("run", "spec.yaml", cwd=workdir)
     assert completed.returncode == 0, completed.stderr[-3000:]
     client = MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
-    experiment = client.get_experiment_by_name("it-sweep")
-    runs = client.search_runs([experiment.experiment_id])
+    runs = client.search_runs([client.get_experiment_by_name(experiment).experiment_id])
     parents = [run for run in runs if run.data.tags[KIND_TAG] == "sweep"]
     children = [run for run in runs if run.data.tags[KIND_TAG] == "trial"]
-    return workdir, completed, client, parents, children
+    return completed, client, parents, children
+
+
+@pytest.fixture(scope="module")
+def finished_sweep(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("sweep")
+    return workdir, *_run_spec(SPEC, workdir, "it-sweep")
 
 
 @pytest.mark.slow
@@ -163,13 +167,7 @@ resources: {max_concurrent_trials: 2}
 
 @pytest.mark.slow
 def test_multi_objective_optuna_front_is_the_reports_front(tmp_path):
-    (tmp_path / "spec.yaml").write_text(MULTI_OBJECTIVE_SPEC)
-    completed = _accelsweep("run", "spec.yaml", cwd=tmp_path)
-    assert completed.returncode == 0, completed.stderr[-3000:]
-    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    parent = client.search_runs(
-        [client.get_experiment_by_name("it-optuna").experiment_id], filter_string=f"tags.`{KIND_TAG}` = 'sweep'"
-    )[0]
+    _, client, (parent,), _ = _run_spec(MULTI_OBJECTIVE_SPEC, tmp_path, "it-optuna")
     optuna_front = json.loads(open(client.download_artifacts(parent.info.run_id, "optuna_pareto_front.json", str(tmp_path))).read())
     report_front = json.loads(open(client.download_artifacts(parent.info.run_id, "pareto_front.json", str(tmp_path))).read())
     assert optuna_front and sorted(optuna_front) == sorted(row["trial_id"] for row in report_front)
@@ -191,12 +189,7 @@ resources: {max_concurrent_trials: 2}
 
 @pytest.mark.slow
 def test_asha_stops_poor_trials_early_and_they_are_said_to_be(tmp_path):
-    (tmp_path / "spec.yaml").write_text(ASHA_SPEC)
-    completed = _accelsweep("run", "spec.yaml", cwd=tmp_path)
-    assert completed.returncode == 0, completed.stderr[-3000:]
-    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    runs = client.search_runs([client.get_experiment_by_name("it-asha").experiment_id])
-    children = [run for run in runs if run.data.tags[KIND_TAG] == "trial"]
+    completed, client, _, children = _run_spec(ASHA_SPEC, tmp_path, "it-asha")
     assert len(children) == 8
     stopped = [run for run in children if run.data.tags["accelsweep.status"] == "stopped early"]
     assert stopped, "ASHA stopped no trial"
