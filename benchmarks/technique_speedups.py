@@ -8,7 +8,7 @@ pruning masks set as in a 1-epoch trial (`update_pruning` at epoch 0), then
 `trainers.loop.export_deployable`. No training: weights are the seeded initial ones (speed and
 size do not depend on their values, except that pruning keeps the largest magnitudes). It then
 measures every model with `trainers.measure.measure_inference` (1 thread, median latency at
-batch 1 and batch 256) and `stored_size_bytes`, side by side in one process, in interleaved
+batch 1 and batch 256) and `Deployable.stored_bytes`, side by side in one process, in interleaved
 repeats whose order rotates; the printed latency is the median over repeats.
 
 Speedup = dense fp32 latency / technique latency (above 1 is faster); compression = dense
@@ -26,8 +26,8 @@ import torch
 
 from trainers.data import load_dataset
 from trainers.loop import TrialRecipe, build_trial_model, export_deployable
-from trainers.measure import measure_inference, stored_size_bytes
-from trainers.techniques.prune import update_pruning
+from trainers import techniques
+from trainers.measure import measure_inference
 
 REPEATS = 3
 TECHNIQUES = {
@@ -61,8 +61,8 @@ def datasets():
 def deployable_model(base_recipe, data, choices):
     recipe = dataclasses.replace(base_recipe, choices=choices, epochs=1)
     model, data, configs, notes = build_trial_model(recipe, data)
-    update_pruning(model, configs["sparsity"], epoch=0, epochs=recipe.epochs)
-    deployable, _ = export_deployable(model, configs, torch.device(recipe.device))
+    techniques.epoch_start(model, configs, epoch=0, epochs=recipe.epochs)
+    deployable, _, _, _ = export_deployable(model, configs, data.x_test[:1].to(recipe.device))
     return deployable
 
 
@@ -78,7 +78,7 @@ def compare(title, base_recipe, data):
             latencies[label]["b256"].append(inference["latency_b256_ms"])
     medians = {label: {batch: statistics.median(values) for batch, values in by_batch.items()}
                for label, by_batch in latencies.items()}
-    sizes = {label: stored_size_bytes(model) for label, model in models.items()}
+    sizes = {label: model.stored_bytes() for label, model in models.items()}
     dense = medians["dense fp32"], sizes["dense fp32"]
 
     print(f"\n{title}: median of {REPEATS} interleaved repeats, 1 thread")

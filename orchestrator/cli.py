@@ -56,6 +56,7 @@ def run_command(args: argparse.Namespace) -> int:
     """`accelsweep run SPEC`: check everything, then sweep, then print the trade-off table."""
     from orchestrator import sweep, tracking
     from orchestrator.spec import load_data, load_spec
+    from orchestrator.trial_logger import TrialLogger
 
     spec = load_spec(args.spec)
     data = load_data(spec, args.spec)
@@ -66,7 +67,7 @@ def run_command(args: argparse.Namespace) -> int:
     parent_id = tracking.start_sweep_run(client, spec, Path(args.spec).read_text(), results_path)
     total = sweep.planned_trials(spec)
     logger.info("sweep %s: %d trials, MLflow run %s in %s", spec.name, total, parent_id, spec.tracking_uri)
-    trial_logger = tracking.TrialLogger(spec.tracking_uri, parent_id, spec, os.path.join(results_path, "mlflow_outbox"))
+    trial_logger = TrialLogger(spec.tracking_uri, parent_id, spec, os.path.join(results_path, "mlflow_outbox"))
     search = sweep.search_algorithm(spec)
     with _resumable_on_interrupt(client, parent_id, spec):
         sweep.run_sweep(spec, data, [trial_logger, sweep.ProgressLog(spec, total)], results_path, search)
@@ -77,13 +78,14 @@ def resume_command(args: argparse.Namespace) -> int:
     """`accelsweep resume SWEEP`: continue an interrupted sweep where it stopped, in the same MLflow run."""
     from orchestrator import report, sweep, tracking
     from orchestrator.spec import load_data, load_spec, tracking_uri
+    from orchestrator.tags import RESULTS_PATH_TAG
 
     client = tracking.connect(tracking_uri(args.uri), create=False)
     if os.path.isdir(args.sweep):
         parent = tracking.find_sweep_by_results_path(client, os.path.abspath(args.sweep))
     else:
         parent = report.find_sweep_run(client, args.sweep)
-    results_path = parent.data.tags[tracking.RESULTS_PATH_TAG]
+    results_path = parent.data.tags[RESULTS_PATH_TAG]
     spec_path = client.download_artifacts(parent.info.run_id, "spec.yaml", tempfile.mkdtemp())
     spec = load_spec(spec_path)
     data = load_data(spec, spec_path)
@@ -157,6 +159,7 @@ def report_command(args: argparse.Namespace) -> int:
     the MLflow Model Registry."""
     from orchestrator import report, tracking
     from orchestrator.spec import tracking_uri
+    from orchestrator.tags import SWEEP_TAG
 
     if args.max_accuracy_drop is None and (args.register or args.optimize):
         raise UserError("--register and --optimize choose a trial: give --max-accuracy-drop too")
@@ -165,7 +168,7 @@ def report_command(args: argparse.Namespace) -> int:
     rows = report.sweep_rows(client, parent)
     print(report.format_rows(rows, args.format))
     if args.plot:
-        report.plot_tradeoff(rows, args.plot, title=parent.data.tags.get(tracking.SWEEP_TAG, args.sweep))
+        report.plot_tradeoff(rows, args.plot, title=parent.data.tags.get(SWEEP_TAG, args.sweep))
         logger.info("plot written to %s", args.plot)
     if args.max_accuracy_drop is None:
         return 0

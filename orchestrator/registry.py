@@ -19,15 +19,16 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
 from mlflow.tracking import MlflowClient
-from torch import nn
 
 import trainers
 from orchestrator.errors import UserError
 from orchestrator.spec import Spec, load_data, parse_spec
-from orchestrator.tracking import MODE_TAG, SWEEP_TAG, TRIAL_ID_TAG
-from orchestrator.trial import TRAINED_FILE, recipe_for
+from orchestrator.tags import MODE_TAG, REGISTERED_TAG, SWEEP_TAG, TRIAL_ID_TAG
+from orchestrator.trial import recipe_for
+from trainers.checkpoints import TRAINED_FILE, CheckpointError
 from trainers.data import Dataset
-from trainers.loop import build_trial_model, export_deployable
+from trainers.deployable import EagerDeployable
+from trainers.loop import rebuild_deployable
 from trainers.measure import evaluate
 
 logger = logging.getLogger(__name__)
@@ -42,8 +43,6 @@ layers, numpy and scikit-learn because `trainers` imports them, cloudpickle to u
 here, not inferred: inference would list the local `accelsweep` package, which pip cannot install."""
 VERSION_METRICS = ("test_accuracy", "accuracy_drop", "latency_ms", "size_bytes", "speedup", "compression")
 """The trial's measurements copied onto the model version as tags (accelsweep.KEY)."""
-REGISTERED_TAG = "accelsweep.registered_model"
-"""Set on the trial's run: "NAME/VERSION" of its registered model."""
 
 
 class RegistryError(UserError):
@@ -95,8 +94,11 @@ def sweep_spec(client: MlflowClient, parent_run) -> Spec:
     return parse_spec(raw, source=f"spec.yaml of sweep run {run_id}")
 
 
-def rebuild_deployable(client: MlflowClient, parent_run, run_id: str) -> tuple[nn.Module, Dataset]:
+def rebuild_trial_deployable(client: MlflowClient, parent_run, run_id: str) -> tuple[EagerDeployable, Dataset]:
     """Rebuild a finished trial's deployable model (on the CPU) from what MLflow holds.
+
+    Downloads the sweep's spec and the trial's `model/trained.pt`, then takes the trial's own steps
+    (`trainers.loop.rebuild_deployable`), reading the checkpoint with the checked reader.
 
     Args:
         client: the tracking client.
@@ -104,31 +106,30 @@ def rebuild_deployable(client: MlflowClient, parent_run, run_id: str) -> tuple[n
         run_id: the trial's child run (it holds the params and model/trained.pt).
 
     Returns:
-        (the deployable eval-mode model, the data set as the model reads it: after feature
-        selection, if the trial used it).
+        (the eager deployable, the data set as the model reads it: after feature selection, if
+        the trial used it).
 
     Raises:
-        RegistryError: the trial run holds no trained weights.
+        RegistryError: the trial run holds no trained weights, or they cannot be read.
         SpecError: the spec's data set cannot be loaded here.
 
     Example:
-        >>> model, data = rebuild_deployable(client, parent, row["run_id"])
-        >>> model(data.x_test[:1]).shape
+        >>> deployable, data = rebuild_trial_deployable(client, parent, row["run_id"])
+        >>> deployable(data.x_test[:1]).shape
         torch.Size([1, 10])
     """
     spec = sweep_spec(client, parent_run)
     data = load_data(spec, f"spec.yaml of sweep run {parent_run.info.run_id}")
-    choices = trial_choices(client.get_run(run_id).data.params)
-    model, model_data, configs, _ = build_trial_model(recipe_for(spec, choices), data)
+    recipe = recipe_for(spec, trial_choices(client.get_run(run_id).data.params))
     with tempfile.TemporaryDirectory() as directory:
         try:
             path = client.download_artifacts(run_id, f"model/{TRAINED_FILE}", directory)
         except (MlflowException, OSError) as error:
             raise RegistryError(f"trial run {run_id} holds no model/{TRAINED_FILE}: {error}") from None
-        trained = torch.load(path, map_location="cpu", weights_only=True)
-    model.load_state_dict(trained["model"])
-    deployable, _ = export_deployable(model, configs, torch.device("cpu"))
-    return deployable, model_data
+        try:
+            return rebuild_deployable(recipe, data, path)
+        except CheckpointError as error:
+            raise RegistryError(f"trial run {run_id}: {error}") from None
 
 
 def register_trial(client: MlflowClient, parent_run, row: dict, model_name: str) -> ModelVersion:
@@ -161,7 +162,7 @@ def register_trial(client: MlflowClient, parent_run, row: dict, model_name: str)
         >>> version = register_trial(client, parent, select_trial(rows, 0.01), "digits-fast")
         >>> mlflow.pytorch.load_model(f"models:/digits-fast/{version.version}")
     """
-    deployable, data = rebuild_deployable(client, parent_run, row["run_id"])
+    deployable, data = rebuild_trial_deployable(client, parent_run, row["run_id"])
     rebuilt_accuracy = evaluate(deployable, data.x_test, data.y_test)["accuracy"]
     if abs(rebuilt_accuracy - row["test_accuracy"]) > 1e-6:
         logger.warning(
@@ -171,13 +172,12 @@ def register_trial(client: MlflowClient, parent_run, row: dict, model_name: str)
             row["test_accuracy"],
         )
     example = data.x_test[:EXAMPLE_ROWS]
-    with torch.inference_mode():
-        expected = deployable(example)
+    expected = deployable(example)
     mlflow.set_tracking_uri(client.tracking_uri)
     try:
         with mlflow.start_run(run_id=row["run_id"]):
             info = mlflow.pytorch.log_model(
-                deployable,
+                deployable.module,
                 name=MODEL_NAME_IN_RUN,
                 signature=infer_signature(example.numpy(), expected.numpy()),
                 input_example=example.numpy(),

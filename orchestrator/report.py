@@ -20,7 +20,8 @@ from matplotlib.ticker import FormatStrFormatter, LogLocator, NullLocator, Perce
 from mlflow.tracking import MlflowClient
 
 from orchestrator.errors import UserError
-from orchestrator.tracking import BASELINE_TAG, KIND_TAG, MODE_TAG, PARENT_TAG, STATUS_TAG, SWEEP_TAG, TRIAL_ID_TAG
+from orchestrator.tags import BASELINE_TAG, KIND_TAG, MODE_TAG, PARENT_TAG, STATUS_TAG, SWEEP_TAG, TRIAL_ID_TAG
+from trainers.metrics import METRICS, format_metric
 
 FRONT_OBJECTIVES = (("test_accuracy", "max"), ("latency_ms", "min"), ("size_bytes", "min"))
 COLUMNS = (
@@ -168,8 +169,8 @@ def format_rows(rows: list[dict], fmt: str = "table") -> str:
         writer.writeheader()
         writer.writerows(rows)
         return buffer.getvalue()
-    cells = [[_cell(key, row.get(key)) for key in COLUMNS] for row in rows]
-    headers = [_HEADERS.get(key, key) for key in COLUMNS]
+    cells = [[format_metric(key, row.get(key)) for key in COLUMNS] for row in rows]
+    headers = [_header(key) for key in COLUMNS]
     widths = [max(len(text) for text in column) for column in zip(headers, *cells)]
     if fmt == "markdown":
         lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
@@ -181,19 +182,14 @@ def format_rows(rows: list[dict], fmt: str = "table") -> str:
     return "\n".join(lines + [legend])
 
 
-_HEADERS = {
-    "front": "",
-    "trial_id": "trial",
-    "test_accuracy": "test_acc",
-    "accuracy_drop": "acc_drop",
-    "latency_ms": "lat_b1_ms",
-    "latency_p95_ms": "p95_b1_ms",
-    "latency_b256_ms": "lat_b256_ms",
-    "inference_samples_per_s": "infer/s",
-    "train_samples_per_s": "train/s",
-    "size_bytes": "size_kB",
-    "param_count": "params",
-}
+def _header(key):
+    if key == "front":
+        return ""
+    if key == "trial_id":
+        return "trial"
+    if key in METRICS and METRICS[key].header:
+        return METRICS[key].header
+    return key
 
 
 def _row(run):
@@ -232,22 +228,6 @@ def _dominates(a, b):
 
 def _is_number(value):
     return isinstance(value, (int, float)) and math.isfinite(value)
-
-
-def _cell(key, value):
-    if value is None:
-        return "-"
-    if key == "size_bytes":
-        return f"{value / 1000:.1f}"
-    if key in ("param_count", "inference_samples_per_s", "train_samples_per_s"):
-        return f"{value:.0f}"
-    if key in ("speedup", "compression"):
-        return f"{value:.2f}x"
-    if key in ("test_accuracy", "accuracy_drop"):
-        return f"{value:.4f}"
-    if isinstance(value, float):
-        return f"{value:.4f}"
-    return str(value)
 
 
 def log_report(client: MlflowClient, parent_id: str, rows: list[dict]) -> None:

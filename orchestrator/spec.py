@@ -17,22 +17,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from orchestrator.errors import UserError
 from trainers.data import SOURCES
+from trainers.metrics import EPOCH_OBJECTIVES, OBJECTIVES
 from trainers.techniques import TECHNIQUES, off_value
 
 SAMPLING_FORMS = ("choice", "grid", "uniform", "loguniform", "randint")
-EPOCH_OBJECTIVES = ("val_accuracy", "val_loss", "train_loss")
-OBJECTIVES = EPOCH_OBJECTIVES + (
-    "test_accuracy",
-    "test_loss",
-    "latency_ms",
-    "latency_p95_ms",
-    "latency_b256_ms",
-    "inference_samples_per_s",
-    "train_samples_per_s",
-    "size_bytes",
-    "param_count",
-)
-
 
 
 class SpecError(UserError):

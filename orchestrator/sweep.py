@@ -14,7 +14,7 @@ from ray.tune.search import BasicVariantGenerator, Searcher
 from ray.tune.search.optuna import OptunaSearch
 
 from orchestrator.spec import Spec, domain_of
-from orchestrator.tracking import TrialLogger
+from orchestrator.trial_logger import TrialLogger
 from orchestrator.trial import trial_driver, trial_mode, worker_resources, workers_of
 from trainers.data import Dataset
 from trainers.techniques import TECHNIQUES, off_value

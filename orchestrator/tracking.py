@@ -1,8 +1,9 @@
 """MLflow: one parent run per sweep, one nested child run per trial.
 
-Everything is logged from the sweep's driver process (a Ray Tune callback), never from training
-workers: a trial's child run is created once, keyed by its Tune trial id, so neither retries nor
-worker ranks can duplicate it, and only one process writes to the store.
+Everything is logged from the sweep's driver process (`orchestrator.trial_logger`, a Ray Tune
+callback, sends the writes here through an outbox), never from training workers: a trial's child
+run is created once, keyed by its Tune trial id, so neither retries nor worker ranks can duplicate
+it, and only one process writes to the store. Nothing here imports torch or Ray.
 """
 
 import json
@@ -13,23 +14,22 @@ import time
 
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
-from ray import tune
 
 from orchestrator.errors import UserError
 from orchestrator.spec import Spec
-from orchestrator.trial import checkpoint_dir_of, trial_mode
-from trainers.loop import EPOCH_METRICS, FINAL_METRICS
+from orchestrator.tags import (
+    BASELINE_TAG,
+    KIND_TAG,
+    MODE_TAG,
+    OPTUNA_FRONT_TAG,
+    PARENT_TAG,
+    RESULTS_PATH_TAG,
+    SWEEP_TAG,
+    TRIAL_ID_TAG,
+)
+from trainers.metrics import EPOCH_METRICS
 
 logger = logging.getLogger(__name__)
-
-SWEEP_TAG = "accelsweep.sweep"
-KIND_TAG = "accelsweep.kind"
-TRIAL_ID_TAG = "accelsweep.trial_id"
-MODE_TAG = "accelsweep.mode"
-BASELINE_TAG = "accelsweep.baseline"
-STATUS_TAG = "accelsweep.status"
-RESULTS_PATH_TAG = "accelsweep.results_path"
-PARENT_TAG = "mlflow.parentRunId"
 
 
 class TrackingError(UserError):
@@ -87,9 +87,9 @@ def start_sweep_run(client: MlflowClient, spec: Spec, spec_text: str, results_pa
         run_name=spec.name,
         tags={SWEEP_TAG: spec.name, KIND_TAG: "sweep", RESULTS_PATH_TAG: results_path},
     )
-    params = _flatten(spec.model_dump(exclude={"space", "tracking", "ray"}))
+    params = flatten(spec.model_dump(exclude={"space", "tracking", "ray"}))
     params["space"] = json.dumps(spec.space)
-    client.log_batch(run.info.run_id, params=[Param(k, _param_text(v)) for k, v in params.items()])
+    client.log_batch(run.info.run_id, params=[Param(k, param_text(v)) for k, v in params.items()])
     client.log_text(run.info.run_id, spec_text, "spec.yaml")
     return run.info.run_id
 
@@ -146,158 +146,40 @@ def log_search_front(client: MlflowClient, parent_id: str, rows: list[dict], sea
     matches = report_front == sorted(search_front)
     if not matches:
         logger.warning("Optuna's Pareto front %s differs from the report's %s", search_front, report_front)
-    client.set_tag(parent_id, "accelsweep.optuna_front_matches", str(matches).lower())
+    client.set_tag(parent_id, OPTUNA_FRONT_TAG, str(matches).lower())
 
 
-class TrialLogger(tune.Callback):
-    """A Ray Tune callback that mirrors every trial into its own nested MLflow run.
+class TrialRuns:
+    """Writes trials into their child runs of one sweep: the outbox's delivery end.
 
-    Per-epoch metrics are logged with their epoch as the step (each step once, even when a
-    trial is retried or the sweep resumed); the final measurements, notes, and the model files
-    follow when the trial ends. Every write goes through an outbox: while the tracking server is
-    unreachable, writes wait there (model files copied to `staging_dir`) and are retried, in
-    order, every RETRY_SECONDS and at the end of the sweep. The outbox is part of Tune's saved
-    experiment state, so `accelsweep resume` delivers what a killed driver could not.
+    Each write is an entry (trial_id, kind, payload): "create" {"mode", "params"} finds the
+    trial's run (after a resume) or creates it; "epoch_metrics" logs only steps not logged yet;
+    "metrics", "tags", "artifacts" (a staged directory, logged under model/ and then removed) and
+    "terminate" (a run status) write what they say.
 
     Args:
-        uri: the tracking URI.
+        client: the tracking client.
         parent_id: the sweep's parent run id.
-        spec: the sweep's spec.
-        staging_dir: where model files wait for delivery (inside the sweep's results folder).
+        sweep: the sweep's name.
 
     Example:
-        >>> tune.RunConfig(callbacks=[TrialLogger(uri, parent_id, spec, "/tmp/sweep/outbox")])
+        >>> runs = TrialRuns(MlflowClient(uri), parent_id, "quickstart")
+        >>> runs.apply(("3a975_00000", "create", {"mode": "baseline", "params": {"rank": None}}))
     """
 
-    RETRY_SECONDS = 5.0
-    FINAL_FLUSH_SECONDS = 120.0
-
-    def __init__(self, uri: str, parent_id: str, spec: Spec, staging_dir: str):
-        self.uri = uri
+    def __init__(self, client: MlflowClient, parent_id: str, sweep: str):
+        self.client = client
         self.parent_id = parent_id
-        self.spec = spec
-        self.staging_dir = staging_dir
-        self.outbox: list[tuple[str, str, object]] = []
-        self.completed: set[str] = set()
-        self._start_session()
-
-    def __getstate__(self):
-        kept = ("uri", "parent_id", "spec", "staging_dir", "outbox", "completed")
-        return {key: self.__dict__[key] for key in kept}
-
-    def __setstate__(self, state):
-        self.__dict__.update(state)
-        self._start_session()
-
-    def get_state(self) -> dict:
-        """What Tune saves with its experiment state (every few seconds): the undelivered writes
-        and the trials already logged as ended."""
-        return {"outbox": list(self.outbox), "completed": sorted(self.completed)}
-
-    def set_state(self, state: dict) -> None:
-        """Take back `get_state`'s output when Tune restores a sweep (`accelsweep resume`)."""
-        self.outbox = list(state["outbox"])
-        self.completed = set(state["completed"])
-
-    def _start_session(self):
-        self.client = MlflowClient(tracking_uri=self.uri)
+        self.sweep = sweep
         self.run_ids: dict[str, str] = {}
         self.last_step: dict[str, int] = {}
-        self.started: dict[str, float] = {}
-        self.unreachable_since: float | None = None
-        self.next_attempt = 0.0
-        self.delayed_delivered = 0
 
-    def on_trial_start(self, iteration, trials, trial, **info):
-        self.started[trial.trial_id] = time.monotonic()
-        mode = trial_mode(self.spec, trial.config)
-        self._send(trial.trial_id, "create", {"mode": mode, "params": _flatten(trial.config)})
-
-    def on_trial_result(self, iteration, trials, trial, result, **info):
-        step = int(result.get("epoch", 0))
-        self._send(trial.trial_id, "epoch_metrics", _metrics(result, EPOCH_METRICS, step))
-
-    def on_trial_complete(self, iteration, trials, trial, **info):
-        result = trial.last_result
-        metrics = _metrics(result, FINAL_METRICS, int(result.get("epoch", 0)))
-        wall = time.monotonic() - self.started.pop(trial.trial_id, time.monotonic())
-        metrics += _metrics({"trial_seconds": wall}, ("trial_seconds",), 0)
-        tags = {f"accelsweep.note.{k}": str(v) for k, v in result.get("notes", {}).items()}
-        tags[STATUS_TAG] = _ended_status(result)
-        if result.get("diverged"):
-            tags["accelsweep.diverged_epoch"] = str(int(result["diverged_epoch"]))
-        tags["accelsweep.node_ip"] = str(result.get("node_ip", ""))
-        tags["accelsweep.node_id"] = str(result.get("node_id", ""))
-        self._send(trial.trial_id, "metrics", metrics)
-        self._send(trial.trial_id, "tags", tags)
-        if not result.get("diverged"):
-            with checkpoint_dir_of(result, trial.checkpoint) as checkpoint_dir:
-                if checkpoint_dir:
-                    staged = os.path.join(self.staging_dir, trial.trial_id)
-                    shutil.copytree(checkpoint_dir, staged, dirs_exist_ok=True)
-                    self._send(trial.trial_id, "artifacts", staged)
-        self._send(trial.trial_id, "terminate", "FINISHED")
-        self.completed.add(trial.trial_id)
-
-    def on_trial_error(self, iteration, trials, trial, **info):
-        self._send(trial.trial_id, "tags", {STATUS_TAG: "error", "accelsweep.error": _error_text(trial)})
-        self._send(trial.trial_id, "terminate", "FAILED")
-        self.completed.add(trial.trial_id)
-
-    def on_experiment_end(self, trials, **info):
-        for trial in trials:  # ended while no driver was watching (a killed driver, then resume)
-            if trial.status == "TERMINATED" and trial.trial_id not in self.completed and not self._logged_as_ended(trial):
-                self.on_trial_start(0, trials, trial)
-                self.on_trial_complete(0, trials, trial)
-        deadline = time.monotonic() + self.FINAL_FLUSH_SECONDS
-        while self.outbox and time.monotonic() < deadline:
-            self._flush(force=True)
-            if self.outbox:
-                time.sleep(self.RETRY_SECONDS)
-
-    def summary(self) -> str:
-        """One line on what reached MLflow: everything, everything after a delay, or what is still waiting.
-
-        Example:
-            >>> logger.summary()
-            'MLflow: every write delivered'
-        """
-        if self.outbox:
-            return (
-                f"MLflow: {len(self.outbox)} writes could not be delivered to {self.uri}; they are kept "
-                f"with the sweep's state: `accelsweep resume {self.spec.name}` delivers them"
-            )
-        if self.delayed_delivered:
-            return f"MLflow: {self.delayed_delivered} writes were delayed by an outage and then delivered; nothing lost"
-        return "MLflow: every write delivered"
-
-    def _send(self, trial_id, kind, payload):
-        self.outbox.append((trial_id, kind, payload))
-        self._flush()
-
-    def _flush(self, force=False):
-        if self.unreachable_since is not None and not force and time.monotonic() < self.next_attempt:
-            return
-        while self.outbox:
-            try:
-                self._apply(*self.outbox[0])
-            except Exception as error:  # MLflow raises many kinds when its server is away
-                if self.unreachable_since is None:
-                    self.unreachable_since = time.monotonic()
-                    logger.warning("MLflow at %s unreachable (%s): keeping writes, retrying", self.uri, error)
-                self.next_attempt = time.monotonic() + self.RETRY_SECONDS
-                return
-            self.outbox.pop(0)
-            if self.unreachable_since is not None:
-                self.delayed_delivered += 1
-        if self.unreachable_since is not None:
-            logger.warning("MLflow reachable again after %.0fs: delayed writes delivered", time.monotonic() - self.unreachable_since)
-            self.unreachable_since = None
-
-    def _apply(self, trial_id, kind, payload):
+    def apply(self, entry: tuple[str, str, object]) -> None:
+        """Write one entry to MLflow (raises when the store is unreachable: the outbox retries)."""
+        trial_id, kind, payload = entry
         if kind == "create":
             if trial_id not in self.run_ids:
-                self.run_ids[trial_id] = self._existing_run(trial_id) or self._create_run(trial_id, **payload)
+                self.run_ids[trial_id] = self.existing_run(trial_id) or self._create_run(trial_id, **payload)
             return
         run_id = self.run_ids[trial_id]
         if kind == "epoch_metrics":
@@ -314,17 +196,15 @@ class TrialLogger(tune.Callback):
             shutil.rmtree(payload, ignore_errors=True)
         elif kind == "terminate":
             self.client.set_terminated(run_id, status=payload)
+        else:
+            raise ValueError(f"unknown write kind {kind!r}")
 
-    def _logged_as_ended(self, trial):
-        # Tune's saved state can be a few seconds older than MLflow: ask MLflow too
-        self._flush(force=True)
-        try:
-            run_id = self.run_ids.get(trial.trial_id) or self._existing_run(trial.trial_id)
-            return run_id is not None and self.client.get_run(run_id).info.status == "FINISHED"
-        except Exception:  # unreachable: treat as not logged, the outbox will carry it
-            return False
+    def existing_run(self, trial_id: str) -> str | None:
+        """The trial's child run if it has one already (a resumed sweep), remembering its last epoch step.
 
-    def _existing_run(self, trial_id):
+        Example:
+            >>> runs.existing_run("3a975_00000")
+        """
         experiment_id = self.client.get_run(self.parent_id).info.experiment_id
         existing = self.client.search_runs(
             [experiment_id],
@@ -344,49 +224,50 @@ class TrialLogger(tune.Callback):
             run_name=f"{mode}-{trial_id}",
             tags={
                 PARENT_TAG: self.parent_id,
-                SWEEP_TAG: self.spec.name,
+                SWEEP_TAG: self.sweep,
                 KIND_TAG: "trial",
                 TRIAL_ID_TAG: trial_id,
                 MODE_TAG: mode,
                 BASELINE_TAG: str(mode == "baseline").lower(),
             },
         )
-        self.client.log_batch(run.info.run_id, params=[Param(k, _param_text(v)) for k, v in params.items()])
+        self.client.log_batch(run.info.run_id, params=[Param(k, param_text(v)) for k, v in params.items()])
         return run.info.run_id
 
 
-def _ended_status(result):
-    if result.get("diverged"):
-        return "diverged"
-    if "test_accuracy" not in result:  # ended before its last epoch: the scheduler (ASHA) stopped it
-        return "stopped early"
-    return "finished"
+def metrics_at_step(values: dict, keys, step: int) -> list[Metric]:
+    """MLflow metrics for the numeric `values` among `keys`, all at `step`.
 
-
-def _metrics(values, keys, step):
+    Example:
+        >>> metrics_at_step({"val_accuracy": 0.9, "epoch": 1}, ["val_accuracy"], 1)[0].value
+        0.9
+    """
     now = int(time.time() * 1000)
     return [Metric(key, float(values[key]), now, step) for key in keys if isinstance(values.get(key), (int, float))]
 
 
-def _error_text(trial):
-    try:
-        with open(trial.error_file) as error_file:
-            lines = error_file.read().strip().splitlines()
-    except (OSError, TypeError):
-        return "unknown error (see the Tune results folder)"
-    return (lines[-1] if lines else "unknown error")[-400:]
+def flatten(tree: dict, prefix: str = "") -> dict:
+    """Nested mappings as one level of dotted keys (empty mappings stay as values).
 
-
-def _flatten(tree, prefix=""):
+    Example:
+        >>> flatten({"train": {"lr": 0.1}, "space": {}})
+        {'train.lr': 0.1, 'space': {}}
+    """
     flat = {}
     for key, value in tree.items():
         name = f"{prefix}{key}"
         if isinstance(value, dict) and value:
-            flat |= _flatten(value, f"{name}.")
+            flat |= flatten(value, f"{name}.")
         else:
             flat[name] = value
     return flat
 
 
-def _param_text(value):
+def param_text(value: object) -> str:
+    """How a param value is stored in MLflow: None as "null", everything else as str().
+
+    Example:
+        >>> param_text(None), param_text(8)
+        ('null', '8')
+    """
     return "null" if value is None else str(value)

@@ -19,11 +19,9 @@ from ray.train.torch import TorchTrainer
 from ray.tune.integration.ray_train import CHECKPOINT_PATH_KEY, TuneReportCallback
 
 from orchestrator.spec import Spec
+from trainers.checkpoints import TRAINED_FILE, load_trained, save_atomically
 from trainers.loop import TrialRecipe, train_trial
 from trainers.techniques import mode_string, techniques_from_choices
-
-TRAINED_FILE = "trained.pt"
-DEPLOYABLE_FILE = "deployable.pt"
 
 
 def recipe_for(spec: Spec, choices: dict, device: str = "cpu") -> TrialRecipe:
@@ -170,56 +168,11 @@ def _as_checkpoint(checkpoint, directory, checkpoint_class):
     return checkpoint_class.from_directory(directory)
 
 
-def save_atomically(state: object, path: str) -> None:
-    """`torch.save` to a temporary file beside `path`, then rename: never a half-written file.
-
-    Args:
-        state: what to save (tensors, dicts of tensors, numbers).
-        path: the final file.
-
-    Example:
-        >>> save_atomically({"w": torch.zeros(2)}, "/tmp/x.pt")
-    """
-    partial = f"{path}.partial"
-    torch.save(state, partial)
-    os.replace(partial, path)
-
-
-class CheckpointError(Exception):
-    """A trial's checkpoint cannot be read back."""
-
-
 def _load_trained(checkpoint):
     if checkpoint is None:
         return None
     with checkpoint.as_directory() as directory:
         return load_trained(os.path.join(directory, TRAINED_FILE))
-
-
-def load_trained(path: str) -> dict:
-    """Read a trial's `trained.pt` checkpoint safely (`weights_only`: tensors and plain values only).
-
-    Args:
-        path: the checkpoint file.
-
-    Returns:
-        {"epoch": int, "model": state_dict, "optimizer": state_dict}.
-
-    Raises:
-        CheckpointError: the file is missing, truncated, corrupt or holds more than weights; the
-            message names the file (not a traceback from deep inside pickle).
-
-    Example:
-        >>> load_trained("accelsweep_results/quickstart-.../checkpoint_000004/trained.pt")["epoch"]
-        5
-    """
-    try:
-        state = torch.load(path, weights_only=True)
-    except Exception as error:  # torch.load raises pickle, zip, EOF and OS errors alike
-        raise CheckpointError(f"checkpoint {path} cannot be read ({type(error).__name__}: {error})") from None
-    if not isinstance(state, dict) or not {"epoch", "model", "optimizer"} <= set(state):
-        raise CheckpointError(f"checkpoint {path} is not a trial checkpoint (expected epoch, model, optimizer)")
-    return state
 
 
 @contextlib.contextmanager

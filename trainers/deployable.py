@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from trainers.checkpoints import DEPLOYABLE_FILE
+
 
 @dataclass
 class DeployFormat:
@@ -84,7 +86,6 @@ class EagerDeployable(Deployable):
 
     runtime = "eager"
     mlflow_flavor = "pytorch"
-    FILE = "deployable.pt"
 
     def __init__(self, module: nn.Module):
         self.module = module.eval()
@@ -102,7 +103,7 @@ class EagerDeployable(Deployable):
         return sum(sum(_stored_numels(module)) for module in self.module.modules())
 
     def save(self, directory: str) -> str:
-        path = os.path.join(directory, self.FILE)
+        path = os.path.join(directory, DEPLOYABLE_FILE)
         torch.save(self.module.state_dict(), path)
         return path
 

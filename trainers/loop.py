@@ -17,20 +17,13 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
+from trainers import techniques
+from trainers.checkpoints import load_trained
 from trainers.data import Dataset
-from trainers.measure import count_parameters, evaluate, measure_inference, stored_size_bytes
+from trainers.deployable import DeployFormat, EagerDeployable
+from trainers.measure import evaluate, measure_deployable
 from trainers.models import build_model
-from trainers.techniques import mode_string, techniques_from_choices
 from trainers.techniques.common import bake_weight_transforms
-from trainers.techniques.compile import compile_model, timed_first_call
-from trainers.techniques.dropout import apply_dropout
-from trainers.techniques.feature_select import apply_feature_selection
-from trainers.techniques.l1 import l1_penalty
-from trainers.techniques.lowrank import apply_low_rank
-from trainers.techniques.precision import autocast, grad_scaler
-from trainers.techniques.prune import apply_pruning, export_sparse, update_pruning
-from trainers.techniques.quantize import apply_fake_quant, export_quantized
-from trainers.techniques.weight_decay import param_groups
 
 logger = logging.getLogger(__name__)
 
@@ -38,27 +31,6 @@ Report = Callable[[dict[str, float], dict[str, Any] | None], None]
 """`report(metrics, checkpoint)`: checkpoint maps a file stem to an object to `torch.save`."""
 
 OPTIMIZERS = ("adamw", "adam", "sgd")
-EPOCH_METRICS = ("val_accuracy", "val_loss", "train_loss", "epoch_seconds", "train_samples_per_s", "sparsity")
-FINAL_METRICS = (
-    "test_accuracy",
-    "test_loss",
-    "latency_ms",
-    "latency_p95_ms",
-    "latency_b256_ms",
-    "latency_b256_p95_ms",
-    "inference_samples_per_s",
-    "param_count",
-    "size_bytes",
-    "train_seconds",
-    "world_size",
-    "ddp_replica_checksum_spread",
-    "ddp_ranks_trained",
-    "diverged",
-    "diverged_epoch",
-    "compile_seconds",
-    "inference_compile_seconds",
-    "resumed_from_epoch",
-)
 
 
 @dataclass(frozen=True)
@@ -94,21 +66,21 @@ class TrialRecipe:
 
 
 def build_trial_model(recipe: TrialRecipe, data: Dataset) -> tuple[nn.Module, Dataset, dict, dict]:
-    """Build the trial's trainable model with every training-time technique applied.
+    """Build the trial's trainable model with every technique's data and build phases applied.
 
     Args:
         recipe: the trial's recipe.
         data: the full data set.
 
     Returns:
-        (model on the recipe's device, the data set the model reads (after feature selection),
-        technique configs by key, notes for the trial's tags).
+        (model on the recipe's device, the data set the model reads (after the data phase, e.g.
+        feature selection), technique configs by key, notes for the trial's tags).
 
     Example:
         >>> model, data, configs, notes = build_trial_model(TrialRecipe(), load_dataset("digits"))
     """
-    configs = techniques_from_choices(recipe.choices)
-    data, _ = apply_feature_selection(data, configs["feature_keep"])
+    configs = techniques.techniques_from_choices(recipe.choices)
+    data, data_notes = techniques.prepare_data(data, configs)
     torch.manual_seed(recipe.seed)
     model = build_model(
         recipe.model_kind,
@@ -118,37 +90,61 @@ def build_trial_model(recipe: TrialRecipe, data: Dataset) -> tuple[nn.Module, Da
         channels=recipe.channels,
         options=recipe.model_options,
     )
-    notes = {"mode": mode_string(configs)}
-    notes |= apply_dropout(model, configs["dropout"])
-    notes |= apply_low_rank(model, configs["rank"])
-    notes |= apply_pruning(model, configs["sparsity"])
-    notes |= apply_fake_quant(model, configs["quant_bits"])
+    notes = {"mode": techniques.mode_string(configs)} | data_notes | techniques.build(model, configs)
     return model.to(recipe.device), data, configs, notes
 
 
-def export_deployable(model: nn.Module, configs: dict, device: torch.device) -> tuple[nn.Module, dict]:
+def export_deployable(
+    model: nn.Module, configs: dict, example: torch.Tensor
+) -> tuple[EagerDeployable, DeployFormat, dict, dict]:
     """Turn the trained model into the one that would be deployed, and measured.
 
-    Training-time weight transforms (pruning masks, fake quantisation) are baked in; then the
-    weights are stored quantised (when `quant_bits` < 32) or sparse where that is smaller.
+    Training-time weight transforms (pruning masks, fake quantisation) are baked in; then every
+    technique's export hook runs (quantised or sparse storage, compilation), in phase order.
 
     Args:
         model: the trained model (not DDP-wrapped); it is modified in place.
         configs: technique configs by key.
-        device: the device the deployable model runs on.
+        example: one input batch, on the device the deployable runs on.
 
     Returns:
-        (deployable eval-mode model taking float32 inputs, notes for the trial's tags).
+        (the eager deployable, how its weights are stored, notes for the trial's tags, metrics
+        the export measured).
 
     Example:
-        >>> deployable, notes = export_deployable(model, configs, torch.device("cpu"))
+        >>> deployable, fmt, notes, metrics = export_deployable(model, configs, x_test[:1])
     """
-    model = bake_weight_transforms(model).eval()
-    if configs["quant_bits"].active:
-        return export_quantized(model, configs["quant_bits"], device)
-    if configs["sparsity"].active:
-        return export_sparse(model), {}
-    return model, {}
+    context = techniques.ExportContext(example.device, example, DeployFormat(), {}, {})
+    module = techniques.export(bake_weight_transforms(model).eval(), configs, context)
+    context.fmt.notes = dict(context.notes)
+    return EagerDeployable(module), context.fmt, context.notes, context.metrics
+
+
+def rebuild_deployable(recipe: TrialRecipe, data: Dataset, trained_path: str) -> tuple[EagerDeployable, Dataset]:
+    """Rebuild a finished trial's deployable model from its recipe and its `trained.pt` checkpoint.
+
+    The same steps as the trial itself took (build, load the trained weights, export), so the
+    result computes what the trial measured. The checkpoint is read with the checked reader.
+
+    Args:
+        recipe: the trial's recipe (its device is where the deployable runs).
+        data: the full data set.
+        trained_path: the trial's `trained.pt`.
+
+    Returns:
+        (the eager deployable, the data set as the model reads it).
+
+    Raises:
+        CheckpointError: the checkpoint is missing, corrupt or not a trial checkpoint.
+
+    Example:
+        >>> deployable, model_data = rebuild_deployable(recipe, data, "model/trained.pt")
+    """
+    model, model_data, configs, _ = build_trial_model(recipe, data)
+    model.load_state_dict(load_trained(trained_path)["model"])
+    example = model_data.x_test[:1].to(recipe.device)
+    deployable, _, _, _ = export_deployable(model, configs, example)
+    return deployable, model_data
 
 
 def train_trial(
@@ -180,9 +176,8 @@ def train_trial(
     torch.set_num_threads(recipe.threads)
     model, data, configs, notes = build_trial_model(recipe, data)
     logger.info("trial %s: %s", notes["mode"], notes)
-    trained = compile_model(_wrap_ddp(model, device) if world_size > 1 else model, configs["compile"])
-    optimizer = _make_optimizer(recipe, param_groups(model, configs["weight_decay"]))
-    scaler = grad_scaler(configs["precision"], device)
+    optimizer = _make_optimizer(recipe, techniques.param_groups(model, configs))
+    scaler = techniques.grad_scaler(configs, device)
     start_epoch = 0
     if resume is not None:
         model.load_state_dict(resume["model"])
@@ -192,18 +187,18 @@ def train_trial(
 
     x_train, y_train = data.x_train.to(device), data.y_train.to(device)
     x_val, y_val = data.x_val.to(device), data.y_val.to(device)
+    first = slice(0, recipe.batch_size)
+    trained, wrap_metrics = techniques.wrap(
+        _wrap_ddp(model, device) if world_size > 1 else model,
+        configs,
+        lambda module: _forward_backward(module, x_train[first], y_train[first], configs),
+    )
+    optimizer.zero_grad(set_to_none=True)
     shard_size = len(x_train) // world_size
     epoch_metrics: dict[str, float] = {}
-    compile_metrics = {}
-    if configs["compile"].active:
-        first = slice(0, recipe.batch_size)
-        compile_metrics["compile_seconds"] = timed_first_call(
-            lambda: _forward_backward(trained, x_train[first], y_train[first], configs["precision"])
-        )
-        optimizer.zero_grad(set_to_none=True)
     train_seconds = 0.0
     for epoch in range(start_epoch, recipe.epochs):
-        sparsity = update_pruning(model, configs["sparsity"], epoch, recipe.epochs)
+        technique_metrics = techniques.epoch_start(model, configs, epoch, recipe.epochs)
         shard = _epoch_shard(len(x_train), recipe.seed, epoch, rank, world_size, shard_size, device)
         started = time.perf_counter()
         train_loss = _train_epoch(trained, model, optimizer, scaler, x_train, y_train, shard, recipe, configs)
@@ -215,7 +210,7 @@ def train_trial(
             final = {"epoch": epoch + 1, "diverged": 1.0, "diverged_epoch": float(epoch + 1)}
             report(final, None)
             return final
-        val = evaluate(model, x_val, y_val)
+        val = evaluate(EagerDeployable(model), x_val, y_val)
         epoch_metrics = {
             "epoch": epoch + 1,
             "train_loss": train_loss,
@@ -223,22 +218,18 @@ def train_trial(
             "val_accuracy": val["accuracy"],
             "epoch_seconds": epoch_seconds,
             "train_samples_per_s": shard_size * world_size / epoch_seconds,
-            "sparsity": sparsity,
-        }
+        } | technique_metrics
         if epoch + 1 < recipe.epochs:
             report(epoch_metrics, {"trained": _trained_state(model, optimizer, epoch + 1)})
 
     trained_state = _trained_state(model, optimizer, recipe.epochs)
-    final = epoch_metrics | compile_metrics | _replica_agreement(model, world_size)
-    deployable, export_notes = export_deployable(model, configs, device)
-    runnable, compile_metrics, compile_notes = _compiled_for_inference(
-        deployable, configs["compile"], data.x_test[:1].to(device)
-    )
-    final |= compile_metrics | _measure(runnable, data, recipe)
-    export_notes |= compile_notes
+    final = epoch_metrics | wrap_metrics | _replica_agreement(model, world_size)
+    deployable, _, export_notes, export_metrics = export_deployable(model, configs, data.x_test[:1].to(device))
+    final |= export_metrics | measure_deployable(deployable, data, device, recipe.measure_threads)
     final |= {"world_size": world_size, "train_seconds": train_seconds, "resumed_from_epoch": start_epoch}
     logger.info("trial %s finished: %s", notes["mode"], final)
-    report(final | {"notes": notes | export_notes}, {"trained": trained_state, "deployable": deployable.state_dict()})
+    checkpoint = {"trained": trained_state, "deployable": deployable.module.state_dict()}
+    report(final | {"notes": notes | export_notes}, checkpoint)
     return final
 
 
@@ -276,11 +267,12 @@ def _train_epoch(trained, model, optimizer, scaler, x, y, shard, recipe, configs
     total_loss = torch.zeros((), device=x.device)
     for start in range(0, len(shard), recipe.batch_size):
         batch = shard[start : start + recipe.batch_size]
-        with autocast(configs["precision"], x.device):
-            loss = F.cross_entropy(trained(x[batch]), y[batch])
+        with techniques.autocast(configs, x.device):
+            logits = trained(x[batch])
+            loss = F.cross_entropy(logits, y[batch])
         total_loss.add_(loss.detach(), alpha=len(batch))
-        if configs["l1"].active:
-            loss = loss + l1_penalty(model, configs["l1"])
+        for term in techniques.loss_terms(model, configs, logits, y[batch]):
+            loss = loss + term
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.step(optimizer)
@@ -288,24 +280,11 @@ def _train_epoch(trained, model, optimizer, scaler, x, y, shard, recipe, configs
     return float(total_loss) / max(len(shard), 1)
 
 
-def _forward_backward(trained, x, y, precision):
+def _forward_backward(trained, x, y, configs):
     trained.train()
-    with autocast(precision, x.device):
+    with techniques.autocast(configs, x.device):
         loss = F.cross_entropy(trained(x), y)
     loss.backward()
-
-
-def _compiled_for_inference(deployable, compile_cfg, example):
-    if not compile_cfg.active:
-        return deployable, {}, {}
-    runnable = compile_model(deployable, compile_cfg)
-    try:
-        with torch.no_grad():
-            seconds = timed_first_call(lambda: runnable(example))
-    except Exception as error:  # torch.compile fails in many ways on exotic kernels: measure eager then
-        logger.warning("torch.compile failed on the deployable model, measuring it eager: %s", error)
-        return deployable, {}, {"compile_inference": f"failed ({type(error).__name__}); measured eager"}
-    return runnable, {"inference_compile_seconds": seconds}, {"compile_inference": "compiled"}
 
 
 def _synchronize(device):
@@ -326,18 +305,3 @@ def _replica_agreement(model, world_size):
     dist.all_reduce(high, op=dist.ReduceOp.MAX)
     dist.all_reduce(ranks, op=dist.ReduceOp.SUM)
     return {"ddp_replica_checksum_spread": float(high - low), "ddp_ranks_trained": float(ranks)}
-
-
-def _measure(deployable, data, recipe):
-    device = torch.device(recipe.device)
-    test = evaluate(deployable, data.x_test.to(device), data.y_test.to(device))
-    inference = measure_inference(
-        deployable, data.x_test[:256].to(device), threads=recipe.measure_threads
-    )
-    return {
-        "test_accuracy": test["accuracy"],
-        "test_loss": test["loss"],
-        "param_count": float(count_parameters(deployable)),
-        "size_bytes": float(stored_size_bytes(deployable)),
-        **inference,
-    }

@@ -1,30 +1,32 @@
 """Measure a deployable model as it runs: accuracy, parameter count, stored bytes, latency.
 
-Every figure comes from the model itself on its own device (never from FLOPs or bit counts):
-size is the length of its saved state_dict, latency is wall-clock time per forward call.
+Every figure comes from the deployable itself on its own device (never from FLOPs or bit counts):
+it says what it stores (`Deployable.stored_bytes`, `parameter_count`), and latency is wall-clock
+time per call. Nothing here knows a technique or a layer type.
 """
 
-import io
 import logging
 import time
+from typing import Callable
 
 import numpy as np
 import torch
-import torch.ao.nn.quantized as quantized
 import torch.nn.functional as F
-from torch import nn
 
-from trainers.techniques.prune import SparseLinear
-from trainers.techniques.quantize import PackedWeight
+from trainers.data import Dataset
+from trainers.deployable import Deployable
 
 logger = logging.getLogger(__name__)
 
+Model = Callable[[torch.Tensor], torch.Tensor]
+"""Anything that maps an input batch to logits: a Deployable, or an eval-mode nn.Module."""
 
-def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1024) -> dict:
-    """Accuracy and mean cross-entropy of a classifier, in eval mode without gradients.
+
+def evaluate(model: Model, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1024) -> dict:
+    """Accuracy and mean cross-entropy of a classifier, without gradients.
 
     Args:
-        model: the classifier; it is put in eval mode.
+        model: the classifier: a Deployable (an `EagerDeployable` puts its module in eval mode).
         x: inputs, on the model's device.
         y: integer class labels, on the model's device.
         batch_size: rows per forward call.
@@ -36,7 +38,6 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
         >>> evaluate(model, x_test, y_test)
         {'accuracy': 0.91, 'loss': 0.27}
     """
-    model.eval()
     correct = 0
     loss_sum = 0.0
     with torch.inference_mode():
@@ -48,63 +49,13 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
     return {"accuracy": correct / len(x), "loss": loss_sum / len(x)}
 
 
-def _stored_tensor_numels(module: nn.Module) -> list[int]:
-    if isinstance(module, quantized.Linear):
-        bias = module.bias()
-        return [module.weight().numel()] + ([] if bias is None else [bias.numel()])
-    if isinstance(module, PackedWeight):
-        return [module.weight_shape.numel()] + ([] if module.bias is None else [module.bias.numel()])
-    if isinstance(module, SparseLinear):  # the non-zero weights it stores
-        return [module.values.numel()] + ([] if module.bias is None else [module.bias.numel()])
-    return [parameter.numel() for parameter in module.parameters(recurse=False)]
-
-
-def count_parameters(model: nn.Module) -> int:
-    """Number of logical weight and bias elements the model stores.
-
-    Counts ordinary parameters plus the weights and biases of quantised Linear layers (whose
-    .parameters() is empty), of packed low-bit layers (logical elements, not bytes) and of sparse
-    layers (their stored non-zero weights).
-    Buffers such as BatchNorm running statistics are not counted.
-
-    Args:
-        model: any model, float or quantised.
-
-    Returns:
-        The element count.
-
-    Example:
-        >>> count_parameters(nn.Linear(4, 2))
-        10
-    """
-    return sum(sum(_stored_tensor_numels(module)) for module in model.modules())
-
-
-def stored_size_bytes(model: nn.Module) -> int:
-    """Bytes of `torch.save(model.state_dict())`: what storing the model really costs.
-
-    Args:
-        model: any model.
-
-    Returns:
-        The length of the serialised state_dict.
-
-    Example:
-        >>> stored_size_bytes(nn.Linear(256, 256)) > 256 * 256 * 4
-        True
-    """
-    buffer = io.BytesIO()
-    torch.save(model.state_dict(), buffer)
-    return buffer.getbuffer().nbytes
-
-
 def _synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
 
 def measure_latency(
-    model: nn.Module,
+    model: Model,
     example: torch.Tensor,
     *,
     warmup: int = 5,
@@ -121,7 +72,7 @@ def measure_latency(
     each call.
 
     Args:
-        model: the deployable model; it is put in eval mode.
+        model: the deployable model.
         example: one input batch, on the model's device.
         warmup: untimed calls first.
         min_repeats: fewest timed calls.
@@ -130,13 +81,12 @@ def measure_latency(
         threads: torch CPU threads while measuring.
 
     Returns:
-        {"median_ms": float, "p95_ms": float, "repeats": int}.
+        {"median_ms": float, "p95_ms": float, "repeats": int, "times_ms": every timed call}.
 
     Example:
-        >>> measure_latency(nn.Linear(64, 10), torch.randn(1, 64))
-        {'median_ms': 0.006, 'p95_ms': 0.008, 'repeats': 200}
+        >>> measure_latency(EagerDeployable(nn.Linear(64, 10)), torch.randn(1, 64))["median_ms"]
+        0.006
     """
-    model.eval()
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
@@ -157,6 +107,7 @@ def measure_latency(
         "median_ms": float(np.median(times_ms)),
         "p95_ms": float(np.percentile(times_ms, 95)),
         "repeats": len(times_ms),
+        "times_ms": times_ms.tolist(),
     }
 
 
@@ -165,7 +116,7 @@ def _latency_key(batch_size: int) -> str:
 
 
 def measure_inference(
-    model: nn.Module,
+    model: Model,
     sample: torch.Tensor,
     *,
     batch_sizes: tuple[int, ...] = (1, 256),
@@ -204,3 +155,129 @@ def measure_inference(
     metrics["inference_samples_per_s"] = largest / (metrics[f"{_latency_key(largest)}_ms"] / 1000.0)
     logger.info("inference on %s: %s", sample.device, metrics)
     return metrics
+
+
+def measure_deployable(
+    deployable: Deployable, data: Dataset, device: torch.device, threads: int = 1
+) -> dict[str, float]:
+    """Everything a trial reports about its deployable: test accuracy and loss, parameter count,
+    stored bytes, latency at batch 1 and 256, throughput.
+
+    Args:
+        deployable: the trial's deployable, on its device.
+        data: the data set as the model reads it (its test split is used).
+        device: where the deployable runs (the test split is moved there).
+        threads: CPU threads while timing.
+
+    Returns:
+        "test_accuracy", "test_loss", "param_count", "size_bytes" and `measure_inference`'s keys.
+
+    Example:
+        >>> measure_deployable(EagerDeployable(model), data, torch.device("cpu"))["size_bytes"]
+        21500.0
+    """
+    x_test, y_test = data.x_test.to(device), data.y_test.to(device)
+    test = evaluate(deployable, x_test, y_test)
+    return {
+        "test_accuracy": test["accuracy"],
+        "test_loss": test["loss"],
+        "param_count": float(deployable.parameter_count()),
+        "size_bytes": float(deployable.stored_bytes()),
+        **measure_inference(deployable, x_test[:256], threads=threads),
+    }
+
+
+def paired_latencies(
+    candidates: dict[str, Model],
+    baseline: str,
+    samples: dict[str, torch.Tensor],
+    *,
+    batch_sizes: tuple[int, ...] = (1, 256),
+    rounds: int = 7,
+    threads: int = 1,
+    min_time_s: float = 0.03,
+) -> dict[str, dict[int, dict]]:
+    """Time every candidate against the baseline in interleaved rounds, as a paired A/B benchmark.
+
+    In each round every candidate is timed once per batch size (`measure_latency`, its own
+    warm-up), in an order that rotates from round to round; its per-round speedup is the
+    baseline's median in that round divided by its own. Drift over the run (another process,
+    thermal state) hits both sides of a round alike, so the ratios stay honest where two separate
+    timings would not.
+
+    Args:
+        candidates: deployables by name; `baseline` must be one of them.
+        baseline: the name of the reference.
+        samples: input rows by candidate name (candidates may read differently shaped inputs,
+            e.g. after feature selection), on each candidate's device.
+        batch_sizes: batch sizes to time.
+        rounds: interleaved rounds (at least 3).
+        threads: torch CPU threads while timing.
+        min_time_s: least timed seconds per candidate, batch size and round.
+
+    Returns:
+        {name: {batch size: {"median_ms", "p95_ms", "speedup", "speedup_low", "speedup_high",
+        "round_speedups"}}}: median over rounds of the per-round medians, p95 of every timed call,
+        and the median per-round speedup with its 95% bootstrap interval.
+
+    Example:
+        >>> figures = paired_latencies({"baseline": a, "r8": b}, "baseline", {"baseline": x, "r8": x})
+        >>> figures["r8"][1]["speedup"]
+        1.42
+    """
+    if baseline not in candidates:
+        raise ValueError(f"the baseline {baseline!r} is not among the candidates {sorted(candidates)}")
+    if rounds < 3:
+        raise ValueError(f"paired timing needs at least 3 rounds, got {rounds}")
+    names = list(candidates)
+    round_medians = {name: {batch: [] for batch in batch_sizes} for name in names}
+    all_calls = {name: {batch: [] for batch in batch_sizes} for name in names}
+    for round_index in range(rounds):
+        shift = round_index % len(names)
+        for name in names[shift:] + names[:shift]:
+            for batch in batch_sizes:
+                sample = samples[name]
+                rows = torch.arange(batch, device=sample.device) % len(sample)
+                timing = measure_latency(
+                    candidates[name], sample[rows], warmup=3, min_repeats=5, min_time_s=min_time_s, threads=threads
+                )
+                round_medians[name][batch].append(timing["median_ms"])
+                all_calls[name][batch].extend(timing["times_ms"])
+    figures = {}
+    for name in names:
+        figures[name] = {}
+        for batch in batch_sizes:
+            ratios = np.array(round_medians[baseline][batch]) / np.array(round_medians[name][batch])
+            low, high = bootstrap_median_interval(ratios)
+            figures[name][batch] = {
+                "median_ms": float(np.median(round_medians[name][batch])),
+                "p95_ms": float(np.percentile(all_calls[name][batch], 95)),
+                "speedup": float(np.median(ratios)),
+                "speedup_low": low,
+                "speedup_high": high,
+                "round_speedups": [float(ratio) for ratio in ratios],
+            }
+    return figures
+
+
+def bootstrap_median_interval(values, confidence: float = 0.95, resamples: int = 4000, seed: int = 0) -> tuple[float, float]:
+    """A percentile-bootstrap confidence interval for the median of `values`.
+
+    Args:
+        values: the observations (e.g. per-round speedups).
+        confidence: the interval's coverage.
+        resamples: bootstrap resamples.
+        seed: the resampling generator's seed (the same values give the same interval).
+
+    Returns:
+        (low, high).
+
+    Example:
+        >>> bootstrap_median_interval([0.98, 1.01, 1.0, 0.99, 1.02, 1.0, 0.97])
+        (0.98, 1.01)
+    """
+    values = np.asarray(values, dtype=float)
+    generator = np.random.default_rng(seed)
+    medians = np.median(generator.choice(values, size=(resamples, len(values)), replace=True), axis=1)
+    tail = (1 - confidence) / 2 * 100
+    return float(np.percentile(medians, tail)), float(np.percentile(medians, 100 - tail))

@@ -22,7 +22,7 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from orchestrator import report
-from orchestrator.tracking import KIND_TAG, PARENT_TAG, STATUS_TAG, TRIAL_ID_TAG
+from orchestrator.tags import KIND_TAG, PARENT_TAG, STATUS_TAG, TRIAL_ID_TAG
 
 pytestmark = pytest.mark.slow
 
@@ -76,6 +76,10 @@ def _alive(pid, start_time):
     return stat is not None and stat[1] == start_time and stat[2] != "Z"
 
 
+STALL_S = 300
+"""How long a sweep may show no progress at all before a test gives up on it."""
+
+
 class Accelsweep:
     """`python -m orchestrator ARGS` in the background, in its own session, its output in files.
 
@@ -84,6 +88,7 @@ class Accelsweep:
     """
 
     def __init__(self, args, cwd, env):
+        self.cwd = cwd
         self.out_path = cwd / f"out-{time.monotonic_ns()}.txt"
         self.err_path = cwd / f"err-{time.monotonic_ns()}.txt"
         with open(self.out_path, "w") as out, open(self.err_path, "w") as err:
@@ -101,24 +106,38 @@ class Accelsweep:
         if self.process.poll() is None:
             self.seen |= _descendants(self.process.pid)
 
-    def wait_for(self, condition, timeout, what):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+    def progress(self):
+        """Changes whenever the sweep does something: writes to its terminal or an MLflow store here."""
+        stores = sorted((path.name, path.stat().st_mtime_ns) for path in self.cwd.glob("*.db*"))
+        return self.err_path.stat().st_size, self.out_path.stat().st_size, stores
+
+    def _stalled(self, last_progress, stall_s):
+        progress = self.progress()
+        if progress != last_progress[0]:
+            last_progress[:] = [progress, time.monotonic()]
+        return time.monotonic() - last_progress[1] > stall_s
+
+    def wait_for(self, condition, what, stall_s=STALL_S):
+        """Wait until `condition()`, however long the sweep takes, as long as it makes progress:
+        fails when nothing changed for `stall_s` seconds (a loaded machine is slow, not stuck)."""
+        last_progress = [self.progress(), time.monotonic()]
+        while not self._stalled(last_progress, stall_s):
             self.watch()
             if condition():
                 return
             exited = self.process.poll()
             assert exited is None, f"accelsweep exited {exited} before {what}:\n{self.stderr()[-3000:]}"
             time.sleep(0.25)
-        pytest.fail(f"no {what} within {timeout}s:\n{self.stderr()[-3000:]}")
+        pytest.fail(f"no {what}, and no progress for {stall_s}s:\n{self.stderr()[-3000:]}")
 
-    def finish(self, timeout):
-        deadline = time.monotonic() + timeout
-        while self.process.poll() is None and time.monotonic() < deadline:
+    def finish(self, stall_s=STALL_S):
+        """Wait for the command to exit while it makes progress; returns its exit code."""
+        last_progress = [self.progress(), time.monotonic()]
+        while self.process.poll() is None and not self._stalled(last_progress, stall_s):
             self.watch()
             time.sleep(0.5)
         if self.process.poll() is None:
-            pytest.fail(f"accelsweep still running after {timeout}s:\n{self.stderr()[-3000:]}")
+            pytest.fail(f"accelsweep still running, no progress for {stall_s}s:\n{self.stderr()[-3000:]}")
         return self.process.returncode
 
     def survivors(self):
@@ -165,6 +184,18 @@ def _query(db, sql, *args):
             return connection.execute(sql, args).fetchall()
     except sqlite3.OperationalError:
         return []
+
+
+def _tune_state_saved_after(cwd, moment):
+    states = cwd.glob("accelsweep_results/*/experiment_state*.json")
+    return any(state.stat().st_mtime > moment for state in states)
+
+
+def _wait_until(condition, timeout_s):
+    # for processes to exit after their parent died: no sweep progress to watch, only the condition
+    deadline = time.monotonic() + timeout_s
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.25)
 
 
 def _finished_trials(db):
@@ -235,13 +266,13 @@ def test_a_killed_worker_resumes_its_trial_from_the_last_checkpoint_in_the_same_
     sweep = start_accelsweep("run", _write(in_tmp_path / "spec.yaml", spec))
     db = in_tmp_path / "mlflow.db"
 
-    sweep.wait_for(lambda: _max_epoch_logged(db) >= 2, 180, "epoch 2 in MLflow")
+    sweep.wait_for(lambda: _max_epoch_logged(db) >= 2, "epoch 2 in MLflow")
     trainers = [pid for pid in _descendants(sweep.process.pid) if _cmdline(pid).startswith("ray::ImplicitFunc")]
     assert len(trainers) == 1, {pid: _cmdline(pid) for pid in _descendants(sweep.process.pid)}
     os.kill(trainers[0], signal.SIGKILL)
     assert _max_epoch_logged(db) < epochs, "the trial ended before its worker was killed: make it slower"
 
-    assert sweep.finish(240) == 0, sweep.stderr()[-3000:]
+    assert sweep.finish() == 0, sweep.stderr()[-3000:]
     client = MlflowClient(f"sqlite:///{db}")
     parents, children = _runs(client)
     assert len(parents) == 1 and len(children) == 1, [run.info.run_name for run in parents + children]
@@ -293,8 +324,9 @@ def test_an_interrupted_sweep_resumes_where_it_stopped(start_accelsweep, in_tmp_
     def two_done_one_going():
         return _finished_trials(db) >= 2 and _running_trials_at_epoch(db, 2)
 
-    sweep.wait_for(two_done_one_going, 300, "2 trials done, a 3rd at epoch 2")
-    time.sleep(2.5)
+    sweep.wait_for(two_done_one_going, "2 trials done, a 3rd at epoch 2")
+    seen_at = time.time()
+    sweep.wait_for(lambda: _tune_state_saved_after(in_tmp_path, seen_at), "Tune's state saved after that")
     client = MlflowClient(f"sqlite:///{db}")
     _, children = _runs(client)
     finished = {child.info.run_id for child in children if child.info.status == "FINISHED"}
@@ -303,17 +335,18 @@ def test_an_interrupted_sweep_resumes_where_it_stopped(start_accelsweep, in_tmp_
     assert interrupted, "every trial ended before the interruption: make them slower"
     if stop == signal.SIGINT:
         os.killpg(sweep.process.pid, signal.SIGINT)  # what Ctrl-C in a terminal sends
-        assert sweep.finish(60) == 130, sweep.stderr()[-3000:]
+        assert sweep.finish() == 130, sweep.stderr()[-3000:]
         assert "accelsweep resume interrupted" in sweep.stderr(), sweep.stderr()[-3000:]
     else:
         os.kill(sweep.process.pid, signal.SIGKILL)
         sweep.process.wait()
-        time.sleep(3)
+    lingering = {"ray::DashboardAgent", "ray::RuntimeEnvAgent"} if stop == signal.SIGKILL else set()
+    _wait_until(lambda: set(sweep.survivors().values()) <= lingering, timeout_s=60)
     orphans = sweep.survivors()
     sweep.kill_everything()  # the resume must not find the old local Ray
 
     resumed = start_accelsweep("resume", "interrupted")
-    assert resumed.finish(300) == 0, resumed.stderr()[-3000:]
+    assert resumed.finish() == 0, resumed.stderr()[-3000:]
 
     parents, children = _runs(client)
     assert len(parents) == 1, "resume started a second parent run"
@@ -333,7 +366,6 @@ def test_an_interrupted_sweep_resumes_where_it_stopped(start_accelsweep, in_tmp_
     # GCS, raylet and workers go with the driver. After a SIGKILL, Ray's two agents outlive it:
     # they notice the dead raylet, fail to reach the dead GCS and exit about a minute later
     # (seen: 62 s); the README says so. Nothing else may be left.
-    lingering = {"ray::DashboardAgent", "ray::RuntimeEnvAgent"} if stop == signal.SIGKILL else set()
     assert set(orphans.values()) <= lingering, f"Ray processes outlived the driver's {stop.name}: {orphans}"
 
 
@@ -349,7 +381,7 @@ def test_a_diverging_trial_stops_is_tagged_and_the_sweep_carries_on(start_accels
         search={"algorithm": "grid", "num_samples": 2},
     )
     sweep = start_accelsweep("run", _write(in_tmp_path / "spec.yaml", spec))
-    assert sweep.finish(180) == 0, sweep.stderr()[-3000:]
+    assert sweep.finish() == 0, sweep.stderr()[-3000:]
 
     client = MlflowClient(f"sqlite:///{in_tmp_path / 'mlflow.db'}")
     parents, children = _runs(client)
@@ -523,11 +555,11 @@ def test_a_tracking_server_outage_delays_writes_but_loses_none(start_accelsweep,
     )
     spec["train"]["epochs"] = 3
     sweep = start_accelsweep("run", _write(in_tmp_path / "spec.yaml", spec))
-    sweep.wait_for(lambda: _finished_trials(mlflow_server.db) >= 1, 180, "a trial finished in MLflow")
+    sweep.wait_for(lambda: _finished_trials(mlflow_server.db) >= 1, "a trial finished in MLflow")
     mlflow_server.stop()
-    time.sleep(10)
+    sweep.wait_for(lambda: "unreachable" in sweep.stderr(), "a write that found the server away")
     mlflow_server.start()
-    assert sweep.finish(240) == 0, sweep.stderr()[-3000:]
+    assert sweep.finish() == 0, sweep.stderr()[-3000:]
 
     client = MlflowClient(mlflow_server.url)
     parents, children = _runs(client)

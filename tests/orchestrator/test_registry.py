@@ -2,9 +2,9 @@
 and loaded back, on a real sqlite store holding a sweep whose trials really trained.
 
 The sweep is stored exactly as `accelsweep run` stores one, without Ray: the parent run comes from
-`tracking.start_sweep_run`, each child run gets the tags and params `TrialLogger._create_run`
-gives it, and its `model/` artifacts are the files the trial driver saves from the last checkpoint
-that `train_trial` reports.
+`tracking.start_sweep_run`, each child run is written by `tracking.TrialRuns` from the entries
+`TrialLogger` sends it, and its `model/` artifacts are the files the trial driver saves from the
+last checkpoint that `train_trial` reports.
 """
 
 import json
@@ -15,14 +15,13 @@ import mlflow
 import pytest
 import torch
 import yaml
-from mlflow.entities import Metric, Param, RunTag
+from mlflow.entities import Param
 
 from orchestrator import tracking
 from orchestrator.cli import main
 from orchestrator.registry import (
-    REGISTERED_TAG,
     RegistryError,
-    rebuild_deployable,
+    rebuild_trial_deployable,
     register_trial,
     runtime_requirements,
     sweep_spec,
@@ -31,10 +30,14 @@ from orchestrator.registry import (
 from orchestrator.report import select_trial, sweep_rows
 from orchestrator.spec import parse_spec
 from orchestrator.sweep import baseline_choices
-from orchestrator.trial import TRAINED_FILE, recipe_for, save_atomically, trial_mode
+from orchestrator.tags import MODE_TAG, PARENT_TAG, REGISTERED_TAG
+from orchestrator.trial import recipe_for, trial_mode
+from orchestrator.trial_logger import ended_tags
+from trainers.checkpoints import TRAINED_FILE, save_atomically
 from trainers.data import load_dataset
-from trainers.loop import FINAL_METRICS, train_trial
+from trainers.loop import train_trial
 from trainers.measure import evaluate
+from trainers.metrics import FINAL_METRICS
 from trainers.techniques.quantize import PackedLinear
 
 SPEC = {
@@ -62,8 +65,10 @@ TRIALS = [
 def store_trial(client, parent_id, spec, data, trial_id, choices, directory):
     """Train one trial for real and store it as TrialLogger does; returns its child run id."""
     saved = {}
+    final_notes = {}
 
     def report(metrics, checkpoint):
+        final_notes.update(metrics.get("notes", {}))
         if checkpoint is not None:
             saved.update(checkpoint)
 
@@ -71,29 +76,13 @@ def store_trial(client, parent_id, spec, data, trial_id, choices, directory):
     directory.mkdir()
     for stem, state in saved.items():
         save_atomically(state, str(directory / f"{stem}.pt"))
-    mode = trial_mode(spec, choices)
-    run = client.create_run(
-        client.get_run(parent_id).info.experiment_id,
-        run_name=f"{mode}-{trial_id}",
-        tags={
-            tracking.PARENT_TAG: parent_id,
-            tracking.SWEEP_TAG: spec.name,
-            tracking.KIND_TAG: "trial",
-            tracking.TRIAL_ID_TAG: trial_id,
-            tracking.MODE_TAG: mode,
-            tracking.BASELINE_TAG: str(mode == "baseline").lower(),
-        },
-    )
-    run_id = run.info.run_id
-    client.log_batch(
-        run_id,
-        params=[Param(key, "null" if value is None else str(value)) for key, value in choices.items()],
-        metrics=[Metric(key, float(final[key]), 0, spec.train.epochs) for key in FINAL_METRICS if key in final],
-        tags=[RunTag(tracking.STATUS_TAG, "finished")],
-    )
-    client.log_artifacts(run_id, str(directory), "model")
-    client.set_terminated(run_id, status="FINISHED")
-    return run_id
+    runs = tracking.TrialRuns(client, parent_id, spec.name)
+    runs.apply((trial_id, "create", {"mode": trial_mode(spec, choices), "params": tracking.flatten(choices)}))
+    runs.apply((trial_id, "metrics", tracking.metrics_at_step(final, FINAL_METRICS, spec.train.epochs)))
+    runs.apply((trial_id, "tags", ended_tags(final | {"notes": final_notes})))
+    runs.apply((trial_id, "artifacts", str(directory)))
+    runs.apply((trial_id, "terminate", "FINISHED"))
+    return runs.run_ids[trial_id]
 
 
 @pytest.fixture(scope="module")
@@ -139,18 +128,30 @@ def test_rebuilt_model_is_the_measured_deployable(sweep):
     client, parent, run_ids, data = sweep
     rows = rows_by_trial(client, parent)
     for trial_id in ("t0", "t1", "t2"):
-        model, model_data = rebuild_deployable(client, parent, run_ids[trial_id])
-        assert evaluate(model, model_data.x_test, model_data.y_test)["accuracy"] == rows[trial_id]["test_accuracy"]
-    assert any(isinstance(module, PackedLinear) for module in model.modules())  # t2: exported 4-bit layers
+        deployable, model_data = rebuild_trial_deployable(client, parent, run_ids[trial_id])
+        assert evaluate(deployable, model_data.x_test, model_data.y_test)["accuracy"] == rows[trial_id]["test_accuracy"]
+    assert any(isinstance(module, PackedLinear) for module in deployable.module.modules())  # t2: exported 4-bit layers
 
 
 def test_rebuild_refuses_a_trial_without_weights(sweep):
     client, parent, run_ids, _ = sweep
-    bare = client.create_run(parent.info.experiment_id, tags={tracking.PARENT_TAG: parent.info.run_id})
+    bare = client.create_run(parent.info.experiment_id, tags={PARENT_TAG: parent.info.run_id})
     client.log_batch(bare.info.run_id, params=[Param("rank", "8")])
     with pytest.raises(RegistryError, match=f"holds no model/{TRAINED_FILE}"):
-        rebuild_deployable(client, parent, bare.info.run_id)
+        rebuild_trial_deployable(client, parent, bare.info.run_id)
     client.delete_run(bare.info.run_id)
+
+
+def test_rebuild_reads_weights_only_through_the_checked_reader(sweep, tmp_path):
+    client, parent, run_ids, _ = sweep
+    run = client.create_run(parent.info.experiment_id, tags={PARENT_TAG: parent.info.run_id})
+    client.log_batch(run.info.run_id, params=[Param("rank", "8")])
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / TRAINED_FILE).write_bytes(b"not a checkpoint at all")
+    client.log_artifacts(run.info.run_id, str(tmp_path / "model"), "model")
+    with pytest.raises(RegistryError, match=f"{TRAINED_FILE} cannot be read"):
+        rebuild_trial_deployable(client, parent, run.info.run_id)
+    client.delete_run(run.info.run_id)
 
 
 def test_register_trial_loads_back_from_the_registry(sweep, tmp_path):
@@ -159,13 +160,13 @@ def test_register_trial_loads_back_from_the_registry(sweep, tmp_path):
     version = register_trial(client, parent, row, "regdemo-small")
 
     assert (version.name, str(version.version), version.run_id) == ("regdemo-small", "1", run_ids["t2"])
-    assert version.tags[tracking.MODE_TAG] == row["mode"] == "q4-sp50-d0.1"
+    assert version.tags[MODE_TAG] == row["mode"] == "q4-sp50-d0.1"
     assert float(version.tags["accelsweep.compression"]) == pytest.approx(row["compression"], rel=1e-5)
     assert client.get_run(run_ids["t2"]).data.tags[REGISTERED_TAG] == "regdemo-small/1"
 
     uri = "models:/regdemo-small/1"
     loaded = mlflow.pytorch.load_model(uri)
-    rebuilt, model_data = rebuild_deployable(client, parent, run_ids["t2"])
+    rebuilt, model_data = rebuild_trial_deployable(client, parent, run_ids["t2"])
     with torch.inference_mode():
         assert torch.equal(loaded(model_data.x_test), rebuilt(model_data.x_test))
     info = mlflow.models.get_model_info(uri)

@@ -23,7 +23,7 @@ from orchestrator.report import (
     select_trial,
     sweep_rows,
 )
-from orchestrator.tracking import (
+from orchestrator.tags import (
     BASELINE_TAG,
     KIND_TAG,
     MODE_TAG,

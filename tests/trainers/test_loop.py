@@ -7,7 +7,8 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from trainers.data import load_dataset
-from trainers.loop import EPOCH_METRICS, TrialRecipe, build_trial_model, export_deployable, train_trial
+from trainers.loop import TrialRecipe, build_trial_model, export_deployable, train_trial
+from trainers.metrics import EPOCH_METRICS
 from trainers.techniques.prune import SparseLinear, update_pruning
 from trainers.techniques.quantize import PackedLinear
 
@@ -59,8 +60,9 @@ def test_baseline_trains_reports_every_epoch_and_measures(digits):
 def test_export_stores_what_the_technique_promises(digits, choices, layer_type):
     model, _, configs, _ = build_trial_model(TrialRecipe(hidden=(64,), choices=choices), digits)
     update_pruning(model, configs["sparsity"], epoch=0, epochs=1)
-    deployable, _ = export_deployable(model, configs, torch.device("cpu"))
-    assert any(isinstance(module, layer_type) for module in deployable.modules())
+    deployable, fmt, _, _ = export_deployable(model, configs, digits.x_test[:1])
+    assert any(isinstance(module, layer_type) for module in deployable.module.modules())
+    assert (fmt.weight_bits, fmt.sparse) == ((4, False) if "quant_bits" in choices else (32, True))
 
 
 def test_techniques_shrink_the_stored_model(digits):
@@ -129,7 +131,7 @@ def test_compiled_trial_reports_compile_time_apart_and_the_same_outputs(digits):
     # the compiled deployable model computes what the eager one does
     model, data, configs, _ = build_trial_model(TrialRecipe(hidden=(16,)), digits)
     model.load_state_dict(recorder.reports[-1][1]["trained"]["model"])
-    eager, _ = export_deployable(model, configs, torch.device("cpu"))
-    compiled = torch.compile(eager)
+    eager, _, _, _ = export_deployable(model, configs, data.x_test[:1])
+    compiled = torch.compile(eager.module)
     with torch.no_grad():
         torch.testing.assert_close(compiled(data.x_test[:8]), eager(data.x_test[:8]))

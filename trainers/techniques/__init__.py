@@ -1,26 +1,146 @@
-"""The acceleration techniques, registered by the spec's `space` key.
+"""The acceleration techniques, registered by the spec's `space` key and walked phase by phase.
 
-Each technique is a frozen config dataclass (its first field is the swept value, `key` names the
-spec key, `active` says whether it does anything, `mode()` gives its short recipe string) plus the
-functions that apply it, in its own module.
+Each technique is one module in this package: a frozen config dataclass (its first field is the
+swept value, `key` names the spec key, `active` says whether it does anything, `mode()` gives its
+short recipe string) and the hook functions it takes part in the trial with, registered with
+`register(Technique(...))`. Every module in the package is imported here, so a new technique moves
+in with its module (and its test): nothing else names it.
+
+The phases, in the order a trial meets them (a hook is called for every trial, active or not,
+and does nothing when its config is inactive):
+
+- data(data, cfg) -> (data, notes): change the data set the model reads (feature selection);
+- build(model, cfg) -> notes: change the model before training (dropout, low rank, masks, QAT);
+- param_groups(model, cfg) -> groups | None: the optimizer's parameter groups (weight decay);
+- wrap(model, cfg, warmup) -> (model, metrics): wrap the training model (torch.compile);
+  `warmup(model)` runs one training step on it, for one-off costs;
+- autocast(cfg, device) -> context | None, grad_scaler(cfg, device) -> scaler | None: the
+  training step's precision;
+- epoch_start(model, cfg, epoch, epochs) -> metrics: before every epoch (pruning schedule);
+- loss(model, cfg, logits, targets) -> tensor | None: a term added to every step's loss (L1);
+- export(model, cfg, context) -> model: turn the trained model into the eager deployable and say
+  in `context.fmt` how the weights are stored, for the other runtimes.
+
+Within a phase hooks run in registry order (`position`), except that a technique runs after
+every technique named in its `after`. A technique whose export cannot compose with another's
+names it in `export_yields_to`: when both are active, its export is skipped and the trial's tags
+say so (`export_conflict`).
 """
 
-from dataclasses import fields
+import contextlib
+import importlib
+import pkgutil
+from dataclasses import dataclass, fields
+from typing import Callable
 
-from trainers.techniques.compile import Compile
-from trainers.techniques.dropout import Dropout
-from trainers.techniques.feature_select import FeatureSelect
-from trainers.techniques.l1 import L1
-from trainers.techniques.lowrank import LowRank
-from trainers.techniques.precision import Precision
-from trainers.techniques.prune import Prune
-from trainers.techniques.quantize import Quantize
-from trainers.techniques.weight_decay import WeightDecay
+import torch
+from torch import nn
 
-TECHNIQUES = {
-    cls.key: cls
-    for cls in (LowRank, Quantize, Prune, Dropout, WeightDecay, L1, FeatureSelect, Precision, Compile)
-}
+from trainers.deployable import DeployFormat
+
+
+@dataclass(frozen=True)
+class Technique:
+    """One registered technique: its config class, where it sits, and its phase hooks.
+
+    Attributes:
+        config: the frozen config dataclass (ClassVar `key`, first field the swept value,
+            `active`, `mode()`).
+        position: its place in a trial's mode string and, by default, in every phase.
+        after: keys of techniques whose hooks must run before this one's.
+        export_yields_to: keys of techniques whose export wins over this one's when both are active.
+        data, build, param_groups, wrap, autocast, grad_scaler, epoch_start, loss, export: the
+            phase hooks (see the package docstring); None where it takes no part.
+
+    Example:
+        >>> register(Technique(config=Dropout, position=40, build=apply_dropout))
+    """
+
+    config: type
+    position: int
+    after: tuple[str, ...] = ()
+    export_yields_to: tuple[str, ...] = ()
+    data: Callable | None = None
+    build: Callable | None = None
+    param_groups: Callable | None = None
+    wrap: Callable | None = None
+    autocast: Callable | None = None
+    grad_scaler: Callable | None = None
+    epoch_start: Callable | None = None
+    loss: Callable | None = None
+    export: Callable | None = None
+
+    @property
+    def key(self) -> str:
+        return self.config.key
+
+
+@dataclass
+class ExportContext:
+    """What export hooks read and write.
+
+    Attributes:
+        device: where the deployable runs.
+        example: one input batch on `device` (for hooks that trace or compile).
+        fmt: how the deployed weights are stored; hooks set it for the other runtimes.
+        notes: the export's notes for the trial's tags.
+        metrics: figures the export measured (e.g. a compile time).
+    """
+
+    device: torch.device
+    example: torch.Tensor
+    fmt: DeployFormat
+    notes: dict
+    metrics: dict
+
+
+_REGISTRY: dict[str, Technique] = {}
+TECHNIQUES: dict[str, type] = {}
+"""Spec key -> config class of every registered technique, in registry order."""
+
+
+def register(technique: Technique) -> Technique:
+    """Add a technique to the registry (each technique module calls this once, at import).
+
+    Args:
+        technique: the technique; its config's `key` must be new.
+
+    Returns:
+        The technique.
+
+    Example:
+        >>> TECHNIQUE = register(Technique(config=L1, position=60, loss=l1_penalty))
+    """
+    if technique.key in _REGISTRY and _REGISTRY[technique.key] != technique:
+        raise ValueError(f"technique key {technique.key!r} is registered twice")
+    _REGISTRY[technique.key] = technique
+    TECHNIQUES.clear()
+    TECHNIQUES.update({registered.key: registered.config for registered in techniques()})
+    return technique
+
+
+def discover() -> None:
+    """Import every technique module of this package (each registers itself); `common` holds helpers.
+
+    Example:
+        >>> discover()
+    """
+    for module in pkgutil.iter_modules(__path__):
+        if module.name != "common":
+            importlib.import_module(f"{__name__}.{module.name}")
+
+
+def techniques() -> list[Technique]:
+    """The registered techniques in registry order (by `position`).
+
+    Example:
+        >>> [technique.key for technique in techniques()][:2]
+        ['rank', 'quant_bits']
+    """
+    return sorted(_REGISTRY.values(), key=lambda technique: technique.position)
+
+
+
 
 
 def techniques_from_choices(choices: dict) -> dict[str, object]:
@@ -68,3 +188,162 @@ def mode_string(configs: dict[str, object]) -> str:
     """
     modes = [cfg.mode() for cfg in configs.values() if cfg.active]
     return "-".join(modes) or "baseline"
+
+
+def phase_order(phase: str) -> list[Technique]:
+    """The techniques taking part in `phase`, in the order their hooks run.
+
+    Registry order, except that every technique comes after those named in its `after`.
+
+    Args:
+        phase: a hook name, e.g. "build" or "export".
+
+    Raises:
+        ValueError: the `after` declarations form a cycle.
+
+    Example:
+        >>> [technique.key for technique in phase_order("build")]
+        ['rank', 'dropout', 'sparsity', 'quant_bits']
+    """
+    pending = [technique for technique in techniques() if getattr(technique, phase) is not None]
+    keys = {technique.key for technique in pending}
+    ordered: list[Technique] = []
+    while pending:
+        done = {technique.key for technique in ordered}
+        ready = next(
+            (t for t in pending if all(key in done or key not in keys for key in t.after)), None
+        )
+        if ready is None:
+            raise ValueError(f"techniques {[t.key for t in pending]} order each other in a cycle ('after')")
+        ordered.append(ready)
+        pending.remove(ready)
+    return ordered
+
+
+def prepare_data(data, configs: dict):
+    """Run the data phase. Returns (data, notes).
+
+    Example:
+        >>> data, notes = prepare_data(load_dataset("digits"), techniques_from_choices({"feature_keep": 0.5}))
+    """
+    notes = {}
+    for technique in phase_order("data"):
+        data, more = technique.data(data, configs[technique.key])
+        notes |= more
+    return data, notes
+
+
+def build(model: nn.Module, configs: dict) -> dict:
+    """Run the build phase on `model` in place. Returns the notes for the trial's tags.
+
+    Example:
+        >>> notes = build(model, techniques_from_choices({"rank": 8, "quant_bits": 8}))
+    """
+    notes = {}
+    for technique in phase_order("build"):
+        notes |= technique.build(model, configs[technique.key])
+    return notes
+
+
+def param_groups(model: nn.Module, configs: dict) -> list[dict]:
+    """The optimizer's parameter groups: the first technique's that gives any, else one group of
+    every trainable parameter without weight decay.
+
+    Example:
+        >>> torch.optim.AdamW(param_groups(model, configs), lr=1e-3)
+    """
+    for technique in phase_order("param_groups"):
+        groups = technique.param_groups(model, configs[technique.key])
+        if groups is not None:
+            return groups
+    return [{"params": [p for p in model.parameters() if p.requires_grad], "weight_decay": 0.0}]
+
+
+def wrap(model: nn.Module, configs: dict, warmup: Callable[[nn.Module], None]) -> tuple[nn.Module, dict]:
+    """Run the wrap phase: the module that trains, and one-off metrics (e.g. compile_seconds).
+
+    Example:
+        >>> trained, metrics = wrap(model, configs, lambda m: m(x).sum().backward())
+    """
+    metrics = {}
+    for technique in phase_order("wrap"):
+        model, more = technique.wrap(model, configs[technique.key], warmup)
+        metrics |= more
+    return model, metrics
+
+
+def autocast(configs: dict, device: torch.device):
+    """The training step's precision context (a no-op context when no technique sets one).
+
+    Example:
+        >>> with autocast(configs, torch.device("cpu")):
+        ...     loss = model(x).sum()
+    """
+    for technique in phase_order("autocast"):
+        context = technique.autocast(configs[technique.key], device)
+        if context is not None:
+            return context
+    return contextlib.nullcontext()
+
+
+def grad_scaler(configs: dict, device: torch.device) -> torch.amp.GradScaler:
+    """The gradient scaler of the training step (a disabled one when no technique needs one).
+
+    Example:
+        >>> scaler = grad_scaler(configs, torch.device("cpu"))
+    """
+    for technique in phase_order("grad_scaler"):
+        scaler = technique.grad_scaler(configs[technique.key], device)
+        if scaler is not None:
+            return scaler
+    return torch.amp.GradScaler(device.type, enabled=False)
+
+
+def epoch_start(model: nn.Module, configs: dict, epoch: int, epochs: int) -> dict:
+    """Run the epoch_start phase before epoch `epoch` (0-based). Returns the metrics it reports.
+
+    Example:
+        >>> epoch_start(model, configs, 0, 5)
+        {'sparsity': 0.0}
+    """
+    metrics = {}
+    for technique in phase_order("epoch_start"):
+        metrics |= technique.epoch_start(model, configs[technique.key], epoch, epochs)
+    return metrics
+
+
+def loss_terms(model: nn.Module, configs: dict, logits: torch.Tensor, targets: torch.Tensor) -> list[torch.Tensor]:
+    """The terms the active techniques add to a step's loss.
+
+    Example:
+        >>> logits = model(x)
+        >>> loss = sum(loss_terms(model, configs, logits, y), F.cross_entropy(logits, y))
+    """
+    terms = (
+        technique.loss(model, configs[technique.key], logits, targets) for technique in phase_order("loss")
+    )
+    return [term for term in terms if term is not None]
+
+
+def export(model: nn.Module, configs: dict, context: ExportContext) -> nn.Module:
+    """Run the export phase: the eager deployable module, with `context.fmt`, notes and metrics set.
+
+    A technique whose `export_yields_to` names an active technique is skipped, and the notes
+    say so under "export_conflict".
+
+    Example:
+        >>> context = ExportContext(torch.device("cpu"), x[:1], DeployFormat(), {}, {})
+        >>> deployable_module = export(model, configs, context)
+    """
+    for technique in phase_order("export"):
+        cfg = configs[technique.key]
+        winners = [key for key in technique.export_yields_to if configs[key].active]
+        if cfg.active and winners:
+            skipped = f"{cfg.mode()} export skipped: {', '.join(configs[key].mode() for key in winners)} export wins"
+            context.notes["export_conflict"] = "; ".join(filter(None, [context.notes.get("export_conflict"), skipped]))
+            continue
+        model = technique.export(model, cfg, context)
+    return model
+
+
+discover()

@@ -13,6 +13,8 @@ from typing import Callable, ClassVar
 import torch
 from torch import nn
 
+from trainers.techniques import Technique, register
+
 logger = logging.getLogger(__name__)
 
 
@@ -66,3 +68,32 @@ def timed_first_call(run: Callable[[], object]) -> float:
     started = time.perf_counter()
     run()
     return time.perf_counter() - started
+
+
+def _wrap(model, cfg, warmup):
+    if not cfg.active:
+        return model, {}
+    compiled = compile_model(model, cfg)
+    return compiled, {"compile_seconds": timed_first_call(lambda: warmup(compiled))}
+
+
+def _export(model, cfg, context):
+    if not cfg.active:
+        return model
+    runnable = compile_model(model, cfg)
+    try:
+        with torch.no_grad():
+            seconds = timed_first_call(lambda: runnable(context.example))
+    except Exception as error:  # torch.compile fails in many ways on exotic kernels: measure eager then
+        logger.warning("torch.compile failed on the deployable model, measuring it eager: %s", error)
+        context.notes["compile_inference"] = f"failed ({type(error).__name__}); measured eager"
+        return model
+    context.metrics["inference_compile_seconds"] = seconds
+    context.notes["compile_inference"] = "compiled"
+    return runnable
+
+
+TECHNIQUE = register(
+    # compile last: it compiles the deployable the other techniques exported
+    Technique(config=Compile, position=90, after=("quant_bits", "sparsity"), wrap=_wrap, export=_export)
+)

@@ -6,6 +6,7 @@ from typing import ClassVar
 
 from torch import nn
 
+from trainers.techniques import Technique, register
 from trainers.techniques.common import check_number, format_number
 
 logger = logging.getLogger(__name__)
@@ -75,3 +76,6 @@ def apply_dropout(model: nn.Module, cfg: Dropout) -> dict[str, str]:
         logger.warning("dropout %s: the model has no activation modules, nothing was added", cfg.mode())
     logger.info("dropout %s after %s", cfg.mode(), wrapped)
     return {"dropout_after": ",".join(wrapped) or "none"}
+
+
+TECHNIQUE = register(Technique(config=Dropout, position=40, build=apply_dropout))

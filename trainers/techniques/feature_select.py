@@ -13,6 +13,7 @@ from typing import ClassVar
 import torch
 
 from trainers.data import Dataset
+from trainers.techniques import Technique, register
 
 logger = logging.getLogger(__name__)
 
@@ -75,3 +76,11 @@ def apply_feature_selection(ds: Dataset, cfg: FeatureSelect) -> tuple[Dataset, t
 
 def _flatten(x):
     return x.reshape(len(x), -1)
+
+
+def _select(data, cfg):
+    selected, _ = apply_feature_selection(data, cfg)
+    return selected, {}
+
+
+TECHNIQUE = register(Technique(config=FeatureSelect, position=70, data=_select))

@@ -7,6 +7,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
+from trainers.techniques import Technique, register
 from trainers.techniques.common import check_number, format_number
 
 logger = logging.getLogger(__name__)
@@ -62,3 +63,10 @@ def l1_penalty(model: nn.Module, cfg: L1) -> torch.Tensor:
     if not cfg.active or not weights:
         return torch.zeros((), device=next(model.parameters()).device)
     return cfg.l1 * sum(weight.abs().sum() for weight in weights)
+
+
+def _loss_term(model, cfg, logits, targets):
+    return l1_penalty(model, cfg) if cfg.active else None
+
+
+TECHNIQUE = register(Technique(config=L1, position=60, loss=_loss_term))

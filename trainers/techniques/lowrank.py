@@ -8,6 +8,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
+from trainers.techniques import Technique, register
 from trainers.techniques.common import format_number
 
 logger = logging.getLogger(__name__)
@@ -136,3 +137,6 @@ def _factorise(module: nn.Linear | nn.Conv2d, rank: int) -> nn.Sequential:
         if has_bias:
             second.bias.copy_(module.bias)
     return nn.Sequential(first, second)
+
+
+TECHNIQUE = register(Technique(config=LowRank, position=10, build=apply_low_rank))

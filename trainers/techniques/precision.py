@@ -13,6 +13,8 @@ from typing import ClassVar
 
 import torch
 
+from trainers.techniques import Technique, register
+
 logger = logging.getLogger(__name__)
 
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -71,3 +73,12 @@ def grad_scaler(cfg: Precision, device: torch.device) -> torch.amp.GradScaler:
         >>> scaler.scale(loss).backward(); scaler.step(optimizer); scaler.update()
     """
     return torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16")
+
+
+def _autocast_or_none(cfg, device):
+    return autocast(cfg, device) if cfg.active else None
+
+
+TECHNIQUE = register(
+    Technique(config=Precision, position=80, autocast=_autocast_or_none, grad_scaler=grad_scaler)
+)

@@ -28,6 +28,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import parametrize
 
+from trainers.techniques import Technique, register
+
 logger = logging.getLogger(__name__)
 
 SUPPORTED_BITS = (2, 4, 8, 16, 32)
@@ -203,6 +205,10 @@ class PackedWeight(nn.Module):
         levels = _unpack(self.packed_weight, self.bits, values_per_row)
         return levels.mul_(self.weight_scale[:, None]).reshape(self.weight_shape)
 
+    def stored_numels(self) -> list[int]:
+        """The logical elements it stores: its packed weight's and its bias's."""
+        return [self.weight_shape.numel()] + ([] if self.bias is None else [self.bias.numel()])
+
     def extra_repr(self) -> str:
         return f"weight_shape={tuple(self.weight_shape)}, bits={self.bits}"
 
@@ -274,13 +280,27 @@ class LowPrecisionModel(nn.Module):
         return self.model(x.to(self.dtype)).float()
 
 
+class DynamicInt8Linear(dynamic_quantized.Linear):
+    """PyTorch's dynamic int8 Linear that says what it stores (its .parameters() is empty).
+
+    Example:
+        >>> _dynamic_int8_linear(nn.Linear(4, 2)).stored_numels()
+        [8, 2]
+    """
+
+    def stored_numels(self) -> list[int]:
+        """The elements it stores: its int8 weight's and its bias's."""
+        bias = self.bias()
+        return [self.weight().numel()] + ([] if bias is None else [bias.numel()])
+
+
 def _dynamic_int8_linear(linear: nn.Linear) -> nn.Module:
     levels, scale = _quantize_per_channel(linear.weight.detach().float(), 8)
     zero_points = torch.zeros_like(scale, dtype=torch.long)
     int8_weight = torch.quantize_per_channel(
         _dequantize_per_channel(levels, scale), scale.double(), zero_points, 0, torch.qint8
     )
-    quantized = dynamic_quantized.Linear(
+    quantized = DynamicInt8Linear(
         linear.in_features, linear.out_features, bias_=linear.bias is not None, dtype=torch.qint8
     )
     bias = None if linear.bias is None else linear.bias.detach().float()
@@ -353,3 +373,23 @@ def export_quantized(
     notes = {"quant_kernel": _kernel_note(model, cfg.bits)}
     logger.info("exported %d-bit model for %s: %s", cfg.bits, device, notes["quant_kernel"])
     return model, notes
+
+
+def _export(model, cfg, context):
+    if not cfg.active:
+        return model
+    model, notes = export_quantized(model, cfg, context.device)
+    context.fmt.weight_bits = cfg.bits
+    context.notes |= notes
+    return model
+
+
+TECHNIQUE = register(
+    Technique(
+        config=Quantize,
+        position=20,
+        after=("rank", "sparsity"),  # fake quantisation acts on the masked, factorised weight
+        build=apply_fake_quant,
+        export=_export,
+    )
+)

@@ -6,6 +6,7 @@ from typing import ClassVar
 
 from torch import nn
 
+from trainers.techniques import Technique, register
 from trainers.techniques.common import check_number, format_number
 
 logger = logging.getLogger(__name__)
@@ -69,3 +70,6 @@ def param_groups(model: nn.Module, cfg: WeightDecay) -> list[dict]:
     ]
     logger.debug("weight decay %s on %d tensors", cfg.weight_decay, len(groups[0]["params"]))
     return [group for group in groups if group["params"]]
+
+
+TECHNIQUE = register(Technique(config=WeightDecay, position=50, param_groups=param_groups))

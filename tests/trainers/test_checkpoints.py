@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from orchestrator.trial import CheckpointError, load_trained, save_atomically
+from trainers.checkpoints import CheckpointError, load_trained, save_atomically
 
 
 def test_checkpoints_round_trip_through_an_atomic_write(tmp_path):

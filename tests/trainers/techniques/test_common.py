@@ -22,10 +22,22 @@ def test_format_number_is_short(value, text):
     assert format_number(value) == text
 
 
-def test_check_number_accepts_values_in_range():
-    check_number("X.y", 0, 0.0, 1.0, include_high=False)
-    check_number("X.y", 1.0, 0.0, 1.0)
-    check_number("X.y", 7, 0.0)
+def accepts(value, high=1.0, include_high=True):
+    try:
+        check_number("X.y", value, 0.0, high, include_high=include_high)
+    except ValueError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize(
+    ("value", "high", "include_high", "accepted"),
+    [(0, 1.0, False, True), (0.999, 1.0, False, True), (1.0, 1.0, False, False),
+     (1.0, 1.0, True, True), (1.001, 1.0, True, False), (-1e-9, 1.0, True, False),
+     (7, float("inf"), True, True), (1e300, float("inf"), True, True)],
+)
+def test_check_number_draws_the_line_exactly_at_the_bounds(value, high, include_high, accepted):
+    assert accepts(value, high, include_high) is accepted
 
 
 @pytest.mark.parametrize(

@@ -4,7 +4,7 @@ import torch.ao.nn.quantized.dynamic as dynamic_quantized
 from torch import nn
 from torch.nn.utils import parametrize
 
-from trainers.measure import stored_size_bytes
+from trainers.deployable import EagerDeployable
 from trainers.techniques.common import bake_weight_transforms
 from trainers.techniques.quantize import (
     LowPrecisionModel,
@@ -201,7 +201,7 @@ def test_stored_size_shrinks_with_bits_and_q4_is_about_an_eighth_of_fp32():
     for bits in (32, 8, 4):
         model = mlp(width=256, inputs=256, outputs=256)
         deployable, _ = export_quantized(model, Quantize(bits), CPU)
-        sizes[bits] = stored_size_bytes(deployable)
+        sizes[bits] = EagerDeployable(deployable).stored_bytes()
     assert sizes[4] < sizes[8] < sizes[32]
     weights, channels = 2 * 256 * 256, 2 * 256
     q4_payload = weights // 2 + 4 * channels + 4 * channels

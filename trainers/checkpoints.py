@@ -1,0 +1,59 @@
+"""Trial checkpoint files: written atomically, read back safely (tensors and plain values only).
+
+The trial drivers write them, and `rebuild_deployable` (the registry's way back to a trial's
+model) reads them, through these two functions.
+"""
+
+import os
+
+import torch
+
+TRAINED_FILE = "trained.pt"
+"""A trial's training state: {"epoch": int, "model": state_dict, "optimizer": state_dict}."""
+DEPLOYABLE_FILE = "deployable.pt"
+"""The state_dict of a finished trial's eager deployable model."""
+
+
+class CheckpointError(Exception):
+    """A trial's checkpoint cannot be read back."""
+
+
+def save_atomically(state: object, path: str) -> None:
+    """`torch.save` to a temporary file beside `path`, then rename: never a half-written file.
+
+    Args:
+        state: what to save (tensors, dicts of tensors, numbers).
+        path: the final file.
+
+    Example:
+        >>> save_atomically({"w": torch.zeros(2)}, "/tmp/x.pt")
+    """
+    partial = f"{path}.partial"
+    torch.save(state, partial)
+    os.replace(partial, path)
+
+
+def load_trained(path: str) -> dict:
+    """Read a trial's `trained.pt` checkpoint safely (`weights_only`: tensors and plain values only).
+
+    Args:
+        path: the checkpoint file.
+
+    Returns:
+        {"epoch": int, "model": state_dict, "optimizer": state_dict}, tensors on the CPU.
+
+    Raises:
+        CheckpointError: the file is missing, truncated, corrupt or holds more than weights; the
+            message names the file (not a traceback from deep inside pickle).
+
+    Example:
+        >>> load_trained("accelsweep_results/quickstart-.../checkpoint_000004/trained.pt")["epoch"]
+        5
+    """
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch.load raises pickle, zip, EOF and OS errors alike
+        raise CheckpointError(f"checkpoint {path} cannot be read ({type(error).__name__}: {error})") from None
+    if not isinstance(state, dict) or not {"epoch", "model", "optimizer"} <= set(state):
+        raise CheckpointError(f"checkpoint {path} is not a trial checkpoint (expected epoch, model, optimizer)")
+    return state
