@@ -52,6 +52,17 @@ class ExportInputs:
     device: torch.device
     threads: int = 1
 
+    def batch_example(self) -> torch.Tensor:
+        """The example rows, repeated to at least two: exporters specialise a batch of one to the constant 1.
+
+        Example:
+            >>> len(dataclasses.replace(inputs, example=x[:1]).batch_example())
+            2
+        """
+        if len(self.example) > 1:
+            return self.example
+        return self.example.repeat(2, *([1] * (self.example.dim() - 1)))
+
 
 class RuntimeUnavailable(Exception):
     """The runtime cannot run this deployable here; the message says why (a missing package, no

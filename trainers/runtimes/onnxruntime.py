@@ -146,7 +146,7 @@ def export_onnxruntime(inputs: ExportInputs) -> OnnxRuntimeDeployable:
             "onnxruntime: 16-bit weights run on the CUDA execution provider only; the CPU provider has no fp16 "
             "MatMul/Conv kernels on x86"
         )
-    model = _matmuls_not_gemms(_export_onnx(inputs.model, inputs.example))
+    model = _matmuls_not_gemms(_export_onnx(inputs.model, inputs.batch_example()))
     if bits == 8:
         model, note = _quantize_int8(model, inputs.calibration)
     elif bits in (4, 2):
@@ -177,8 +177,6 @@ def _provider(device):
 def _export_onnx(model, example):
     model = copy.deepcopy(model).cpu().eval()
     example = example.detach().cpu().float()
-    if len(example) < 2:  # a batch of 1 would be specialised, not dynamic
-        example = example.repeat(2, *([1] * (example.dim() - 1)))
     batch = torch.export.Dim("batch")
     program = torch.onnx.export(model, (example,), dynamo=True, dynamic_shapes=({0: batch},), verbose=False)
     return program.model_proto
