@@ -69,6 +69,17 @@ class RuntimeUnavailable(Exception):
     kernel for these bits on this device, a failed build)."""
 
 
+def first_line(error: BaseException) -> str:
+    """The first line of an error's message, short enough for a tag (compilers' errors run to pages).
+
+    Example:
+        >>> first_line(RuntimeError("no compiler\\nsearched: /usr/bin"))
+        'no compiler'
+    """
+    text = str(error).strip()
+    return text.splitlines()[0] if text else ""
+
+
 Exporter = Callable[[ExportInputs], Deployable]
 RUNTIMES: dict[str, Exporter] = {}
 _PACKAGES: dict[str, tuple[str, ...]] = {}

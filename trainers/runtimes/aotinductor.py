@@ -17,7 +17,7 @@ import time
 import torch
 
 from trainers.deployable import Deployable
-from trainers.runtimes import ExportInputs, RuntimeUnavailable, register
+from trainers.runtimes import ExportInputs, RuntimeUnavailable, first_line, register
 
 logger = logging.getLogger(__name__)
 
@@ -90,7 +90,7 @@ def export_aotinductor(inputs: ExportInputs) -> AOTInductorDeployable:
             )
             path = torch._inductor.aoti_compile_and_package(program, package_path=os.path.join(directory, FILE))
         except Exception as error:  # torch.export and the C++ toolchain raise many types
-            raise RuntimeUnavailable(f"AOTInductor build failed: {type(error).__name__}: {error}") from error
+            raise RuntimeUnavailable(f"AOTInductor build failed: {type(error).__name__}: {first_line(error)}") from error
         with open(path, "rb") as file:
             package = file.read()
     deployable = AOTInductorDeployable(package, inputs.eager.parameter_count(), time.perf_counter() - started)

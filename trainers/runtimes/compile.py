@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from trainers.deployable import EagerDeployable
-from trainers.runtimes import ExportInputs, RuntimeUnavailable, register
+from trainers.runtimes import ExportInputs, RuntimeUnavailable, first_line, register
 from trainers.techniques.compile import timed_first_call
 
 logger = logging.getLogger(__name__)
@@ -62,6 +62,6 @@ def export_compiled(inputs: ExportInputs) -> CompiledDeployable:
     try:
         deployable = CompiledDeployable(inputs.eager.module, inputs.example)
     except Exception as error:  # Inductor raises many types (BackendCompilerFailed, C++ build errors)
-        raise RuntimeUnavailable(f"torch.compile failed: {type(error).__name__}: {error}") from error
+        raise RuntimeUnavailable(f"torch.compile failed: {type(error).__name__}: {first_line(error)}") from error
     logger.info("torch.compile took %.2f s", deployable.compile_seconds)
     return deployable
