@@ -33,11 +33,12 @@ import onnx
 import onnxruntime
 import torch
 from onnx import helper, numpy_helper
+from onnxruntime.capi.onnxruntime_pybind11_state import Fail, InvalidGraph, NotImplemented as NoKernel
 from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_dynamic, quantize_static
 from torch import nn
 
 from trainers.deployable import Deployable
-from trainers.runtimes import ExportInputs, RuntimeUnavailable, register
+from trainers.runtimes import ExportInputs, RuntimeUnavailable, first_line, register
 from trainers.techniques.quantize import _quantize_per_channel
 
 logger = logging.getLogger(__name__)
@@ -133,7 +134,7 @@ def export_onnxruntime(inputs: ExportInputs) -> OnnxRuntimeDeployable:
 
     Raises:
         RuntimeUnavailable: 16 bits on CPU; a CUDA device without ONNX Runtime's CUDA provider;
-            an unsupported bit width.
+            an unsupported bit width; a graph this ONNX Runtime build has no kernel for.
 
     Example:
         >>> export_onnxruntime(inputs).notes
@@ -160,7 +161,12 @@ def export_onnxruntime(inputs: ExportInputs) -> OnnxRuntimeDeployable:
     notes = {"onnx_weights": note}
     if inputs.fmt.sparse:
         model, notes["onnx_sparse"] = _sparse_initializers(model)
-    return OnnxRuntimeDeployable(model.SerializeToString(), inputs.device, inputs.threads, notes)
+    try:
+        return OnnxRuntimeDeployable(model.SerializeToString(), inputs.device, inputs.threads, notes)
+    except (NoKernel, Fail, InvalidGraph) as error:  # e.g. no MatMulNBits kernel for these bits in this build
+        raise RuntimeUnavailable(
+            f"onnxruntime {onnxruntime.__version__} cannot run the {note} graph: {first_line(error)}"
+        ) from error
 
 
 def _provider(device):

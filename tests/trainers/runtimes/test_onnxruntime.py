@@ -136,3 +136,14 @@ def test_saved_model_runs_in_a_fresh_session(tmp_path):
     session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
     x = inputs.calibration.numpy()
     np.testing.assert_array_equal(session.run(None, {session.get_inputs()[0].name: x})[0], deployable(inputs.calibration).numpy())
+
+
+def test_a_graph_without_a_kernel_in_this_build_is_unavailable(monkeypatch):
+    from onnxruntime.capi.onnxruntime_pybind11_state import NotImplemented as NoKernel
+
+    def no_kernel(*args, **kwargs):
+        raise NoKernel("Could not find an implementation for MatMulNBits(1) node with name 'x'\nmore")
+
+    monkeypatch.setattr(onnxruntime, "InferenceSession", no_kernel)
+    with pytest.raises(RuntimeUnavailable, match=r"cannot run the 2-bit: .* graph: Could not find .*MatMulNBits.*'x'$"):
+        export_to("onnxruntime", export_inputs(mlp(), bits=2))
