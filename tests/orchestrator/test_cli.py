@@ -314,3 +314,46 @@ def test_parse_spec_never_crashes_on_a_mutated_quickstart(raw):
         assert str(error).startswith("mutant.yaml: "), str(error)
     else:
         assert isinstance(spec, Spec)
+
+
+HOSTILE_LEAVES = (
+    st.sampled_from([math.inf, -math.inf, math.nan, 1e308, 10**30, -(10**30), 2**63])
+    | st.integers(0, 200_000).map(lambda n: "x" * n)
+)
+
+
+@st.composite
+def hostile_spec_text(draw, base):
+    """The quickstart, mutated, dumped as YAML, then perhaps given a duplicate key or deep nesting."""
+    spec = draw(mutated_quickstart(base))
+    node = draw(st.sampled_from(list(_containers(spec))))
+    keys = [key for key, _ in _items(node)]
+    if keys and draw(st.booleans()):
+        node[draw(st.sampled_from(keys))] = draw(HOSTILE_LEAVES)
+    lines = yaml.safe_dump(spec, sort_keys=False, default_flow_style=False).splitlines()
+    index = draw(st.integers(0, len(lines) - 1))
+    edit = draw(st.sampled_from(["none", "duplicate", "nest"]))
+    if edit == "duplicate":
+        lines.insert(index, lines[index])
+    elif edit == "nest" and ": " in lines[index]:
+        depth = draw(st.integers(1, 3000))
+        lines[index] = lines[index].split(": ")[0] + ": " + "[" * depth + "]" * depth
+    return "\n".join(lines) + "\n"
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(hostile_spec_text(yaml.safe_load(QUICKSTART.read_text())))
+def test_validate_answers_any_spec_with_valid_or_short_error_lines(tmp_path_factory, text):
+    path = tmp_path_factory.mktemp("fuzz") / "mutant.yaml"
+    path.write_text(text)
+    stdout, stderr = io.StringIO(), io.StringIO()
+    with redirect_stdout(stdout), redirect_stderr(stderr):
+        code = main(["validate", str(path)])
+    if code == 0:
+        assert "valid;" in stdout.getvalue()
+        return
+    assert code == 2, stderr.getvalue()
+    lines = stderr.getvalue().splitlines()
+    assert lines and lines[0].startswith(f"error: {path}: "), stderr.getvalue()[:2000]
+    assert all(line.startswith("error: ") for line in lines), stderr.getvalue()[:2000]
+    assert all(len(line) <= 500 for line in lines), max(lines, key=len)
