@@ -5,14 +5,18 @@ import contextlib
 import logging
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
+from orchestrator.credentials import redact
 from orchestrator.errors import UserError
 from orchestrator.jobs import add_job_commands
 
 logger = logging.getLogger("accelsweep")
+
+MAX_ERROR_LINE = 500
+"""An `error:` line is cut to this many characters: values quoted in it are already cut shorter."""
+MAX_ERROR_LINES = 20
 
 
 class UserInterrupt(Exception):
@@ -42,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.command(args)
     except UserError as error:
-        print(f"error: {error}", file=sys.stderr)
+        _print_error(str(error))
         return 2
     except UserInterrupt as interrupt:
         print(interrupt, file=sys.stderr)
@@ -54,19 +58,19 @@ def main(argv: list[str] | None = None) -> int:
 
 def run_command(args: argparse.Namespace) -> int:
     """`accelsweep run SPEC`: check everything, then sweep, then print the trade-off table."""
-    from orchestrator import sweep, tracking
     from orchestrator.spec import load_data, load_spec
     from orchestrator.trial_logger import TrialLogger
 
     spec = load_spec(args.spec)
     data = load_data(spec, args.spec)
-    client = tracking.connect(spec.tracking_uri)
-    _connect_ray(spec, args)
+    from orchestrator import sweep, tracking  # Ray and MLflow load once the spec and data are known good
 
+    _connect_ray(spec, args)  # before the store: a Ray that does not answer leaves no mlflow.db behind
+    client = _connect_store(spec, args.spec)
     results_path = os.path.join(spec.results_dir, f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}")
-    parent_id = tracking.start_sweep_run(client, spec, Path(args.spec).read_text(), results_path)
+    parent_id = tracking.start_sweep_run(client, spec, redact(Path(args.spec).read_text()), results_path)
     total = sweep.planned_trials(spec)
-    logger.info("sweep %s: %d trials, MLflow run %s in %s", spec.name, total, parent_id, spec.tracking_uri)
+    logger.info("sweep %s: %d trials, MLflow run %s in %s", spec.name, total, parent_id, redact(spec.tracking_uri))
     trial_logger = TrialLogger(spec.tracking_uri, parent_id, spec, os.path.join(results_path, "mlflow_outbox"))
     search = sweep.search_algorithm(spec)
     with _resumable_on_interrupt(client, parent_id, spec):
@@ -76,8 +80,8 @@ def run_command(args: argparse.Namespace) -> int:
 
 def resume_command(args: argparse.Namespace) -> int:
     """`accelsweep resume SWEEP`: continue an interrupted sweep where it stopped, in the same MLflow run."""
-    from orchestrator import report, sweep, tracking
-    from orchestrator.spec import load_data, load_spec, tracking_uri
+    from orchestrator import report, sweep, tracking, trust
+    from orchestrator.spec import load_data, tracking_uri
     from orchestrator.tags import RESULTS_PATH_TAG
 
     client = tracking.connect(tracking_uri(args.uri), create=False)
@@ -85,9 +89,8 @@ def resume_command(args: argparse.Namespace) -> int:
         parent = tracking.find_sweep_by_results_path(client, os.path.abspath(args.sweep))
     else:
         parent = report.find_sweep_run(client, args.sweep)
-    results_path = parent.data.tags[RESULTS_PATH_TAG]
-    spec_path = client.download_artifacts(parent.info.run_id, "spec.yaml", tempfile.mkdtemp())
-    spec = load_spec(spec_path)
+    spec, spec_path = trust.vouched_spec(client, parent, args.spec, args.trust_stored_spec, resuming=True)
+    results_path = trust.own_results_path(parent.data.tags.get(RESULTS_PATH_TAG, ""), spec, spec_path)
     data = load_data(spec, spec_path)
     _connect_ray(spec, args)
 
@@ -107,6 +110,17 @@ def _connect_ray(spec, args):
     problem = sweep.unsatisfiable_resources(spec, _ray_nodes())
     if problem:
         raise SpecError(f"{getattr(args, 'spec', spec.name)}: {problem}")
+
+
+def _connect_store(spec, spec_path):
+    from orchestrator import tracking
+    from orchestrator.spec import SpecError
+
+    key = "tracking.uri" if spec.tracking.uri else "tracking.uri (from MLFLOW_TRACKING_URI)"
+    try:
+        return tracking.connect(spec.tracking_uri)
+    except tracking.TrackingError as error:
+        raise SpecError(f"{spec_path}: {key}: {error}") from None
 
 
 @contextlib.contextmanager
@@ -138,12 +152,13 @@ def _conclude(spec, client, parent_id, trial_logger, search_front):
 
 def validate_command(args: argparse.Namespace) -> int:
     """`accelsweep validate SPEC`: check the spec, its data and its model without running anything."""
-    from orchestrator import sweep
     from orchestrator.spec import load_data, load_spec
+
+    spec = load_spec(args.spec)  # YAML and schema first: answered before torch and Ray load
+    data = load_data(spec, args.spec)
+    from orchestrator import sweep
     from trainers.data import data_summary
 
-    spec = load_spec(args.spec)
-    data = load_data(spec, args.spec)
     summary = data_summary(data)
     print(
         f"{args.spec}: valid; {sweep.planned_trials(spec)} trials of {spec.model.kind} on {summary['name']} "
@@ -157,14 +172,17 @@ def report_command(args: argparse.Namespace) -> int:
     """`accelsweep report NAME`: the trade-off table of a finished sweep, from MLflow alone; with
     --plot its plot, with --max-accuracy-drop the trial to deploy, with --register that trial in
     the MLflow Model Registry."""
-    from orchestrator import report, tracking
     from orchestrator.spec import tracking_uri
     from orchestrator.tags import SWEEP_TAG
 
     if args.max_accuracy_drop is None and (args.register or args.optimize):
         raise UserError("--register and --optimize choose a trial: give --max-accuracy-drop too")
+    from orchestrator import report, tracking, trust
+
     client = tracking.connect(tracking_uri(args.uri), create=False)
     parent = report.find_sweep_run(client, args.sweep)
+    if args.register:  # the model is rebuilt from the stored spec: refuse one the user has not vouched for
+        trust.vouched_spec(client, parent, args.spec, args.trust_stored_spec)
     rows = report.sweep_rows(client, parent)
     print(report.format_rows(rows, args.format))
     if args.plot:
@@ -189,9 +207,19 @@ def ui_command(args: argparse.Namespace) -> int:
     from orchestrator.spec import tracking_uri
 
     uri = tracking_uri(args.uri)
-    command = ["mlflow", "ui", "--backend-store-uri", uri, "--host", args.host, "--port", str(args.port)]
-    logger.info("MLflow UI for %s at http://%s:%d (Ctrl-C to stop)", uri, args.host, args.port)
-    os.execvp(command[0], command)
+    # the mlflow of this Python: there may be no `mlflow` script on PATH (a venv not activated)
+    command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", args.host, "--port", str(args.port)]
+    logger.info("MLflow UI for %s at http://%s:%d (Ctrl-C to stop)", redact(uri), args.host, args.port)
+    os.execv(command[0], command)
+
+
+def _print_error(message):
+    lines = redact(message).splitlines() or [""]
+    if len(lines) > MAX_ERROR_LINES:
+        lines = lines[: MAX_ERROR_LINES - 1] + [f"... and {len(lines) - MAX_ERROR_LINES + 1} more problems"]
+    for line in lines:
+        text = f"error: {line}"
+        print(text if len(text) <= MAX_ERROR_LINE else text[: MAX_ERROR_LINE - 3] + "...", file=sys.stderr)
 
 
 def _ray_nodes():
@@ -222,6 +250,20 @@ def _configure_environment(verbose):
 
 def _add_uri_option(parser):
     parser.add_argument("--uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)")
+
+
+def _add_trust_options(parser):
+    parser.add_argument(
+        "--spec",
+        metavar="PATH",
+        help="your own copy of the sweep's spec: the model is rebuilt from it (it must match the spec stored in MLflow)",
+    )
+    parser.add_argument(
+        "--trust-stored-spec",
+        action="store_true",
+        help="rebuild from the spec stored in MLflow even where it imports code (model.kind 'module:function') "
+        "or names a Ray cluster or results folder: only for a store no one else can write",
+    )
 
 
 def _parser():
@@ -260,6 +302,7 @@ def _parser():
     )
     resume.add_argument("sweep", help="the sweep's name (its newest run), its parent run id, or its results path")
     _add_uri_option(resume)
+    _add_trust_options(resume)
     resume.set_defaults(command=resume_command)
 
     validate = commands.add_parser(
@@ -297,6 +340,7 @@ def _parser():
         help="with --max-accuracy-drop: log the chosen trial's deployable model into its run and "
         "register it in the MLflow Model Registry as MODEL",
     )
+    _add_trust_options(report)
     report.set_defaults(command=report_command)
 
     ui = commands.add_parser(

@@ -7,13 +7,15 @@ the cluster must be able to reach: a local store (sqlite:///..., file:) on this 
 
 The Jobs API address is --address, else $RAY_API_SERVER_ADDRESS, else $RAY_ADDRESS, else
 http://127.0.0.1:8265. Ray token authentication is honoured, never switched off: the token is
-$RAY_AUTH_TOKEN, else the file $RAY_AUTH_TOKEN_PATH, else ~/.ray/auth_token (Ray's own order).
+$RAY_AUTH_TOKEN, else the file $RAY_AUTH_TOKEN_PATH, else ~/.ray/auth_token (Ray's own order). The
+token is never sent over plain http to another machine unless --insecure says so.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import ipaddress
 import logging
 import os
 import secrets
@@ -28,7 +30,9 @@ from urllib.parse import urlparse
 
 from typing import TYPE_CHECKING
 
+from orchestrator.credentials import has_credentials
 from orchestrator.errors import UserError
+from orchestrator.ray_connection import auth_token_file, secure_auth_token_file
 
 if TYPE_CHECKING:  # Ray and the spec (torch) load only when a job command runs: `--help` stays instant
     from ray.job_submission import JobStatus, JobSubmissionClient
@@ -97,20 +101,43 @@ def find_auth_token() -> tuple[str | None, str]:
     """
     if os.environ.get("RAY_AUTH_TOKEN"):
         return os.environ["RAY_AUTH_TOKEN"].strip(), "RAY_AUTH_TOKEN"
-    if os.environ.get("RAY_AUTH_TOKEN_PATH"):
-        path, source = Path(os.environ["RAY_AUTH_TOKEN_PATH"]), f"RAY_AUTH_TOKEN_PATH ({os.environ['RAY_AUTH_TOKEN_PATH']})"
-    else:
-        path, source = Path.home() / ".ray" / "auth_token", "~/.ray/auth_token"
+    path, source = auth_token_file()
+    secure_auth_token_file()
     token = path.read_text().strip() if path.is_file() else ""
     return token or None, source
 
 
+def check_transport(url: str, token: str | None, insecure: bool = False) -> None:
+    """Refuse to send a token in clear text (plain http) to another machine.
+
+    Args:
+        url: the Jobs API URL.
+        token: the token that would be sent, or None.
+        insecure: the user's --insecure: send it anyway.
+
+    Raises:
+        JobError: http to a host that is not loopback, with a token, without `insecure`.
+
+    Example:
+        >>> check_transport("http://127.0.0.1:8265", "t0k3n")  # loopback: fine
+    """
+    parts = urlparse(url)
+    if token is None or insecure or parts.scheme != "http" or _is_loopback(parts.hostname or ""):
+        return
+    raise JobError(
+        f"refusing to send the Ray auth token over plain http to {url}: anyone on the path can read it. "
+        f"Use https, reach the dashboard through an SSH tunnel (`ray dashboard CLUSTER.yaml` forwards it to "
+        f"127.0.0.1:8265), or pass --insecure on a network you trust"
+    )
+
+
 @contextmanager
-def jobs_client(address: str | None = None) -> Iterator[JobSubmissionClient]:
+def jobs_client(address: str | None = None, insecure: bool = False) -> Iterator[JobSubmissionClient]:
     """A Jobs API client with this machine's Ray token; Ray's errors inside the block become JobError.
 
     Args:
         address: --address, or None for the environment or the default (see `jobs_address`).
+        insecure: allow sending the token over plain http to a host that is not loopback.
 
     Yields:
         The connected client (its first request, a version check, has succeeded).
@@ -130,6 +157,7 @@ def jobs_client(address: str | None = None) -> Iterator[JobSubmissionClient]:
 
     url, source = jobs_address(address)
     token, token_source = find_auth_token()
+    check_transport(url, token, insecure)
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     try:
         with _environment_without("RAY_API_SERVER_ADDRESS", "RAY_ADDRESS"):  # Ray lets them override `url`
@@ -173,6 +201,12 @@ def submission_tracking_uri(spec: Spec, explicit: str | None = None) -> str:
             f"the spec's wins on the cluster, so remove one of them"
         )
     uri = spec.tracking.uri or explicit or os.environ.get("MLFLOW_TRACKING_URI")
+    if uri and has_credentials(uri):
+        raise JobError(
+            "the MLflow tracking URI carries a user name or password, which the job's environment would show "
+            "to everyone who can list the cluster's jobs: give the URI without them, and set "
+            "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD on the cluster's nodes"
+        )
     if not uri:
         raise JobError(
             "no MLflow tracking server: the job runs on the cluster, so its results need a server both "
@@ -245,7 +279,7 @@ def submit_command(args: argparse.Namespace) -> int:
     spec = load_spec(args.spec)
     entrypoint = sweep_entrypoint(args.spec)
     runtime_env = build_runtime_env(submission_tracking_uri(spec, args.tracking_uri), pip=args.pip)
-    with jobs_client(args.address) as client:
+    with jobs_client(args.address, args.insecure) as client:
         job_id = client.submit_job(
             entrypoint=entrypoint,
             runtime_env=runtime_env,
@@ -289,7 +323,7 @@ def follow_job(client: JobSubmissionClient, job_id: str) -> JobStatus:
 
 def list_jobs_command(args: argparse.Namespace) -> int:
     """`accelsweep jobs list`: every job the cluster knows, oldest first."""
-    with jobs_client(args.address) as client:
+    with jobs_client(args.address, args.insecure) as client:
         jobs = sorted(client.list_jobs(), key=lambda job: job.start_time or 0)
     for job in jobs:
         started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(job.start_time / 1000)) if job.start_time else "-"
@@ -299,7 +333,7 @@ def list_jobs_command(args: argparse.Namespace) -> int:
 
 def job_status_command(args: argparse.Namespace) -> int:
     """`accelsweep jobs status ID`: the job's status and Ray's message about it."""
-    with jobs_client(args.address) as client:
+    with jobs_client(args.address, args.insecure) as client:
         info = client.get_job_info(args.job_id)
     print(f"{args.job_id}: {info.status}" + (f" ({info.message})" if info.message else ""))
     return 0
@@ -307,7 +341,7 @@ def job_status_command(args: argparse.Namespace) -> int:
 
 def job_logs_command(args: argparse.Namespace) -> int:
     """`accelsweep jobs logs ID [--follow]`: the job's output so far, or followed to the end."""
-    with jobs_client(args.address) as client:
+    with jobs_client(args.address, args.insecure) as client:
         if args.follow:
             follow_job(client, args.job_id)
         else:
@@ -317,7 +351,7 @@ def job_logs_command(args: argparse.Namespace) -> int:
 
 def stop_job_command(args: argparse.Namespace) -> int:
     """`accelsweep jobs stop ID`: ask the cluster to stop the job."""
-    with jobs_client(args.address) as client:
+    with jobs_client(args.address, args.insecure) as client:
         stopped = client.stop_job(args.job_id)
     print(f"{args.job_id}: " + ("stop requested" if stopped else "not running, nothing to stop"))
     return 0
@@ -337,6 +371,11 @@ def add_job_commands(commands: argparse._SubParsersAction) -> None:
     address.add_argument(
         "--address",
         help=f"the cluster's Jobs API (dashboard) URL; default $RAY_API_SERVER_ADDRESS, else $RAY_ADDRESS, else {DEFAULT_ADDRESS}",
+    )
+    address.add_argument(
+        "--insecure",
+        action="store_true",
+        help="send the Ray auth token even over plain http to another machine (readable by anyone on the path)",
     )
 
     submit = commands.add_parser(
@@ -383,6 +422,15 @@ def _environment_without(*names):
         yield
     finally:
         os.environ.update(saved)
+
+
+def _is_loopback(host):
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _token_advice(url, token, source):

@@ -20,6 +20,7 @@ from matplotlib.ticker import FormatStrFormatter, LogLocator, NullLocator, Perce
 from mlflow.tracking import MlflowClient
 
 from orchestrator.errors import UserError
+from orchestrator.mlflow_filters import quoted
 from orchestrator.tags import BASELINE_TAG, KIND_TAG, MODE_TAG, PARENT_TAG, STATUS_TAG, SWEEP_TAG, TRIAL_ID_TAG
 from trainers.metrics import METRICS, format_metric
 
@@ -82,10 +83,14 @@ def find_sweep_run(client: MlflowClient, name_or_id: str):
             return run
     except Exception:  # not a run id: look it up as a name
         pass
+    try:
+        name = quoted(name_or_id)
+    except ValueError:
+        raise ReportError(f"no sweep named or with run id {name_or_id!r}: a sweep's name holds no quotes") from None
     experiments = [e.experiment_id for e in client.search_experiments()]
     runs = client.search_runs(
         experiments,
-        filter_string=f"tags.`{SWEEP_TAG}` = '{name_or_id}' and tags.`{KIND_TAG}` = 'sweep'",
+        filter_string=f"tags.`{SWEEP_TAG}` = {name} and tags.`{KIND_TAG}` = 'sweep'",
         order_by=["attributes.start_time DESC"],
         max_results=1,
     )

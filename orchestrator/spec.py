@@ -9,6 +9,7 @@ path and the value.
 import difflib
 import math
 import os
+import reprlib
 from pathlib import Path
 from typing import Any, Literal
 
@@ -16,11 +17,18 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from orchestrator.errors import UserError
-from trainers.data import SOURCES
+from trainers.data import SOURCES  # numpy only: the techniques (torch) load when `space` values are checked
 from trainers.metrics import EPOCH_OBJECTIVES, OBJECTIVES
-from trainers.techniques import TECHNIQUES, off_value
 
 SAMPLING_FORMS = ("choice", "grid", "uniform", "loguniform", "randint")
+MAX_SPEC_BYTES = 1_000_000
+"""A spec is a page of YAML; anything larger is refused before it is parsed."""
+MAX_DEPTH = 32
+"""How deeply a spec's values may nest (the spec itself needs 4 levels; model.options a few more)."""
+MAX_EXPANDED_NODES = 100_000
+"""How many values a spec may hold once YAML aliases are expanded (an alias bomb holds billions)."""
+MAX_NAME_LENGTH = 100
+"""Sweep names become folder and file names (Tune's trial folders add to them)."""
 
 
 class SpecError(UserError):
@@ -28,7 +36,7 @@ class SpecError(UserError):
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class DataSpec(_Section):
@@ -69,7 +77,7 @@ class TrainSpec(_Section):
     batch_size: int = Field(default=64, ge=1)
     optimizer: Literal["adamw", "adam", "sgd"] = "adamw"
     lr: float = Field(default=3e-3, gt=0)
-    seed: int = 0
+    seed: int = Field(default=0, ge=0, lt=2**32)
 
 
 class SearchSpec(_Section):
@@ -133,7 +141,7 @@ class RaySpec(_Section):
 class Spec(_Section):
     """A validated sweep spec. Build it with `load_spec` (from a file) or `parse_spec`."""
 
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=MAX_NAME_LENGTH)
     data: DataSpec
     model: ModelSpec = Field(default_factory=ModelSpec)
     train: TrainSpec = Field(default_factory=TrainSpec)
@@ -155,9 +163,6 @@ class Spec(_Section):
     def results_dir(self) -> str:
         path = self.ray.storage_path or "accelsweep_results"
         return path if "://" in path else os.path.abspath(path)
-
-
-SPACE_KEYS = tuple(TECHNIQUES) + ("workers",)
 
 
 def tracking_uri(explicit: str | None = None) -> str:
@@ -190,9 +195,13 @@ def load_spec(path: str | os.PathLike) -> Spec:
     """
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text())
+        text = _read_spec_text(path)
     except OSError as error:
-        raise SpecError(f"{path}: cannot read the spec: {error.strerror}") from None
+        raise SpecError(f"{path}: cannot read the spec: {error.strerror or error}") from None
+    try:
+        raw = _parse_yaml(text)
+    except yaml.MarkedYAMLError as error:
+        raise SpecError(f"{path}: not valid YAML: {_yaml_problem(error)}") from None
     except yaml.YAMLError as error:
         raise SpecError(f"{path}: not valid YAML: {error}") from None
     return parse_spec(raw, source=str(path))
@@ -217,14 +226,15 @@ def parse_spec(raw: object, source: str = "<spec>") -> Spec:
     """
     if not isinstance(raw, dict):
         raise SpecError(f"{source}: a spec is a mapping of keys (name, data, model, ...), got {_show(raw)}")
-    problems = []
+    too_deep = _nested_too_deep(raw)
+    if too_deep:
+        raise SpecError(f"{source}: {too_deep}: nested more than {MAX_DEPTH} levels deep")
     try:
         spec = Spec.model_validate(raw)
-    except ValidationError as error:
+    except ValidationError as error:  # the space is checked once the rest is right: it loads torch
         problems = [_describe(problem) for problem in error.errors()]
-    space, search = raw.get("space") or {}, raw.get("search") or {}
-    if isinstance(space, dict) and isinstance(search, dict):
-        problems += _space_problems(space, search.get("algorithm", "random"))
+    else:
+        problems = _space_problems(spec.space, spec.search.algorithm)
     if problems:
         raise SpecError("\n".join(f"{source}: {problem}" for problem in problems))
     return spec
@@ -266,7 +276,7 @@ def load_data(spec: Spec, spec_path: str):
             options=spec.model.options,
         )
     except ModelError as error:
-        raise SpecError(f"{spec_path}: model.kind: {error}") from None
+        raise SpecError(f"{spec_path}: {error.key}: {error}") from None
     return data
 
 
@@ -290,11 +300,14 @@ def domain_of(value: object) -> tuple[str, list]:
 
 
 def _space_problems(space, algorithm):
+    from trainers.techniques import TECHNIQUES
+
+    space_keys = (*TECHNIQUES, "workers")
     problems = []
     for key, value in space.items():
-        where = f"space.{key}"
-        if key not in SPACE_KEYS:
-            problems.append(f"{where}: unknown key{_did_you_mean(str(key), SPACE_KEYS)}; valid keys: {', '.join(SPACE_KEYS)}")
+        where = f"space.{_cut(str(key))}"
+        if key not in space_keys:
+            problems.append(f"{where}: unknown key{_did_you_mean(str(key), space_keys)}; valid keys: {', '.join(space_keys)}")
             continue
         problem = _domain_problem(key, value, where)
         if problem is None:
@@ -308,7 +321,7 @@ def _domain_problem(key, value, where):
     if isinstance(value, dict):
         forms = ", ".join(SAMPLING_FORMS)
         if len(value) != 1:
-            return f"{where}: give exactly one sampling form ({forms}), got {', '.join(map(str, value)) or 'none'}"
+            return f"{where}: give exactly one sampling form ({forms}), got {_cut(', '.join(map(str, value))) or 'none'}"
         if next(iter(value)) not in SAMPLING_FORMS:
             form = str(next(iter(value)))
             return f"{where}: unknown sampling form{_did_you_mean(form, SAMPLING_FORMS)}; use a fixed value or one of {forms}"
@@ -348,18 +361,24 @@ def _range_problem(key, form, values, where):
 
 
 def _value_problem(key, value):
+    from trainers.techniques import TECHNIQUES
+
+    if isinstance(value, float) and not math.isfinite(value):
+        return f"must be a finite number, got {_show(value)}"
     if key == "workers":
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             return f"workers must be an integer >= 1, got {_show(value)}"
         return None
     try:
         TECHNIQUES[key](value)
-    except (TypeError, ValueError) as error:
-        return str(error)
+    except (TypeError, ValueError, OverflowError) as error:
+        return _cut(str(error))
     return None
 
 
 def _algorithm_problem(algorithm, key, value, where):
+    from trainers.techniques import TECHNIQUES, off_value
+
     form, values = domain_of(value)
     if algorithm == "grid" and form not in ("fixed", "choice", "grid"):
         return f"{where}: algorithm grid needs fixed values or lists (choice/grid), got {form}"
@@ -376,7 +395,7 @@ def _algorithm_problem(algorithm, key, value, where):
 
 
 def _describe(problem):
-    location = ".".join(str(part) for part in problem["loc"])
+    location = _cut(".".join(str(part) for part in problem["loc"]))
     if problem["type"] == "extra_forbidden":
         *parent, key = problem["loc"]
         valid = _section_keys(parent)
@@ -397,8 +416,8 @@ def _section_keys(parent):
 
 
 def _did_you_mean(word, candidates):
-    close = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.6)
-    return f" {word!r} (did you mean {close[0]!r}?)" if close else f" {word!r}"
+    close = difflib.get_close_matches(word[:100], list(candidates), n=1, cutoff=0.6)
+    return f" {_show(word)} (did you mean {close[0]!r}?)" if close else f" {_show(word)}"
 
 
 def _is_number(value):
@@ -406,5 +425,100 @@ def _is_number(value):
 
 
 def _show(value):
-    text = repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."
+    return _cut(reprlib.repr(value) if isinstance(value, (dict, list)) else repr(value))
+
+
+def _cut(text, limit=80):
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _read_spec_text(path):
+    # stat, not open: a FIFO or a device would block or never end
+    if path.is_dir() or (path.exists() and not path.is_file()):
+        raise OSError(f"{path} is not a regular file")
+    size = path.stat().st_size
+    if size > MAX_SPEC_BYTES:
+        raise OSError(f"{size:,} bytes is more than a spec's limit of {MAX_SPEC_BYTES:,}")
+    return path.read_text(encoding="utf-8")
+
+
+class _SpecLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing duplicate keys and nesting too deep to be a spec."""
+
+    def __init__(self, stream):
+        super().__init__(stream)
+        self.depth = 0
+
+    def compose_node(self, parent, index):
+        self.depth += 1
+        try:
+            if self.depth > MAX_DEPTH:
+                mark = self.peek_event().start_mark
+                raise yaml.composer.ComposerError(None, None, f"nested more than {MAX_DEPTH} levels deep", mark)
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
+
+    def construct_mapping(self, node, deep=False):
+        seen = {}
+        for key_node, _ in node.value:
+            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = (key_node.tag, key_node.value)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None,
+                    f"duplicate key {_cut(repr(key_node.value))} (first on line {seen[key].line + 1}): "
+                    f"YAML would keep only the last",
+                    key_node.start_mark,
+                )
+            seen[key] = key_node.start_mark
+        return super().construct_mapping(node, deep)
+
+
+def _parse_yaml(text):
+    loader = _SpecLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        if _expanded_size(node, {}) > MAX_EXPANDED_NODES:
+            raise yaml.composer.ComposerError(
+                None, None, f"its aliases expand to more than {MAX_EXPANDED_NODES:,} values", node.start_mark
+            )
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
+def _expanded_size(node, sizes):
+    # an alias is the same node object again: counting with a memo costs the number of distinct nodes;
+    # a node that contains itself expands forever, which the placeholder makes "too many"
+    if id(node) not in sizes:
+        sizes[id(node)] = MAX_EXPANDED_NODES + 1
+        if isinstance(node, yaml.MappingNode):
+            children = [child for pair in node.value for child in pair]
+        else:
+            children = node.value if isinstance(node, yaml.SequenceNode) else []
+        sizes[id(node)] = 1 + sum(_expanded_size(child, sizes) for child in children)
+    return sizes[id(node)]
+
+
+def _yaml_problem(error):
+    mark = error.problem_mark or error.context_mark
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+    context = f" ({error.context})" if error.context and error.problem else ""
+    return _cut(f"{where}{error.problem or error.context}{context}", 300)
+
+
+def _nested_too_deep(raw):
+    stack = [(raw, "", 0)]
+    while stack:
+        node, where, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            return _cut(where or "the spec")
+        items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+        for key, child in items:
+            path = f"{where}[{key}]" if isinstance(node, list) else f"{where}.{key}" if where else str(key)
+            stack.append((child, path, depth + 1))
+    return None

@@ -6,19 +6,27 @@ Debian's ``dataset-fashion-mnist`` lives in ``/usr/share/datasets/fashion-mnist/
 downloaded.
 """
 
+from __future__ import annotations
+
 import csv
 import gzip
+import io
 import logging
 import math
 import re
+import stat
 import zipfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
-from sklearn.datasets import load_digits, make_classification
+
+from trainers.sizes import memory_limit_bytes, too_large
+
+if TYPE_CHECKING:  # torch and scikit-learn load when data is loaded: `SOURCES` stays cheap to import
+    import torch
 
 logger = logging.getLogger(__name__)
 
@@ -28,6 +36,9 @@ _STANDARDISED_SOURCES = ("csv", "npz", "text", "synthetic")
 _IDX_IMAGES_MAGIC = 2051  # unsigned bytes, 3 dimensions
 _IDX_LABELS_MAGIC = 2049  # unsigned bytes, 1 dimension
 _WORD = re.compile(r"\w+")
+_CSV_DELIMITERS = {",": "commas", ";": "semicolons", "\t": "tabs"}
+_FILE_KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
+               (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
 
 
 class DataError(ValueError):
@@ -99,16 +110,19 @@ def load_dataset(
         >>> ds.input_shape, ds.num_classes
         ((1, 8, 8), 10)
     """
+    import torch
+
     _check_arguments(source, val_fraction, test_fraction, num_classes, text_features, n_samples, n_features)
     if source in _FILE_SOURCES:
         if path is None:
             raise DataError(f"data.path is required for source {source!r}")
-        if not Path(path).exists():
-            raise DataError(f"data.path {path!r} does not exist")
+        _check_path(Path(path), directory=source == "idx")
         name = f"{source}:{Path(path).name}"
     else:
         name = source
     if source == "digits":
+        from sklearn.datasets import load_digits
+
         digits = load_digits()
         images = (digits.images / 16.0).astype(np.float32)[:, None]
         arrays = [images, _as_labels(digits.target, num_classes, name)]
@@ -179,6 +193,32 @@ def _check_arguments(source, val_fraction, test_fraction, num_classes, text_feat
     for field, count in counts.items():
         if count < 1:
             raise DataError(f"data.{field}={count!r} must be at least 1")
+    if source == "synthetic":
+        _check_fits(n_samples * n_features * 8, f"data.n_samples={n_samples} x data.n_features={n_features}")
+
+
+def _check_fits(n_bytes, what):
+    problem = too_large(n_bytes)
+    if problem:
+        raise DataError(f"{what} {problem}")
+
+
+def _check_path(path, directory):
+    # stat, never open: opening a FIFO blocks, and reading a device never ends
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        raise DataError(f"data.path {str(path)!r} does not exist") from None
+    except OSError as error:
+        raise DataError(f"data.path {str(path)!r} cannot be read: {error.strerror or error}") from None
+    if directory:
+        if not stat.S_ISDIR(info.st_mode):
+            raise DataError(f"data.path {str(path)!r} is not a directory of IDX files")
+        return
+    if not stat.S_ISREG(info.st_mode):
+        kind = next((kind for is_kind, kind in _FILE_KINDS if is_kind(info.st_mode)), "not a regular file")
+        raise DataError(f"data.path {str(path)!r} is {kind}, not a regular file")
+    _check_fits(info.st_size, f"{path}: reading its {info.st_size:,} bytes")
 
 
 def _as_labels(y, num_classes, where):
@@ -220,6 +260,8 @@ def _standardise(parts):
 
 
 def _make_synthetic(n_samples, n_features, num_classes, seed):
+    from sklearn.datasets import make_classification
+
     try:
         x, y = make_classification(
             n_samples=n_samples,
@@ -239,8 +281,6 @@ def _make_synthetic(n_samples, n_features, num_classes, seed):
 
 
 def _read_idx_directory(directory, num_classes):
-    if not directory.is_dir():
-        raise DataError(f"data.path {str(directory)!r} is not a directory of IDX files")
     splits = []
     for prefix in ("train", "t10k"):
         images_path = _find_idx_file(directory, f"{prefix}-images-idx3-ubyte")
@@ -269,8 +309,9 @@ def _find_idx_file(directory, name):
 
 
 def _read_idx(path, expected_magic):
+    _check_path(path, directory=False)
     try:
-        raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+        raw = _read_gzip(path) if path.suffix == ".gz" else path.read_bytes()
     except (OSError, EOFError, zlib.error) as error:
         raise DataError(f"{path}: cannot read: {error}") from error
     if len(raw) < 4:
@@ -291,18 +332,32 @@ def _read_idx(path, expected_magic):
     return np.frombuffer(raw, np.uint8, offset=header_size).reshape(dims)
 
 
+def _read_gzip(path):
+    limit = memory_limit_bytes()
+    with gzip.open(path) as file:
+        raw = file.read(limit + 1)
+    if len(raw) > limit:
+        _check_fits(len(raw), f"{path}: decompressing it")
+    return raw
+
+
 def _read_csv(path, label_column, num_classes):
     try:
-        with path.open(newline="", encoding="utf-8") as file:
-            reader = csv.reader(file)
-            rows, line_numbers = [], []
-            for row in reader:
-                if any(cell.strip() for cell in row):
-                    rows.append(row)
-                    line_numbers.append(reader.line_num)
-    except (OSError, UnicodeDecodeError, csv.Error) as error:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise DataError(f"{path}: cannot read: {error}") from error
+    delimiter = _sniff_delimiter(text)
+    try:
+        rows, line_numbers = _csv_rows(text, delimiter)
+    except csv.Error as error:
         raise DataError(f"{path}: cannot read: {error}") from error
     header = rows[0] if rows and not any(_is_number(cell) for cell in rows[0]) else None
+    logger.info(
+        "%s: columns separated by %s, %s",
+        path,
+        _CSV_DELIMITERS.get(delimiter, "whitespace"),
+        "first line is a header" if header else "no header line",
+    )
     if header is not None:
         rows, line_numbers = rows[1:], line_numbers[1:]
     if not rows:
@@ -329,6 +384,32 @@ def _read_csv(path, label_column, num_classes):
         )
     features = np.delete(table, label_index, axis=1).astype(np.float32)
     return features, _as_labels(table[:, label_index], num_classes, path)
+
+
+def _sniff_delimiter(text):
+    # None: columns separated by runs of spaces (as in numpy.savetxt's output). The sniffer needs
+    # consistent lines; a ragged file falls back to the first delimiter its first line holds
+    try:
+        return csv.Sniffer().sniff(text[:65536], delimiters="".join(_CSV_DELIMITERS)).delimiter
+    except csv.Error:
+        first_line = next((line for line in text.splitlines() if line.strip()), "")
+        return next((delimiter for delimiter in _CSV_DELIMITERS if delimiter in first_line), None)
+
+
+def _csv_rows(text, delimiter):
+    rows, line_numbers = [], []
+    if delimiter is None:
+        for number, line in enumerate(text.splitlines(), start=1):
+            if line.split():
+                rows.append(line.split())
+                line_numbers.append(number)
+        return rows, line_numbers
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+    for row in reader:
+        if any(cell.strip() for cell in row):
+            rows.append(row)
+            line_numbers.append(reader.line_num)
+    return rows, line_numbers
 
 
 def _label_index(path, header, label_column):
@@ -361,6 +442,8 @@ def _read_npz(path, num_classes):
     if not zipfile.is_zipfile(path):
         raise DataError(f"{path}: not an .npz archive (as written by numpy.savez)")
     try:
+        with zipfile.ZipFile(path) as archive:
+            _check_fits(sum(info.file_size for info in archive.infolist()), f"{path}: unpacking its arrays")
         with np.load(path, allow_pickle=False) as archive:
             arrays = {key: archive[key] for key in archive.files}
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
@@ -415,6 +498,7 @@ def _read_text(path, text_features, num_classes):
         texts.append(text)
     if not labels:
         raise DataError(f"{path}: no examples")
+    _check_fits(len(texts) * text_features * 4, f"data.text_features={text_features} for {len(texts):,} lines")
     return _hashed_bag_of_words(texts, text_features), _text_labels(path, labels, num_classes)
 
 

@@ -9,16 +9,24 @@ import logging
 import math
 from collections.abc import Sequence
 
-import torch
 from torch import nn
+
+from trainers.sizes import too_large
 
 logger = logging.getLogger(__name__)
 
 MODEL_KINDS = ("mlp", "cnn", "package.module:factory")
+TRAINING_BYTES_PER_PARAMETER = 16
+"""fp32 weight, gradient and Adam's two moments: what one parameter costs while training."""
 
 
 class ModelError(ValueError):
-    """A model kind that cannot be built; the message names the kind and the cause."""
+    """A model kind that cannot be built; the message names the kind and the cause, `key` the spec
+    key to blame ("model.kind", "model.hidden" or "model.channels")."""
+
+    def __init__(self, message: str, key: str = "model.kind"):
+        super().__init__(message)
+        self.key = key
 
 
 def build_model(
@@ -69,8 +77,10 @@ def build_model(
 
 def _build_mlp(input_shape, num_classes, hidden):
     _check_widths("hidden", hidden)
-    layers = [nn.Flatten()]
     in_features = math.prod(input_shape)
+    widths = [in_features, *hidden, num_classes]
+    _check_fits("hidden", hidden, input_shape, num_classes, sum((a + 1) * b for a, b in zip(widths, widths[1:])))
+    layers = [nn.Flatten()]
     for width in hidden:
         layers += [nn.Linear(in_features, width), nn.ReLU()]
         in_features = width
@@ -85,21 +95,21 @@ def _build_cnn(input_shape, num_classes, channels):
             f"got input_shape={tuple(input_shape)}"
         )
     _check_widths("channels", channels)
-    layers = []
-    in_channels = input_shape[0]
-    for out_channels in channels:
-        layers += [nn.Conv2d(in_channels, out_channels, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2)]
-        in_channels = out_channels
-    layers.append(nn.Flatten())
-    try:
-        with torch.no_grad():
-            flat_features = nn.Sequential(*layers)(torch.zeros(1, *input_shape)).shape[1]
-    except RuntimeError as error:
+    height, width = input_shape[1] >> len(channels), input_shape[2] >> len(channels)  # each pool halves, rounding down
+    if not height or not width:
         raise ModelError(
-            f"model kind 'cnn': input_shape={tuple(input_shape)} is too small "
-            f"for {len(channels)} pooling blocks: {error}"
-        ) from error
-    layers.append(nn.Linear(flat_features, num_classes))
+            f"model kind 'cnn': input_shape={tuple(input_shape)} is too small for {len(channels)} pooling blocks "
+            f"(each halves the height and width)",
+            key="model.channels",
+        )
+    flat_features = channels[-1] * height * width
+    in_out = list(zip([input_shape[0], *channels], channels))
+    parameters = sum(a * b * 9 + b for a, b in in_out) + (flat_features + 1) * num_classes
+    _check_fits("channels", channels, input_shape, num_classes, parameters)
+    layers = []
+    for in_channels, out_channels in in_out:
+        layers += [nn.Conv2d(in_channels, out_channels, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2)]
+    layers += [nn.Flatten(), nn.Linear(flat_features, num_classes)]
     return nn.Sequential(*layers)
 
 
@@ -109,8 +119,9 @@ def _build_from_factory(kind, input_shape, num_classes, options):
         raise ModelError(f"model kind {kind!r} must look like 'package.module:factory'")
     try:
         module = importlib.import_module(module_name)
-    except Exception as error:
-        raise ModelError(f"model kind {kind!r}: cannot import {module_name!r}: {error!r}") from error
+    except (Exception, SystemExit) as error:  # the user's module runs here: it may raise or even exit
+        logger.info("importing %s failed:", module_name, exc_info=True)
+        raise ModelError(f"model kind {kind!r}: cannot import {module_name!r}: {error!r}") from None
     if not hasattr(module, factory_name):
         raise ModelError(f"model kind {kind!r}: module {module_name!r} has no attribute {factory_name!r}")
     factory = getattr(module, factory_name)
@@ -120,6 +131,9 @@ def _build_from_factory(kind, input_shape, num_classes, options):
         model = factory(input_shape=tuple(input_shape), num_classes=num_classes, **options)
     except TypeError as error:
         raise ModelError(f"model kind {kind!r} rejected its arguments {sorted(options)}: {error}") from error
+    except (Exception, SystemExit) as error:
+        logger.info("factory %s failed:", kind, exc_info=True)
+        raise ModelError(f"factory {kind} raised {type(error).__name__}: {error}") from None
     if not isinstance(model, nn.Module):
         raise ModelError(f"model kind {kind!r} returned a {type(model).__name__}, not a torch.nn.Module")
     logger.info("built model %s with options %s", kind, options)
@@ -128,4 +142,14 @@ def _build_from_factory(kind, input_shape, num_classes, options):
 
 def _check_widths(field, widths):
     if any(width < 1 for width in widths):
-        raise ModelError(f"model {field}={list(widths)!r} must all be at least 1")
+        raise ModelError(f"model {field}={list(widths)!r} must all be at least 1", key=f"model.{field}")
+
+
+def _check_fits(field, widths, input_shape, num_classes, parameters):
+    problem = too_large(parameters * TRAINING_BYTES_PER_PARAMETER)
+    if problem:
+        raise ModelError(
+            f"{list(widths)} on inputs {tuple(input_shape)} with {num_classes} classes makes {parameters:.3g} "
+            f"parameters: training {problem}",
+            key=f"model.{field}",
+        )

@@ -1,6 +1,7 @@
 """orchestrator.spec: every rule of a sweep spec, and that each message names the file, the key
 path and the value."""
 
+import os
 from pathlib import Path
 
 import pytest
@@ -225,11 +226,20 @@ def test_required_keys(quickstart, key):
 
 def test_every_problem_is_reported_at_once(quickstart):
     quickstart["train"]["epochs"] = 0
-    quickstart["space"]["quant_bits"] = 5
+    quickstart["data"]["sorce"] = "digits"
     message = spec_error(quickstart)
     assert "train.epochs:" in message
-    assert "space.quant_bits:" in message
+    assert "data.sorce:" in message
     assert len(message.splitlines()) == 2
+
+
+def test_space_values_are_checked_once_the_rest_is_valid(quickstart):
+    # checking space values loads torch; a schema mistake is answered without it
+    quickstart["train"]["epochs"] = 0
+    quickstart["space"]["quant_bits"] = 5
+    assert "space.quant_bits" not in spec_error(quickstart)
+    quickstart["train"]["epochs"] = 1
+    assert "space.quant_bits: " in spec_error(quickstart)
 
 
 @pytest.mark.parametrize("raw", [["a", "b"], "just text", None, 3])
@@ -241,7 +251,7 @@ def test_top_level_must_be_a_mapping(raw):
 
 def test_non_string_space_key_is_a_spec_error(quickstart):
     quickstart["space"][1] = 2
-    assert "space.1: unknown key" in spec_error(quickstart)
+    assert "space.1.[key]: Input should be a valid string, got 1" in spec_error(quickstart)
 
 
 def test_load_spec_names_a_missing_file(tmp_path):
@@ -271,3 +281,92 @@ def test_load_spec_rejects_a_list_file(write_spec):
     with pytest.raises(SpecError, match="a spec is a mapping") as caught:
         load_spec(Path(path))
     assert str(path) in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("section", "key", "value"),
+    [
+        ("train", "lr", float("inf")),
+        ("train", "lr", float("nan")),
+        ("resources", "cpus_per_worker", float("inf")),
+        ("data", "val_fraction", float("nan")),
+    ],
+)
+def test_non_finite_numbers_are_refused(quickstart, section, key, value):
+    quickstart[section][key] = value
+    assert f"{section}.{key}: Input should be a finite number, got {value}" in spec_error(quickstart)
+
+
+@pytest.mark.parametrize("value", [float("inf"), {"choice": [0.0, float("nan")]}, {"uniform": [0.0, float("inf")]}])
+def test_non_finite_space_values_are_refused(quickstart, value):
+    quickstart["space"]["weight_decay"] = value
+    assert "space.weight_decay" in spec_error(quickstart)
+
+
+def test_a_name_too_long_for_file_names_is_refused(quickstart):
+    quickstart["name"] = "a" * 10_000
+    message = spec_error(quickstart)
+    assert "name: String should have at most 100 characters" in message
+    assert len(message) < 300
+
+
+def test_a_long_value_is_quoted_cut(quickstart):
+    quickstart["data"]["source"] = "x" * 1_000_000
+    message = spec_error(quickstart)
+    assert "data.source: unknown source 'xxxx" in message and "..." in message
+    assert len(message) < 300
+
+
+def test_values_nested_too_deep_are_refused(quickstart):
+    deep = []
+    for _ in range(3000):
+        deep = [deep]
+    quickstart["model"]["options"] = {"x": deep}
+    assert "model.options.x[0][0]" in spec_error(quickstart)
+
+
+def test_duplicate_yaml_keys_name_the_key_and_both_lines(write_spec):
+    path = write_spec("name: demo\ndata: {source: digits}\ntrain:\n  epochs: 1\n  epochs: 100000\n")
+    with pytest.raises(SpecError, match=r"not valid YAML: line 5, column 3: duplicate key 'epochs' \(first on line 4\)"):
+        load_spec(path)
+
+
+def test_yaml_merge_keys_are_not_duplicates(write_spec):
+    text = "name: demo\ndata: {source: digits}\ntrain:\n  <<: {epochs: 1, lr: 0.1}\n  epochs: 2\n"
+    spec = load_spec(write_spec(text))
+    assert (spec.train.epochs, spec.train.lr) == (2, 0.1)
+
+
+def test_a_yaml_alias_bomb_is_refused_without_expanding_it(write_spec):
+    lines = ["name: demo", "data: {source: digits}", "a0: &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]"]
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 9)]
+    path = write_spec("\n".join(lines) + "\n")
+    with pytest.raises(SpecError, match="aliases expand to more than 100,000 values") as caught:
+        load_spec(path)
+    assert len(str(caught.value)) < 300
+
+
+def test_a_self_referencing_alias_is_refused(write_spec):
+    path = write_spec("name: demo\ndata: {source: digits}\nmodel: {options: &o {x: *o}}\n")
+    with pytest.raises(SpecError, match="aliases expand to more than"):
+        load_spec(path)
+
+
+def test_yaml_nested_thousands_deep_is_refused(write_spec):
+    path = write_spec("name: demo\ndata: {source: digits}\nmodel: {options: {x: " + "[" * 3000 + "]" * 3000 + "}}\n")
+    with pytest.raises(SpecError, match="line 3, column .*: nested more than 32 levels deep"):
+        load_spec(path)
+
+
+def test_a_spec_that_is_not_a_regular_file_is_refused_unopened(tmp_path):
+    fifo = tmp_path / "spec.fifo"
+    os.mkfifo(fifo)
+    for path in (fifo, Path("/dev/zero"), tmp_path):
+        with pytest.raises(SpecError, match="is not a regular file"):
+            load_spec(path)
+
+
+def test_a_spec_larger_than_a_megabyte_is_refused(write_spec):
+    path = write_spec("name: demo\n#" + "x" * 1_000_001 + "\n")
+    with pytest.raises(SpecError, match="more than a spec's limit of 1,000,000"):
+        load_spec(path)

@@ -1,4 +1,6 @@
 import gzip
+import os
+import time
 import zlib
 
 import numpy as np
@@ -303,3 +305,69 @@ def test_data_summary_describes_the_dataset():
         "input_shape": "1x8x8",
         "num_classes": 10,
     }
+
+
+@pytest.mark.parametrize(
+    ("separator", "described"),
+    [(",", "commas"), (";", "semicolons"), ("\t", "tabs"), (" ", "whitespace"), ("   ", "whitespace")],
+)
+def test_csv_delimiter_is_sniffed_and_said(tmp_path, caplog, separator, described):
+    path = tmp_path / "train.txt"
+    path.write_text("".join(separator.join(str(cell) for cell in row) + "\n" for row in _labelled_rows()))
+    with caplog.at_level("INFO", logger="trainers.data"):
+        ds = load_dataset("csv", str(path))
+    assert ds.input_shape == (2,) and ds.num_classes == 11  # the last column is the label
+    assert f"columns separated by {described}, no header line" in caplog.text
+
+
+def test_csv_whitespace_file_with_label_last_as_numpy_savetxt_writes_it(tmp_path, caplog):
+    rows = np.array([[14.23, 1.71, i % 3] for i in range(30)])
+    path = tmp_path / "train.txt"
+    np.savetxt(path, rows, fmt="%.2f")
+    with caplog.at_level("INFO", logger="trainers.data"):
+        ds = load_dataset("csv", str(path))
+    assert ds.num_classes == 3 and len(ds.y_train) + len(ds.y_val) + len(ds.y_test) == 30
+    assert "whitespace, no header line" in caplog.text
+
+
+def test_csv_header_is_detected_with_semicolons(tmp_path, caplog):
+    path = tmp_path / "data.csv"
+    path.write_text("a;b;label\n" + "".join(f"{i};{i * 2};{i % 2}\n" for i in range(20)))
+    with caplog.at_level("INFO", logger="trainers.data"):
+        ds = load_dataset("csv", str(path))
+    assert ds.input_shape == (2,) and ds.num_classes == 2
+    assert "semicolons, first line is a header" in caplog.text
+
+
+@pytest.mark.parametrize("source", ["csv", "npz", "text"])
+def test_a_fifo_is_refused_at_once_without_being_opened(tmp_path, source):
+    fifo = tmp_path / "data.fifo"
+    os.mkfifo(fifo)
+    started = time.monotonic()
+    with pytest.raises(DataError, match=r"data.path '.*data.fifo' is a FIFO, not a regular file"):
+        load_dataset(source, str(fifo))
+    assert time.monotonic() - started < 5  # the "under a second", with room for a loaded machine
+
+
+@pytest.mark.parametrize("source", ["csv", "npz", "text"])
+def test_a_device_or_directory_is_not_a_data_file(tmp_path, source):
+    with pytest.raises(DataError, match="'/dev/zero' is a character device, not a regular file"):
+        load_dataset(source, "/dev/zero")
+    with pytest.raises(DataError, match="is a directory, not a regular file"):
+        load_dataset(source, str(tmp_path))
+
+
+def test_an_idx_path_must_be_a_directory(tmp_path):
+    path = tmp_path / "file"
+    path.write_text("")
+    with pytest.raises(DataError, match="is not a directory of IDX files"):
+        load_dataset("idx", str(path))
+
+
+def test_sizes_beyond_memory_are_refused_with_the_figure(tmp_path):
+    with pytest.raises(DataError, match=r"data.n_samples=10000000000 x data.n_features=32 needs ~2.6 TB; the limit is"):
+        load_dataset("synthetic", n_samples=10**10)
+    path = tmp_path / "texts.tsv"
+    path.write_text("".join(f"{i % 2}\tsome words {i}\n" for i in range(50)))
+    with pytest.raises(DataError, match=r"data.text_features=10000000000 for 50 lines needs ~2.0 TB"):
+        load_dataset("text", str(path), text_features=10**10)

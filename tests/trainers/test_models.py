@@ -63,6 +63,7 @@ def test_factory_gets_shape_classes_and_options():
         ("tests.trainers.toy_factory:make_not_a_module", None, "returned a dict, not a torch.nn.Module"),
         ("tests.trainers.toy_factory:make", {"depth": 2}, r"rejected its arguments \['depth'\]"),
         ("toy_factory:", None, "must look like 'package.module:factory'"),
+        ("tests.trainers.toy_exits_on_import:make", None, r"cannot import .*SystemExit\(0\)"),
     ],
 )
 def test_factory_failures_name_the_kind_and_cause(kind, options, message):
@@ -93,3 +94,25 @@ def test_bad_sizes_name_the_field(arguments, message):
     settings = {"kind": "mlp", "input_shape": (4,), "num_classes": 2, **arguments}
     with pytest.raises(ModelError, match=message):
         build_model(**settings)
+
+
+def test_a_factory_raising_any_exception_names_it_and_its_error():
+    with pytest.raises(ModelError) as caught:
+        build_model("tests.trainers.toy_factory:make_refusing", (4,), 3)
+    assert str(caught.value) == "factory tests.trainers.toy_factory:make_refusing raised ValueError: no model for 3 classes"
+    assert caught.value.key == "model.kind"
+
+
+@pytest.mark.parametrize(
+    ("arguments", "key", "message"),
+    [
+        ({"kind": "mlp", "hidden": [10**9]}, "model.hidden", r"\[1000000000\] on inputs \(1, 8, 8\) with 10 classes makes 7.5e\+10 parameters: training needs ~1.2 TB; the limit is"),
+        ({"kind": "mlp", "num_classes": 10**9}, "model.hidden", "with 1000000000 classes makes 6.5e"),
+        ({"kind": "cnn", "channels": [10**6, 10**6]}, "model.channels", r"makes 9e\+12 parameters: training needs ~144.0 TB"),
+    ],
+)
+def test_a_model_too_large_for_memory_is_refused_before_allocating(arguments, key, message):
+    settings = {"input_shape": (1, 8, 8), "num_classes": 10, **arguments}
+    with pytest.raises(ModelError, match=message) as caught:
+        build_model(**settings)
+    assert caught.value.key == key

@@ -15,3 +15,7 @@ def make(input_shape, num_classes, width=8):
 
 def make_not_a_module(input_shape, num_classes):
     return {"input_shape": input_shape, "num_classes": num_classes}
+
+
+def make_refusing(input_shape, num_classes):
+    raise ValueError(f"no model for {num_classes} classes")
