@@ -17,7 +17,6 @@ in that round), so load that drifts between rounds hits both sides of each ratio
 Run: python benchmarks/runtimes.py   (about 3 minutes on 2 cores, most of it AOTInductor builds)
 """
 
-import copy
 import dataclasses
 import logging
 import statistics
@@ -26,10 +25,8 @@ import time
 import torch
 
 from trainers.data import load_dataset
-from trainers.deployable import DeployFormat, EagerDeployable
 from trainers.loop import TrialRecipe, build_trial_model, export_deployable
-from trainers.runtimes import ExportInputs, RuntimeUnavailable, export_to, runtime_versions
-from trainers.techniques.common import bake_weight_transforms
+from trainers.runtimes import RuntimeUnavailable, export_to, runtime_versions
 
 ROUNDS = 9
 BLOCK_SECONDS = 0.02
@@ -66,12 +63,8 @@ def dataset(shape):
 
 def export(recipe, data, runtime, choices):
     model, data, configs, _ = build_trial_model(dataclasses.replace(recipe, choices=choices, epochs=1), data)
-    model = bake_weight_transforms(model).eval()
-    eager, _ = export_deployable(copy.deepcopy(model), configs, CPU)
-    inputs = ExportInputs(
-        model, EagerDeployable(eager), DeployFormat(configs["quant_bits"].bits), data.x_test[:8], data.x_train[:256], CPU
-    )
-    return export_to(runtime, inputs)
+    exported = export_deployable(model, configs, data.x_test[:1])
+    return export_to(runtime, exported.inputs_for_runtimes(data.x_test[:8], data.x_train[:256], threads=1))
 
 
 def seconds_per_call(deployable, batch, calls):

@@ -75,6 +75,7 @@ def run_command(args: argparse.Namespace) -> int:
     search = sweep.search_algorithm(spec)
     with _resumable_on_interrupt(client, parent_id, spec):
         sweep.run_sweep(spec, data, [trial_logger, sweep.ProgressLog(spec, total)], results_path, search)
+        _measure_quietly(spec, data, client, parent_id)
     return _conclude(spec, client, parent_id, trial_logger, sweep.optuna_front(search))
 
 
@@ -98,7 +99,24 @@ def resume_command(args: argparse.Namespace) -> int:
     logger.info("resuming sweep %s (MLflow run %s) from %s", spec.name, parent.info.run_id, results_path)
     with _resumable_on_interrupt(client, parent.info.run_id, spec):
         trial_logger = sweep.resume_sweep(spec, data, results_path)
+        _measure_quietly(spec, data, client, parent.info.run_id)
     return _conclude(spec, client, parent.info.run_id, trial_logger, search_front=None)
+
+
+def _measure_quietly(spec, data, client, parent_id):
+    from orchestrator import bench, sweep
+
+    trials = bench.trials_to_measure(client, client.get_run(parent_id))
+    if not any(trial.baseline for trial in trials):
+        logger.warning("no finished baseline trial: latencies stay provisional (no quiet measurement)")
+        return
+    logger.info(
+        "measuring %d finished trials quietly in %s, paired with the baseline (%d rounds)",
+        len(trials), ", ".join(spec.deploy.runtimes), spec.deploy.rounds,
+    )  # fmt: skip
+    started = time.monotonic()
+    bench.log_measurements(client, parent_id, trials, sweep.measure_quietly(spec, data, trials))
+    logger.info("measured in %.0fs", time.monotonic() - started)
 
 
 def _connect_ray(spec, args):
@@ -183,7 +201,7 @@ def report_command(args: argparse.Namespace) -> int:
     parent = report.find_sweep_run(client, args.sweep)
     if args.register:  # the model is rebuilt from the stored spec: refuse one the user has not vouched for
         trust.vouched_spec(client, parent, args.spec, args.trust_stored_spec)
-    rows = report.sweep_rows(client, parent)
+    rows = report.sweep_rows(client, parent, host=args.host)
     print(report.format_rows(rows, args.format))
     if args.plot:
         report.plot_tradeoff(rows, args.plot, title=parent.data.tags.get(SWEEP_TAG, args.sweep))
@@ -199,6 +217,40 @@ def report_command(args: argparse.Namespace) -> int:
 
         version = registry.register_trial(client, parent, chosen, args.register).version
         print(f"registered as model {args.register!r} version {version}: models:/{args.register}/{version}", file=out)
+    return 0
+
+
+def bench_command(args: argparse.Namespace) -> int:
+    """`accelsweep bench SWEEP`: time a finished sweep's trials again on this machine, quietly and
+    paired with the baseline, in each runtime; log the figures under this host and print the table."""
+    from pydantic import ValidationError
+
+    from orchestrator.spec import DeploySpec, SpecError, tracking_uri
+
+    deploy_overrides = {key: value for key, value in (("runtimes", args.runtimes), ("rounds", args.rounds)) if value}
+    from orchestrator import bench, report, tracking, trust
+    from orchestrator.spec import load_data
+
+    client = tracking.connect(tracking_uri(args.uri), create=False)
+    parent = report.find_sweep_run(client, args.sweep)
+    spec, spec_path = trust.vouched_spec(client, parent, args.spec, args.trust_stored_spec)
+    try:
+        deploy = DeploySpec.model_validate(spec.deploy.model_dump() | deploy_overrides)
+    except ValidationError as error:
+        problem = error.errors()[0]
+        raise SpecError(f"bench --{problem['loc'][0]}: {problem['msg'].removeprefix('Value error, ')}") from None
+    spec = spec.model_copy(update={"deploy": deploy})
+    data = load_data(spec, spec_path)
+    trials = bench.trials_to_measure(client, parent)
+    device = "cuda" if args.gpu else "cpu"
+    logger.info("timing %d trials of %s on this machine (%s): %s", len(trials), args.sweep, device, ", ".join(deploy.runtimes))
+    try:
+        measured = bench.measure_trials(spec, data, trials, deploy.runtimes, device)
+    except ValueError as error:
+        raise UserError(f"{args.sweep}: {error}") from None
+    bench.log_measurements(client, parent.info.run_id, trials, measured)
+    print(report.format_rows(report.sweep_rows(client, parent, host=measured["host"]["host"])))
+    logger.info("figures logged under host %s (accelsweep report %s --host %s)", measured["host"]["host"], args.sweep, measured["host"]["host"])
     return 0
 
 
@@ -340,8 +392,34 @@ def _parser():
         help="with --max-accuracy-drop: log the chosen trial's deployable model into its run and "
         "register it in the MLflow Model Registry as MODEL",
     )
+    report.add_argument(
+        "--host",
+        help="show the latencies HOST measured (after `accelsweep bench` there); default: the latest measurement",
+    )
     _add_trust_options(report)
     report.set_defaults(command=report_command)
+
+    bench = commands.add_parser(
+        "bench",
+        help="time a finished sweep's trials again on this machine",
+        description=(
+            "Rebuild every finished trial of SWEEP from its logged weights, export it to each runtime, and "
+            "time them all round-robin with the baseline (deploy.rounds rounds, deploy.threads threads), "
+            "on this machine only: run it on the deployment machine against the same MLflow store. The "
+            "figures are logged under this host's name; `accelsweep report SWEEP --host HOST` shows them."
+        ),
+    )
+    bench.add_argument("sweep", help="the sweep's name (its newest run) or its parent run id")
+    bench.add_argument(
+        "--runtimes",
+        type=lambda text: [name.strip() for name in text.split(",") if name.strip()],
+        help="comma-separated runtimes, the primary first (default: the spec's deploy.runtimes)",
+    )
+    bench.add_argument("--rounds", type=int, help="interleaved rounds (default: the spec's deploy.rounds)")
+    bench.add_argument("--gpu", action="store_true", help="time on this machine's first CUDA device")
+    _add_uri_option(bench)
+    _add_trust_options(bench)
+    bench.set_defaults(command=bench_command)
 
     ui = commands.add_parser(
         "ui",

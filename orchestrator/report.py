@@ -21,15 +21,28 @@ from mlflow.tracking import MlflowClient
 
 from orchestrator.errors import UserError
 from orchestrator.mlflow_filters import quoted
-from orchestrator.tags import BASELINE_TAG, KIND_TAG, MODE_TAG, PARENT_TAG, STATUS_TAG, SWEEP_TAG, TRIAL_ID_TAG
-from trainers.metrics import METRICS, format_metric
+from orchestrator.tags import (
+    BASELINE_TAG,
+    KIND_TAG,
+    MODE_TAG,
+    NOTE_TAG_PREFIX,
+    PARENT_TAG,
+    RUNTIME_TAG,
+    STATUS_TAG,
+    SWEEP_TAG,
+    TRIAL_ID_TAG,
+)
+from trainers.metrics import BENCH_METRICS, METRICS, format_metric
 
-FRONT_OBJECTIVES = (("test_accuracy", "max"), ("latency_ms", "min"), ("size_bytes", "min"))
+FRONT_OBJECTIVES = (("test_accuracy", "max"), ("front_latency_ms", "min"), ("size_bytes", "min"))
+"""The front's objectives. `front_latency_ms` is the latency, except that a trial whose speedup
+interval contains 1.0 counts as exactly as fast as the baseline: noise puts no trial on the front."""
 COLUMNS = (
     "front",
     "mode",
     "trial_id",
     "status",
+    "runtime",
     "test_accuracy",
     "accuracy_drop",
     "latency_ms",
@@ -40,8 +53,16 @@ COLUMNS = (
     "size_bytes",
     "param_count",
     "speedup",
+    "speedup_interval",
     "compression",
 )
+MACHINE_COLUMNS = ("on_front",) + tuple(key for key in COLUMNS if key not in ("front", "speedup_interval")) + (
+    "speedup_low",
+    "speedup_high",
+    "latency_provisional_ms",
+    "run_id",
+)
+"""The JSON and CSV columns: numbers as numbers, the front as a boolean."""
 FORMATS = ("table", "csv", "json", "markdown")
 OPTIMIZE = {"latency": "latency_ms", "size": "size_bytes"}
 """What `select_trial` minimises: batch-1 median latency, or stored bytes."""
@@ -99,30 +120,39 @@ def find_sweep_run(client: MlflowClient, name_or_id: str):
     return runs[0]
 
 
-def sweep_rows(client: MlflowClient, parent_run) -> list[dict]:
+def sweep_rows(client: MlflowClient, parent_run, host: str | None = None) -> list[dict]:
     """One row per trial of the sweep, with ratios against the baseline and the Pareto front marked.
+
+    Latency and speedup are the quiet measurement phase's (paired with the baseline, in the primary
+    runtime); a sweep measured before that phase existed falls back to latency ratios.
 
     Args:
         client: the tracking client.
         parent_run: the sweep's parent run.
+        host: show the figures this host measured (`accelsweep bench` on it); None: the latest.
 
     Returns:
-        Rows (dicts keyed by COLUMNS), the baseline first, then by test accuracy, best first.
+        Rows (dicts keyed by COLUMNS and MACHINE_COLUMNS), the baseline first, then by test
+        accuracy, best first.
 
     Example:
         >>> rows = sweep_rows(client, find_sweep_run(client, "quickstart"))
     """
     children = client.search_runs(
         [parent_run.info.experiment_id],
-        filter_string=f"tags.{PARENT_TAG} = '{parent_run.info.run_id}'",
+        filter_string=f"tags.{PARENT_TAG} = {quoted(parent_run.info.run_id)}",
         max_results=10_000,
     )
     rows = [_row(run) for run in children]
+    if host is not None:
+        _use_host(client, rows, host)
     baseline = _baseline(rows)
     for row in rows:
         _add_ratios(row, baseline)
     for index in pareto_front(rows, FRONT_OBJECTIVES):
         rows[index]["front"] = "*"
+    for row in rows:
+        row["on_front"] = row["front"] == "*"
     rows.sort(key=lambda row: (not row["baseline"], -(row.get("test_accuracy") or -1)))
     return rows
 
@@ -167,14 +197,14 @@ def format_rows(rows: list[dict], fmt: str = "table") -> str:
         >>> print(format_rows(rows, "markdown"))
     """
     if fmt == "json":
-        return json.dumps([{key: row.get(key) for key in COLUMNS} for row in rows], indent=2)
+        return json.dumps([{key: row.get(key) for key in MACHINE_COLUMNS} for row in rows], indent=2)
     if fmt == "csv":
         buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=COLUMNS, extrasaction="ignore")
+        writer = csv.DictWriter(buffer, fieldnames=MACHINE_COLUMNS, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
         return buffer.getvalue()
-    cells = [[format_metric(key, row.get(key)) for key in COLUMNS] for row in rows]
+    cells = [[_cell(key, row) for key in COLUMNS] for row in rows]
     headers = [_header(key) for key in COLUMNS]
     widths = [max(len(text) for text in column) for column in zip(headers, *cells)]
     if fmt == "markdown":
@@ -183,8 +213,25 @@ def format_rows(rows: list[dict], fmt: str = "table") -> str:
         return "\n".join(lines)
     lines = ["  ".join(text.ljust(width) for text, width in zip(headers, widths))]
     lines += ["  ".join(text.ljust(width) for text, width in zip(row, widths)) for row in cells]
-    legend = "* = on the Pareto front of (test accuracy up, latency down, size down); ratios vs the baseline"
+    legend = (
+        "* = on the Pareto front of (test accuracy up, latency down, size down); ratios vs the baseline, "
+        "speedups paired round by round in the runtime shown (95% interval; ≈ = the interval holds 1.00x)"
+    )
     return "\n".join(lines + [legend])
+
+
+def _cell(key, row):
+    if key == "speedup" and _speedup_holds_one(row):
+        return f"≈{row['speedup']:.2f}x"
+    if key == "speedup_interval":
+        low, high = row.get("speedup_low"), row.get("speedup_high")
+        return f"{low:.2f}-{high:.2f}" if _is_number(low) and _is_number(high) else "-"
+    return format_metric(key, row.get(key))
+
+
+def _speedup_holds_one(row):
+    low, high = row.get("speedup_low"), row.get("speedup_high")
+    return _is_number(low) and _is_number(high) and low <= 1.0 <= high
 
 
 def _header(key):
@@ -192,6 +239,8 @@ def _header(key):
         return ""
     if key == "trial_id":
         return "trial"
+    if key == "speedup_interval":
+        return "95%"
     if key in METRICS and METRICS[key].header:
         return METRICS[key].header
     return key
@@ -199,9 +248,10 @@ def _header(key):
 
 def _row(run):
     tags, metrics = run.data.tags, run.data.metrics
-    row = {key: metrics.get(key) for key in COLUMNS if key in metrics}
+    row = {key: metrics.get(key) for key in MACHINE_COLUMNS if key in metrics}
     row |= {
         "front": "",
+        "runtime": tags.get(RUNTIME_TAG) or tags.get(f"{NOTE_TAG_PREFIX}runtime", "eager"),
         "mode": tags.get(MODE_TAG, "?"),
         "trial_id": tags.get(TRIAL_ID_TAG, run.info.run_id),
         "status": tags.get(STATUS_TAG, run.info.status.lower()),
@@ -211,20 +261,37 @@ def _row(run):
     return row
 
 
+def _use_host(client, rows, host):
+    from orchestrator.bench import host_figures  # reads the bench/<host>.json artifacts
+
+    for row in rows:
+        for key in BENCH_METRICS:
+            row.pop(key, None)
+        row |= host_figures(client, row["run_id"], host) or {}
+    if not any(_is_number(row.get("latency_ms")) for row in rows):
+        raise ReportError(f"host {host!r} measured no trial of this sweep (run `accelsweep bench` there)")
+
+
 def _measured(row):
     return row["status"] == "finished" and _is_number(row.get("latency_ms"))
 
 
 def _baseline(rows):
-    return next((row for row in rows if row["baseline"] and _measured(row)), None)
+    # the first baseline trial is the one the search started with and the measurement paired with
+    candidates = [row for row in rows if row["baseline"] and _measured(row)]
+    return min(candidates, key=lambda row: row["trial_id"], default=None)
 
 
 def _add_ratios(row, baseline):
-    if baseline is None or not _measured(row):
+    if baseline is None or row["status"] != "finished" or not _is_number(row.get("test_accuracy")):
         return
     row["accuracy_drop"] = baseline["test_accuracy"] - row["test_accuracy"]
-    row["speedup"] = baseline["latency_ms"] / row["latency_ms"]
     row["compression"] = baseline["size_bytes"] / row["size_bytes"]
+    if not _measured(row):
+        return
+    if not _is_number(row.get("speedup")):  # measured before the paired phase existed
+        row["speedup"] = baseline["latency_ms"] / row["latency_ms"]
+    row["front_latency_ms"] = baseline["latency_ms"] if _speedup_holds_one(row) else row["latency_ms"]
 
 
 def _dominates(a, b):
@@ -314,6 +381,21 @@ def plot_tradeoff(rows: list[dict], path: str, title: str = "sweep") -> Figure:
     draw([row for row in points if not row["front"] and not row["baseline"]], color="0.7", alpha=0.7, zorder=2)
     draw([row for row in points if row["front"] and not row["baseline"]], color="tab:blue", alpha=0.85, zorder=3)
     draw([row for row in points if row["baseline"]], color="tab:red", marker="*", zorder=4)
+    intervals = [row for row in points if _is_number(row.get("speedup_low")) and _is_number(row.get("speedup_high"))]
+    if intervals:  # the paired speedup's 95% interval, as a latency range around each point
+        axes.errorbar(
+            [row["latency_ms"] for row in intervals],
+            [row["test_accuracy"] for row in intervals],
+            xerr=[
+                [row["latency_ms"] * (1 - row["speedup"] / row["speedup_high"]) for row in intervals],
+                [row["latency_ms"] * (row["speedup"] / row["speedup_low"] - 1) for row in intervals],
+            ],
+            fmt="none",
+            ecolor="0.35",
+            elinewidth=0.8,
+            capsize=2,
+            zorder=1,
+        )
 
     staircase = sorted((points[i] for i in pareto_front(points, FRONT_OBJECTIVES[:2])), key=lambda r: r["latency_ms"])
     axes.step(
@@ -352,7 +434,11 @@ def plot_tradeoff(rows: list[dict], path: str, title: str = "sweep") -> Figure:
             zorder=5,
         )
     axes.yaxis.set_major_formatter(PercentFormatter(xmax=1.0))
-    axes.set_xlabel("inference latency, batch 1, median (ms)" + (", log scale" if log_scale else ""))
+    runtime = points[0].get("runtime", "eager")
+    axes.set_xlabel(
+        f"inference latency in {runtime}, batch 1, median (ms; bars: 95% interval of the paired speedup)"
+        + (", log scale" if log_scale else "")
+    )
     axes.set_ylabel("test accuracy")
     axes.set_title(f"{title}: test accuracy vs latency of {len(points)} measured trials\nmarker area = stored size")
     axes.grid(True, which="major", alpha=0.3)
@@ -427,7 +513,7 @@ def describe_choice(row: dict, max_accuracy_drop: float, optimize: str = "latenc
         f"  trial {row['trial_id']}, MLflow run {row['run_id']}",
         f"  test accuracy {row['test_accuracy']:.4f} "
         f"(baseline {baseline_accuracy:.4f}, drop {row['accuracy_drop']:.4f})",
-        f"  latency {row['latency_ms']:.4f} ms (speedup {row['speedup']:.2f}x), "
+        f"  latency {row['latency_ms']:.4f} ms in {row.get('runtime', 'eager')} (speedup {_cell('speedup', row)}), "
         f"size {_size_text(row['size_bytes'])} (compression {row['compression']:.2f}x)",
     ]
     if row["baseline"]:

@@ -7,8 +7,10 @@ path and the value.
 """
 
 import difflib
+import importlib.util
 import math
 import os
+import pkgutil
 import reprlib
 from pathlib import Path
 from typing import Any, Literal
@@ -128,6 +130,44 @@ class ResourcesSpec(_Section):
     max_failures: int = Field(default=2, ge=0)
 
 
+def runtime_names() -> tuple[str, ...]:
+    """The deployment runtimes `deploy.runtimes` may name: the modules of `trainers.runtimes`
+    (each registers the runtime of its own name), found without importing torch.
+
+    Example:
+        >>> runtime_names()
+        ('aotinductor', 'compile', 'eager', 'onnxruntime')
+    """
+    folder = importlib.util.find_spec("trainers.runtimes").submodule_search_locations
+    return tuple(sorted(module.name for module in pkgutil.iter_modules(folder) if not module.name.startswith("_")))
+
+
+class DeploySpec(_Section):
+    runtimes: list[str] = Field(default=["onnxruntime", "eager"], min_length=1, max_length=8)
+    batch_sizes: list[int] = Field(default=[1, 256], min_length=1, max_length=8)
+    threads: int = Field(default=1, ge=1, le=1024)
+    rounds: int = Field(default=7, ge=3, le=1000)
+    max_abs_diff: float = Field(default=0.05, gt=0, le=1)
+
+    @field_validator("runtimes")
+    @classmethod
+    def _known_runtimes(cls, runtimes):
+        known = runtime_names()
+        for name in runtimes:
+            if name not in known:
+                raise ValueError(f"unknown runtime{_did_you_mean(name, known)}; valid: {', '.join(known)}")
+        if len(set(runtimes)) != len(runtimes):
+            raise ValueError(f"each runtime once, got {runtimes}")
+        return runtimes
+
+    @field_validator("batch_sizes")
+    @classmethod
+    def _batch_sizes(cls, batch_sizes):
+        if 1 not in batch_sizes or len(set(batch_sizes)) != len(batch_sizes) or not all(1 <= b <= 65536 for b in batch_sizes):
+            raise ValueError(f"distinct sizes from 1 to 65536, including 1 (the report's latency), got {batch_sizes}")
+        return sorted(batch_sizes)
+
+
 class TrackingSpec(_Section):
     experiment: str | None = None
     uri: str | None = None
@@ -148,6 +188,7 @@ class Spec(_Section):
     space: dict[str, Any] = Field(default_factory=dict)
     search: SearchSpec = Field(default_factory=SearchSpec)
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
+    deploy: DeploySpec = Field(default_factory=DeploySpec)
     tracking: TrackingSpec = Field(default_factory=TrackingSpec)
     ray: RaySpec = Field(default_factory=RaySpec)
 

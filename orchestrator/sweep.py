@@ -12,11 +12,13 @@ from ray import cloudpickle, tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search import BasicVariantGenerator, Searcher
 from ray.tune.search.optuna import OptunaSearch
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from orchestrator.spec import Spec, domain_of
 from orchestrator.trial_logger import TrialLogger
 from orchestrator.trial import trial_driver, trial_mode, worker_resources, workers_of
 from trainers.data import Dataset
+from trainers.metrics import online_name
 from trainers.techniques import TECHNIQUES, off_value
 
 logger = logging.getLogger(__name__)
@@ -202,6 +204,39 @@ def resume_sweep(spec: Spec, data: Dataset, results_path: str):
     return next(callback for callback in callbacks if isinstance(callback, TrialLogger))
 
 
+def measure_quietly(spec: Spec, data: Dataset, trials: list) -> dict:
+    """The measurement phase, as one Ray task that holds every CPU (and a GPU, for a GPU sweep) of one
+    node, so that nothing else runs there while it times.
+
+    Args:
+        spec: the sweep's spec.
+        data: the data set.
+        trials: `bench.trials_to_measure`'s list.
+
+    Returns:
+        `bench.measure_trials`'s figures.
+
+    Example:
+        >>> figures = measure_quietly(spec, data, bench.trials_to_measure(client, parent))
+    """
+    device = "cuda" if spec.resources.gpus_per_worker > 0 else "cpu"
+    needs = "GPU" if device == "cuda" else "CPU"
+    nodes = [node for node in ray.nodes() if node.get("Alive") and node["Resources"].get(needs, 0) >= 1]
+    node = max(nodes, key=lambda node: node["Resources"].get("CPU", 0))
+    task = ray.remote(_measure_task).options(
+        num_cpus=node["Resources"].get("CPU", 0),
+        num_gpus=1 if device == "cuda" else 0,
+        scheduling_strategy=NodeAffinitySchedulingStrategy(node["NodeID"], soft=False),
+    )
+    return ray.get(task.remote(spec.model_dump_json(), data, trials, list(spec.deploy.runtimes), device))
+
+
+def _measure_task(spec_json, data, trials, runtimes, device):
+    from orchestrator.bench import measure_trials
+
+    return measure_trials(Spec.model_validate_json(spec_json), data, trials, runtimes, device)
+
+
 def _trainable(spec, data):
     return tune.with_resources(
         tune.with_parameters(trial_driver, spec_json=spec.model_dump_json(), data_ref=[ray.put(data)]),
@@ -240,7 +275,7 @@ class ProgressLog(tune.Callback):
         done = 1 + sum(other.status in ("TERMINATED", "ERROR") for other in others)
         running = sum(other.status == "RUNNING" for other in others)
         result = trial.last_result or {}
-        metric, mode = self.spec.search.metrics[0], self.spec.search.modes[0]
+        metric, mode = online_name(self.spec.search.metrics[0]), self.spec.search.modes[0]
         value = result.get(metric)
         name = trial_mode(self.spec, trial.config)
         if result.get("diverged"):
@@ -293,7 +328,7 @@ def search_algorithm(spec: Spec):
         >>> search_algorithm(spec)
         <ray.tune.search.basic_variant.BasicVariantGenerator ...>
     """
-    metrics, modes = spec.search.metrics, spec.search.modes
+    metrics, modes = [online_name(metric) for metric in spec.search.metrics], spec.search.modes
     baseline = [baseline_choices(spec)]
     if spec.search.algorithm == "optuna":
         if len(metrics) == 1:

@@ -20,6 +20,7 @@ from ray.tune.integration.ray_train import CHECKPOINT_PATH_KEY, TuneReportCallba
 
 from orchestrator.spec import Spec
 from trainers.checkpoints import TRAINED_FILE, load_trained, save_atomically
+from trainers.deployable import Deployable
 from trainers.loop import TrialRecipe, train_trial
 from trainers.techniques import mode_string, techniques_from_choices
 
@@ -51,7 +52,10 @@ def recipe_for(spec: Spec, choices: dict, device: str = "cpu") -> TrialRecipe:
         channels=tuple(spec.model.channels),
         model_options=dict(spec.model.options),
         threads=max(1, int(spec.resources.cpus_per_worker)),
+        measure_threads=spec.deploy.threads,
         device=device,
+        runtime=spec.deploy.runtimes[0],
+        max_abs_diff=spec.deploy.max_abs_diff,
     )
 
 
@@ -164,7 +168,10 @@ def _as_checkpoint(checkpoint, directory, checkpoint_class):
     if checkpoint is None:
         return None
     for stem, state in checkpoint.items():
-        save_atomically(state, os.path.join(directory, f"{stem}.pt"))
+        if isinstance(state, Deployable):
+            state.save(directory)  # the shipped artifact, in its runtime's own format
+        else:
+            save_atomically(state, os.path.join(directory, f"{stem}.pt"))
     return checkpoint_class.from_directory(directory)
 
 

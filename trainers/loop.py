@@ -6,6 +6,7 @@ inside a Ray Tune trial, inside a Ray Train worker, or on a bare GPU box. When
 wrapped in DistributedDataParallel and every rank trains on its own shard of the training split.
 """
 
+import copy
 import logging
 import math
 import time
@@ -17,10 +18,10 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from trainers import techniques
+from trainers import runtimes, techniques
 from trainers.checkpoints import load_trained
 from trainers.data import Dataset
-from trainers.deployable import DeployFormat, EagerDeployable
+from trainers.deployable import Deployable, DeployFormat, EagerDeployable
 from trainers.measure import evaluate, measure_deployable
 from trainers.models import build_model
 from trainers.techniques.common import bake_weight_transforms
@@ -31,6 +32,8 @@ Report = Callable[[dict[str, float], dict[str, Any] | None], None]
 """`report(metrics, checkpoint)`: checkpoint maps a file stem to an object to `torch.save`."""
 
 OPTIMIZERS = ("adamw", "adam", "sgd")
+CALIBRATION_ROWS = 256
+"""Training rows a runtime may calibrate static quantisation with."""
 
 
 @dataclass(frozen=True)
@@ -45,6 +48,10 @@ class TrialRecipe:
         threads: intra-op threads for training on CPU.
         measure_threads: threads for the latency measurement (fixed, so trials compare).
         device: "cpu", "cuda" or "cuda:N".
+        runtime: the primary deployment runtime (a name in `trainers.runtimes.RUNTIMES`): test
+            accuracy and the provisional latency are measured there, and its artifact is shipped.
+        max_abs_diff: the largest difference allowed between the runtime's logits and the eager
+            PyTorch model's, relative to the largest eager logit; beyond it the trial fails.
 
     Example:
         >>> TrialRecipe(model_kind="mlp", choices={"rank": 8}, epochs=2)
@@ -63,6 +70,8 @@ class TrialRecipe:
     threads: int = 1
     measure_threads: int = 1
     device: str = "cpu"
+    runtime: str = "eager"
+    max_abs_diff: float = 0.05
 
 
 def build_trial_model(recipe: TrialRecipe, data: Dataset) -> tuple[nn.Module, Dataset, dict, dict]:
@@ -94,9 +103,33 @@ def build_trial_model(recipe: TrialRecipe, data: Dataset) -> tuple[nn.Module, Da
     return model.to(recipe.device), data, configs, notes
 
 
-def export_deployable(
-    model: nn.Module, configs: dict, example: torch.Tensor
-) -> tuple[EagerDeployable, DeployFormat, dict, dict]:
+@dataclass
+class Exported:
+    """A trained model ready for every runtime: what `export_deployable` returns.
+
+    Attributes:
+        float_model: the trained model with its weight transforms baked in (low rank factorised,
+            pruned zeros, weights on the quantisation grid), before any technique's export.
+        eager: the techniques' own eager export (the "eager" runtime's deployable).
+        fmt: how the techniques ask the deployed weights to be stored.
+        notes: the export's notes for the trial's tags.
+        metrics: figures the export measured.
+    """
+
+    float_model: nn.Module
+    eager: EagerDeployable
+    fmt: DeployFormat
+    notes: dict
+    metrics: dict
+
+    def inputs_for_runtimes(self, example: torch.Tensor, calibration: torch.Tensor, threads: int) -> runtimes.ExportInputs:
+        """What `trainers.runtimes.export_to` takes, for this trained model."""
+        return runtimes.ExportInputs(
+            self.float_model, self.eager, self.fmt, example, calibration, example.device, threads
+        )
+
+
+def export_deployable(model: nn.Module, configs: dict, example: torch.Tensor) -> Exported:
     """Turn the trained model into the one that would be deployed, and measured.
 
     Training-time weight transforms (pruning masks, fake quantisation) are baked in; then every
@@ -108,19 +141,60 @@ def export_deployable(
         example: one input batch, on the device the deployable runs on.
 
     Returns:
-        (the eager deployable, how its weights are stored, notes for the trial's tags, metrics
-        the export measured).
+        The float model, the eager deployable, how its weights are stored, notes and metrics.
 
     Example:
-        >>> deployable, fmt, notes, metrics = export_deployable(model, configs, x_test[:1])
+        >>> exported = export_deployable(model, configs, x_test[:1])
+        >>> exported.eager(x_test[:1]).shape
+        torch.Size([1, 10])
     """
     context = techniques.ExportContext(example.device, example, DeployFormat(), {}, {})
-    module = techniques.export(bake_weight_transforms(model).eval(), configs, context)
+    baked = bake_weight_transforms(model).eval()
+    float_model = copy.deepcopy(baked)
+    module = techniques.export(baked, configs, context)
     context.fmt.notes = dict(context.notes)
-    return EagerDeployable(module), context.fmt, context.notes, context.metrics
+    return Exported(float_model, EagerDeployable(module), context.fmt, context.notes, context.metrics)
 
 
-def rebuild_deployable(recipe: TrialRecipe, data: Dataset, trained_path: str) -> tuple[EagerDeployable, Dataset]:
+class RuntimeDisagreement(Exception):
+    """A runtime's logits differ from the eager PyTorch model's by more than the tolerance."""
+
+
+def deploy_to(runtime: str, exported: Exported, data: Dataset, device: torch.device, threads: int = 1) -> Deployable:
+    """Export a trained model to one runtime, with calibration rows from the training split.
+
+    Args:
+        runtime: a name in `trainers.runtimes.RUNTIMES`.
+        exported: from `export_deployable`.
+        data: the data set as the model reads it.
+        device: where the deployable runs.
+        threads: intra-op threads of the runtime.
+
+    Raises:
+        RuntimeUnavailable: the runtime cannot run this model here (the message says why).
+
+    Example:
+        >>> deploy_to("onnxruntime", export_deployable(model, configs, x[:1]), data, torch.device("cpu"))
+    """
+    inputs = exported.inputs_for_runtimes(
+        data.x_test[:8].to(device), data.x_train[:CALIBRATION_ROWS].to(device), threads
+    )
+    return runtimes.export_to(runtime, inputs)
+
+
+def runtime_difference(deployable: Deployable, eager: Deployable, x: torch.Tensor) -> float:
+    """The largest difference between a runtime's logits and the eager model's on `x`, relative
+    to the largest eager logit (so one tolerance fits models whose logits are 1 or 100).
+
+    Example:
+        >>> runtime_difference(onnx_deployable, exported.eager, data.x_test[:256])
+        3.1e-07
+    """
+    reference = eager(x).float()
+    return (deployable(x).float() - reference).abs().max().item() / max(reference.abs().max().item(), 1e-12)
+
+
+def rebuild_deployable(recipe: TrialRecipe, data: Dataset, trained_path: str) -> tuple[Exported, Dataset]:
     """Rebuild a finished trial's deployable model from its recipe and its `trained.pt` checkpoint.
 
     The same steps as the trial itself took (build, load the trained weights, export), so the
@@ -132,19 +206,18 @@ def rebuild_deployable(recipe: TrialRecipe, data: Dataset, trained_path: str) ->
         trained_path: the trial's `trained.pt`.
 
     Returns:
-        (the eager deployable, the data set as the model reads it).
+        (the exported model, ready for every runtime; the data set as the model reads it).
 
     Raises:
         CheckpointError: the checkpoint is missing, corrupt or not a trial checkpoint.
 
     Example:
-        >>> deployable, model_data = rebuild_deployable(recipe, data, "model/trained.pt")
+        >>> exported, model_data = rebuild_deployable(recipe, data, "model/trained.pt")
+        >>> deploy_to("onnxruntime", exported, model_data, torch.device("cpu"))
     """
     model, model_data, configs, _ = build_trial_model(recipe, data)
     model.load_state_dict(load_trained(trained_path)["model"])
-    example = model_data.x_test[:1].to(recipe.device)
-    deployable, _, _, _ = export_deployable(model, configs, example)
-    return deployable, model_data
+    return export_deployable(model, configs, model_data.x_test[:1].to(recipe.device)), model_data
 
 
 def train_trial(
@@ -153,8 +226,9 @@ def train_trial(
     """Train one trial, export its deployable model, measure it, and report along the way.
 
     After every epoch `report` gets the epoch's metrics and a checkpoint {"trained": state}.
-    After the last it gets the final metrics (test accuracy, latency, size, ...) and the
-    checkpoint {"trained": state, "deployable": state_dict}. A loss that becomes NaN or inf
+    After the last it exports the model to the recipe's runtime, measures test accuracy, size and
+    a provisional latency there, and reports them with the checkpoint {"trained": state,
+    "deployable": the runtime's Deployable (save it with its `save`)}. A loss that becomes NaN or inf
     stops the trial at once with {"diverged": 1, "diverged_epoch": epoch} (epochs count from 1).
 
     Args:
@@ -224,13 +298,35 @@ def train_trial(
 
     trained_state = _trained_state(model, optimizer, recipe.epochs)
     final = epoch_metrics | wrap_metrics | _replica_agreement(model, world_size)
-    deployable, _, export_notes, export_metrics = export_deployable(model, configs, data.x_test[:1].to(device))
-    final |= export_metrics | measure_deployable(deployable, data, device, recipe.measure_threads)
+    exported = export_deployable(model, configs, data.x_test[:1].to(device))
+    runtime_notes = {"runtime": recipe.runtime}
+    try:
+        deployable = deploy_to(recipe.runtime, exported, data, device, recipe.measure_threads)
+    except runtimes.RuntimeUnavailable as error:
+        # said in the trial's tags and the report's runtime column; its quiet latency stays empty
+        logger.warning("trial %s: %s; its accuracy is measured on the eager model", notes["mode"], error)
+        deployable = exported.eager
+        runtime_notes = {"runtime": "eager", "runtime_unavailable": str(error)}
+    difference = runtime_difference(deployable, exported.eager, data.x_test[:256].to(device))
+    if difference > recipe.max_abs_diff:
+        raise RuntimeDisagreement(
+            f"{recipe.runtime}'s logits differ from the eager PyTorch model's by {difference:.3g} of the largest "
+            f"logit (tolerance {recipe.max_abs_diff:g}): the {recipe.runtime} artifact is not the model that was trained"
+        )
+    measured = measure_deployable(deployable, data, device, recipe.measure_threads)
+    final |= exported.metrics | _provisional(measured) | {"runtime_max_abs_diff": difference}
     final |= {"world_size": world_size, "train_seconds": train_seconds, "resumed_from_epoch": start_epoch}
     logger.info("trial %s finished: %s", notes["mode"], final)
-    checkpoint = {"trained": trained_state, "deployable": deployable.module.state_dict()}
-    report(final | {"notes": notes | export_notes}, checkpoint)
+    notes |= exported.notes | getattr(deployable, "notes", {}) | runtime_notes
+    report(final | {"notes": notes}, {"trained": trained_state, "deployable": deployable})
     return final
+
+
+def _provisional(measured):
+    # timed while other trials may train on the same cores: the quiet measurement phase replaces it
+    latencies = {"latency_ms": "latency_provisional_ms", "latency_b256_ms": "latency_b256_provisional_ms"}
+    kept = {key: value for key, value in measured.items() if "latency" not in key and "samples_per_s" not in key}
+    return kept | {provisional: measured[key] for key, provisional in latencies.items()}
 
 
 def _distributed_rank():

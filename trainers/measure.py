@@ -15,6 +15,7 @@ import torch.nn.functional as F
 
 from trainers.data import Dataset
 from trainers.deployable import Deployable
+from trainers.metrics import latency_name
 
 logger = logging.getLogger(__name__)
 
@@ -111,10 +112,6 @@ def measure_latency(
     }
 
 
-def _latency_key(batch_size: int) -> str:
-    return "latency" if batch_size == 1 else f"latency_b{batch_size}"
-
-
 def measure_inference(
     model: Model,
     sample: torch.Tensor,
@@ -149,10 +146,10 @@ def measure_inference(
     for batch_size in batch_sizes:
         rows = torch.arange(batch_size, device=sample.device) % len(sample)
         latency = measure_latency(model, sample[rows], threads=threads)
-        metrics[f"{_latency_key(batch_size)}_ms"] = latency["median_ms"]
-        metrics[f"{_latency_key(batch_size)}_p95_ms"] = latency["p95_ms"]
+        metrics[latency_name(batch_size)] = latency["median_ms"]
+        metrics[latency_name(batch_size, "p95_ms")] = latency["p95_ms"]
     largest = max(batch_sizes)
-    metrics["inference_samples_per_s"] = largest / (metrics[f"{_latency_key(largest)}_ms"] / 1000.0)
+    metrics["inference_samples_per_s"] = largest / (metrics[latency_name(largest)] / 1000.0)
     logger.info("inference on %s: %s", sample.device, metrics)
     return metrics
 

@@ -16,11 +16,14 @@ class Metric:
     Attributes:
         name: the MLflow metric name.
         phase: "epoch" (reported after every epoch, logged with the epoch as step), "final"
-            (reported once, when the trial ends) or "report" (derived by the report from the rows).
+            (reported once, when the trial ends), "bench" (the quiet, paired measurement phase
+            after the trials) or "report" (derived by the report from the rows).
         direction: "max" or "min" when a search or the front may optimise it, else None.
         unit: what the number counts, e.g. "fraction", "ms", "bytes", "s".
         header: the report column's header.
         fmt: the report cell's format: a format spec such as ".4f", "ratio" (1.23x) or "kB".
+        online: for a "bench" metric a search may optimise, the provisional metric the trials
+            report while the search runs (the quiet figure comes only after every trial ended).
 
     Example:
         >>> METRICS["latency_ms"].direction
@@ -33,6 +36,7 @@ class Metric:
     unit: str
     header: str = ""
     fmt: str = ".4f"
+    online: str | None = None
 
 
 _TABLE = (
@@ -44,11 +48,9 @@ _TABLE = (
     Metric("sparsity", "epoch", None, "fraction"),
     Metric("test_accuracy", "final", "max", "fraction", "test_acc"),
     Metric("test_loss", "final", "min", "nats"),
-    Metric("latency_ms", "final", "min", "ms", "lat_b1_ms"),
-    Metric("latency_p95_ms", "final", "min", "ms", "p95_b1_ms"),
-    Metric("latency_b256_ms", "final", "min", "ms", "lat_b256_ms"),
-    Metric("latency_b256_p95_ms", "final", "min", "ms"),
-    Metric("inference_samples_per_s", "final", "max", "samples/s", "infer/s", ".0f"),
+    Metric("latency_provisional_ms", "final", "min", "ms"),
+    Metric("latency_b256_provisional_ms", "final", "min", "ms"),
+    Metric("runtime_max_abs_diff", "final", None, "fraction of the largest logit"),
     Metric("param_count", "final", "min", "count", "params", ".0f"),
     Metric("size_bytes", "final", "min", "bytes", "size_kB", "kB"),
     Metric("train_seconds", "final", None, "s"),
@@ -60,18 +62,57 @@ _TABLE = (
     Metric("compile_seconds", "final", None, "s"),
     Metric("inference_compile_seconds", "final", None, "s"),
     Metric("resumed_from_epoch", "final", None, "epoch"),
+    Metric("latency_ms", "bench", "min", "ms", "lat_b1_ms", online="latency_provisional_ms"),
+    Metric("latency_p95_ms", "bench", None, "ms", "p95_b1_ms"),
+    Metric("latency_b256_ms", "bench", "min", "ms", "lat_b256_ms", online="latency_b256_provisional_ms"),
+    Metric("latency_b256_p95_ms", "bench", None, "ms"),
+    Metric("inference_samples_per_s", "bench", None, "samples/s", "infer/s", ".0f"),
+    Metric("speedup", "bench", None, "ratio", "speedup", "ratio"),
+    Metric("speedup_low", "bench", None, "ratio", "", "ratio"),
+    Metric("speedup_high", "bench", None, "ratio", "", "ratio"),
     Metric("accuracy_drop", "report", None, "fraction", "acc_drop"),
-    Metric("speedup", "report", None, "ratio", "speedup", "ratio"),
     Metric("compression", "report", None, "ratio", "compression", "ratio"),
 )
 
 METRICS: dict[str, Metric] = {metric.name: metric for metric in _TABLE}
 EPOCH_METRICS = tuple(m.name for m in _TABLE if m.phase == "epoch")
 FINAL_METRICS = tuple(m.name for m in _TABLE if m.phase == "final")
-OBJECTIVES = tuple(m.name for m in _TABLE if m.direction is not None and m.phase != "report")
-"""What `search.metric` may name: measured metrics with a direction."""
+BENCH_METRICS = tuple(m.name for m in _TABLE if m.phase == "bench")
+OBJECTIVES = tuple(m.name for m in _TABLE if m.direction is not None and (m.phase != "bench" or m.online))
+"""What `search.metric` may name: measured metrics with a direction (a quiet latency is searched
+by its provisional figure: `online_name`)."""
 EPOCH_OBJECTIVES = tuple(name for name in OBJECTIVES if METRICS[name].phase == "epoch")
 """What a scheduler that stops trials early (ASHA) may compare: reported after every epoch."""
+
+
+def online_name(name: str) -> str:
+    """The metric a search sees for `name` while the trials run.
+
+    Example:
+        >>> online_name("latency_ms"), online_name("val_accuracy")
+        ('latency_provisional_ms', 'val_accuracy')
+    """
+    return METRICS[name].online or name if name in METRICS else name
+
+
+def latency_name(batch_size: int, suffix: str = "ms") -> str:
+    """The metric of the primary runtime's latency at one batch size.
+
+    Example:
+        >>> latency_name(1), latency_name(256), latency_name(256, "p95_ms")
+        ('latency_ms', 'latency_b256_ms', 'latency_b256_p95_ms')
+    """
+    return f"latency_{suffix}" if batch_size == 1 else f"latency_b{batch_size}_{suffix}"
+
+
+def runtime_latency_name(runtime: str, batch_size: int) -> str:
+    """The metric holding one runtime's quiet median latency at one batch size.
+
+    Example:
+        >>> runtime_latency_name("onnxruntime", 1), runtime_latency_name("eager", 256)
+        ('latency_onnxruntime_ms', 'latency_eager_b256_ms')
+    """
+    return f"latency_{runtime}_ms" if batch_size == 1 else f"latency_{runtime}_b{batch_size}_ms"
 
 
 def format_metric(name: str, value: object) -> str:

@@ -10,10 +10,9 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from orchestrator.spec import parse_spec
-from orchestrator.tracking import KIND_TAG, RESULTS_PATH_TAG, SWEEP_TAG
+from orchestrator.tags import KIND_TAG, RESULTS_PATH_TAG, SWEEP_TAG
 from orchestrator.trust import TrustError, stored_spec_risks, vouched_spec
 
-from tests.orchestrator.test_cli import assert_clean_user_error
 
 
 def store_sweep(uri, spec, results_path):

@@ -7,8 +7,9 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from trainers.data import load_dataset
-from trainers.loop import TrialRecipe, build_trial_model, export_deployable, train_trial
-from trainers.metrics import EPOCH_METRICS
+from trainers.deployable import Deployable
+from trainers.loop import RuntimeDisagreement, TrialRecipe, build_trial_model, export_deployable, train_trial
+from trainers.metrics import EPOCH_METRICS, FINAL_METRICS
 from trainers.techniques.prune import SparseLinear, update_pruning
 from trainers.techniques.quantize import PackedLinear
 
@@ -19,16 +20,21 @@ def digits():
 
 
 class Recorder:
-    def __init__(self):
+    def __init__(self, directory=None):
         self.reports = []
+        self.directory = directory
 
     def __call__(self, metrics, checkpoint):
         # Round-trip the checkpoint through bytes as the orchestrator does (torch.save, then a
-        # weights_only load), so anything that cannot be stored or safely loaded fails here.
+        # weights_only load; a Deployable saves itself), so anything that cannot be stored or
+        # safely loaded fails here.
         stored = None
         if checkpoint is not None:
             stored = {}
             for stem, state in checkpoint.items():
+                if isinstance(state, Deployable):
+                    stored[stem] = state.save(str(self.directory)) if self.directory else state
+                    continue
                 buffer = io.BytesIO()
                 torch.save(state, buffer)
                 buffer.seek(0)
@@ -43,8 +49,9 @@ def test_baseline_trains_reports_every_epoch_and_measures(digits):
     assert all(set(EPOCH_METRICS) <= set(m) for m, _ in recorder.reports)
     assert all(c is not None and "trained" in c for _, c in recorder.reports)
     assert final["test_accuracy"] > 0.8
-    assert final["latency_p95_ms"] >= final["latency_ms"] > 0
+    assert final["latency_b256_provisional_ms"] > final["latency_provisional_ms"] > 0
     assert final["size_bytes"] > 4 * final["param_count"] > 0
+    assert set(final) - {"epoch"} <= set(FINAL_METRICS) | set(EPOCH_METRICS)
     assert final["world_size"] == 1
     assert "deployable" in recorder.reports[-1][1]
     assert recorder.reports[-1][0]["notes"]["mode"] == "baseline"
@@ -60,8 +67,9 @@ def test_baseline_trains_reports_every_epoch_and_measures(digits):
 def test_export_stores_what_the_technique_promises(digits, choices, layer_type):
     model, _, configs, _ = build_trial_model(TrialRecipe(hidden=(64,), choices=choices), digits)
     update_pruning(model, configs["sparsity"], epoch=0, epochs=1)
-    deployable, fmt, _, _ = export_deployable(model, configs, digits.x_test[:1])
-    assert any(isinstance(module, layer_type) for module in deployable.module.modules())
+    exported = export_deployable(model, configs, digits.x_test[:1])
+    assert any(isinstance(module, layer_type) for module in exported.eager.module.modules())
+    fmt = exported.fmt
     assert (fmt.weight_bits, fmt.sparse) == ((4, False) if "quant_bits" in choices else (32, True))
 
 
@@ -131,7 +139,33 @@ def test_compiled_trial_reports_compile_time_apart_and_the_same_outputs(digits):
     # the compiled deployable model computes what the eager one does
     model, data, configs, _ = build_trial_model(TrialRecipe(hidden=(16,)), digits)
     model.load_state_dict(recorder.reports[-1][1]["trained"]["model"])
-    eager, _, _, _ = export_deployable(model, configs, data.x_test[:1])
+    eager = export_deployable(model, configs, data.x_test[:1]).eager
     compiled = torch.compile(eager.module)
     with torch.no_grad():
         torch.testing.assert_close(compiled(data.x_test[:8]), eager(data.x_test[:8]))
+
+
+def test_the_primary_runtime_measures_accuracy_and_ships_its_artifact(digits, tmp_path):
+    recorder = Recorder(tmp_path)
+    final = train_trial(TrialRecipe(epochs=1, hidden=(32,), choices={"quant_bits": 8}, runtime="onnxruntime"), digits, recorder)
+    metrics, checkpoint = recorder.reports[-1]
+    assert metrics["notes"]["runtime"] == "onnxruntime" and "int8" in metrics["notes"]["onnx_weights"]
+    assert checkpoint["deployable"] == str(tmp_path / "model.onnx") and (tmp_path / "model.onnx").stat().st_size > 0
+    assert final["size_bytes"] == (tmp_path / "model.onnx").stat().st_size
+    assert 0 <= final["runtime_max_abs_diff"] <= 0.05
+    # timed while others may train: provisional only; the quiet phase gives latency_ms
+    assert final["latency_provisional_ms"] > 0 and "latency_ms" not in final
+
+
+def test_a_runtime_that_disagrees_with_pytorch_fails_the_trial(digits):
+    recipe = TrialRecipe(epochs=1, hidden=(32,), choices={"quant_bits": 4}, runtime="onnxruntime", max_abs_diff=1e-9)
+    with pytest.raises(RuntimeDisagreement, match="onnxruntime's logits differ from the eager PyTorch model's"):
+        train_trial(recipe, digits, Recorder())
+
+
+def test_a_runtime_that_cannot_run_the_trial_says_so_and_the_eager_model_is_measured(digits):
+    recorder = Recorder()
+    train_trial(TrialRecipe(epochs=1, hidden=(32,), choices={"quant_bits": 16}, runtime="onnxruntime"), digits, recorder)
+    notes = recorder.reports[-1][0]["notes"]
+    assert notes["runtime"] == "eager"
+    assert notes["runtime_unavailable"].startswith("onnxruntime: 16-bit weights run on the CUDA execution provider only")

@@ -7,7 +7,7 @@ import copy
 import torch
 from torch import nn
 
-from trainers.deployable import DeployFormat, EagerDeployable
+from trainers.deployable import DeployFormat
 from trainers.loop import export_deployable
 from trainers.runtimes import ExportInputs
 from trainers.techniques import techniques_from_choices
@@ -48,6 +48,6 @@ def export_inputs(model: nn.Module, bits: int = 32, sparsity: float = 0.0, rank:
     update_pruning(model, configs["sparsity"], epoch=0, epochs=1)
     apply_fake_quant(model, configs["quant_bits"])
     model = bake_weight_transforms(model).eval()
-    eager, _ = export_deployable(copy.deepcopy(model), configs, CPU)
     x = rows(model)
-    return ExportInputs(model, EagerDeployable(eager), DeployFormat(bits, sparse=sparsity > 0), x[:4], x, CPU)
+    exported = export_deployable(copy.deepcopy(model), configs, x[:1])
+    return ExportInputs(model, exported.eager, DeployFormat(bits, sparse=sparsity > 0), x[:4], x, CPU)

@@ -1,0 +1,289 @@
+"""The quiet, paired measurement phase: every finished trial timed in every runtime, against the baseline.
+
+Trials time themselves while other trials train on the same cores, so their latency is only
+provisional. Once a sweep's trials are done, one task per sweep (on one node, holding all of its
+CPUs so that nothing else runs there) rebuilds every finished trial's deployable from its logged
+weights, exports it to each runtime of `deploy.runtimes`, and times all of them round-robin with
+the baseline's (`trainers.measure.paired_latencies`): speedups are medians of per-round ratios,
+with a 95% bootstrap interval. `accelsweep bench` runs the same phase later, on another machine.
+
+Figures land in each trial's MLflow run: the primary runtime's as `latency_ms`, `latency_b256_ms`,
+`speedup`, `speedup_low`, `speedup_high`, ...; every runtime's as `latency_<runtime>_ms`; the host
+and versions as tags; and all of it as `bench/<host>.json` (what `report --host` reads).
+"""
+
+import json
+import logging
+import os
+import platform
+import socket
+import tempfile
+from dataclasses import dataclass
+
+from mlflow.entities import Metric, RunTag
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from orchestrator.mlflow_filters import quoted
+from orchestrator.spec import Spec
+from orchestrator.tags import (
+    BASELINE_TAG,
+    BENCH_HARDWARE_TAG,
+    BENCH_HOST_TAG,
+    BENCH_VERSIONS_TAG,
+    PARENT_TAG,
+    RUNTIME_STATUS_TAG_PREFIX,
+    RUNTIME_TAG,
+    STATUS_TAG,
+    TRIAL_ID_TAG,
+)
+from trainers.metrics import latency_name, runtime_latency_name
+
+logger = logging.getLogger(__name__)
+
+BENCH_ARTIFACT_DIR = "bench"
+
+
+@dataclass(frozen=True)
+class TrialToMeasure:
+    """One finished trial, as the measurement phase needs it.
+
+    Attributes:
+        trial_id: the Tune trial id.
+        run_id: its MLflow child run.
+        choices: its technique values by space key.
+        trained: the bytes of its `trained.pt` checkpoint.
+        baseline: whether it is the sweep's dense fp32 baseline.
+    """
+
+    trial_id: str
+    run_id: str
+    choices: dict
+    trained: bytes
+    baseline: bool
+
+
+def trials_to_measure(client: MlflowClient, parent_run) -> list[TrialToMeasure]:
+    """Every finished trial of a sweep with its logged weights, the baseline first.
+
+    Args:
+        client: the tracking client.
+        parent_run: the sweep's parent run.
+
+    Returns:
+        The trials (stopped, diverged and failed ones are left out: they ship nothing).
+
+    Example:
+        >>> [trial.trial_id for trial in trials_to_measure(client, parent)][:1]
+        ['3a975_00000']
+    """
+    from orchestrator.registry import trial_choices
+    from trainers.checkpoints import TRAINED_FILE
+
+    runs = client.search_runs(
+        [parent_run.info.experiment_id],
+        filter_string=f"tags.{PARENT_TAG} = {quoted(parent_run.info.run_id)} and tags.`{STATUS_TAG}` = 'finished'",
+        max_results=10_000,
+    )
+    trials = []
+    with tempfile.TemporaryDirectory() as directory:
+        for run in runs:
+            try:
+                path = client.download_artifacts(run.info.run_id, f"model/{TRAINED_FILE}", directory)
+            except (MlflowException, OSError) as error:
+                logger.warning("trial run %s holds no model/%s (%s): not measured", run.info.run_id, TRAINED_FILE, error)
+                continue
+            with open(path, "rb") as file:
+                trained = file.read()
+            trials.append(
+                TrialToMeasure(
+                    trial_id=run.data.tags.get(TRIAL_ID_TAG, run.info.run_id),
+                    run_id=run.info.run_id,
+                    choices=trial_choices(run.data.params),
+                    trained=trained,
+                    baseline=run.data.tags.get(BASELINE_TAG) == "true",
+                )
+            )
+    return sorted(trials, key=lambda trial: (not trial.baseline, trial.trial_id))
+
+
+def measure_trials(spec: Spec, data, trials: list[TrialToMeasure], runtimes: list[str], device: str = "cpu") -> dict:
+    """Rebuild, export and time every trial in every runtime, paired with the baseline, in this process.
+
+    Args:
+        spec: the sweep's spec (recipes, `deploy` settings).
+        data: the full data set (a trainers.data.Dataset).
+        trials: from `trials_to_measure`; one of them must be the baseline.
+        runtimes: the runtimes to measure, the primary first.
+        device: where to run ("cpu" or "cuda").
+
+    Returns:
+        {"host": host_info(...), "runtimes": runtimes, "rounds": int, "trials": {trial_id:
+        {runtime: {batch size: figures} or {"unavailable": why}}}} (see `paired_latencies`).
+
+    Raises:
+        ValueError: no baseline among `trials`.
+
+    Example:
+        >>> measure_trials(spec, data, trials_to_measure(client, parent), ["onnxruntime", "eager"])
+    """
+    import torch
+
+    from orchestrator.trial import recipe_for
+    from trainers.loop import deploy_to, rebuild_deployable
+    from trainers.measure import paired_latencies
+    from trainers.runtimes import RuntimeUnavailable
+
+    baseline = next((trial.trial_id for trial in trials if trial.baseline), None)
+    if baseline is None:
+        raise ValueError("no finished baseline trial to pair the measurements with")
+    torch_device = torch.device(device)
+    deployables = {runtime: {} for runtime in runtimes}
+    samples = {}
+    figures = {trial.trial_id: {} for trial in trials}
+    with tempfile.TemporaryDirectory() as directory:
+        for trial in trials:
+            path = os.path.join(directory, f"{trial.trial_id}.pt")
+            with open(path, "wb") as file:
+                file.write(trial.trained)
+            exported, model_data = rebuild_deployable(recipe_for(spec, trial.choices, device), data, path)
+            samples[trial.trial_id] = model_data.x_test[: max(spec.deploy.batch_sizes)].to(torch_device)
+            for runtime in runtimes:
+                try:
+                    deployables[runtime][trial.trial_id] = deploy_to(
+                        runtime, exported, model_data, torch_device, spec.deploy.threads
+                    )
+                except RuntimeUnavailable as error:
+                    figures[trial.trial_id][runtime] = {"unavailable": str(error)}
+    for runtime in runtimes:
+        candidates = deployables[runtime]
+        if baseline not in candidates:
+            for trial_id in candidates:
+                figures[trial_id][runtime] = {"unavailable": f"{runtime} cannot run the baseline: nothing to pair with"}
+            continue
+        logger.info(
+            "timing %d trials in %s: %d interleaved rounds, batch sizes %s, %d thread(s)",
+            len(candidates), runtime, spec.deploy.rounds, spec.deploy.batch_sizes, spec.deploy.threads,
+        )  # fmt: skip
+        paired = paired_latencies(
+            candidates,
+            baseline,
+            {trial_id: samples[trial_id] for trial_id in candidates},
+            batch_sizes=tuple(spec.deploy.batch_sizes),
+            rounds=spec.deploy.rounds,
+            threads=spec.deploy.threads,
+        )
+        for trial_id, by_batch in paired.items():
+            figures[trial_id][runtime] = by_batch
+    return {"host": host_info(device), "runtimes": list(runtimes), "rounds": spec.deploy.rounds, "trials": figures}
+
+
+def host_info(device: str = "cpu") -> dict[str, str]:
+    """The machine the figures come from: host name, processor (and GPU), runtime versions.
+
+    Example:
+        >>> host_info()["host"]
+        'laptop'
+    """
+    from trainers.runtimes import RUNTIMES, runtime_versions
+
+    hardware = _cpu_model()
+    if device.startswith("cuda"):
+        import torch
+
+        hardware += f"; {torch.cuda.get_device_name(torch.device(device))}"
+    versions = runtime_versions(sorted(RUNTIMES))
+    return {"host": socket.gethostname(), "hardware": hardware, "versions": json.dumps(versions, sort_keys=True)}
+
+
+def log_measurements(client: MlflowClient, parent_id: str, trials: list[TrialToMeasure], measured: dict) -> None:
+    """Write a measurement phase's figures into the trials' runs and the sweep's parent run.
+
+    Args:
+        client: the tracking client.
+        parent_id: the sweep's parent run.
+        trials: the trials measured.
+        measured: `measure_trials`'s result.
+
+    Example:
+        >>> log_measurements(client, parent_id, trials, measure_trials(spec, data, trials, ["eager"]))
+    """
+    host = measured["host"]
+    primary = measured["runtimes"][0]
+    host_tags = {BENCH_HOST_TAG: host["host"], BENCH_HARDWARE_TAG: host["hardware"], BENCH_VERSIONS_TAG: host["versions"]}
+    for trial in trials:
+        figures = measured["trials"][trial.trial_id]
+        metrics = _primary_metrics(figures.get(primary, {}))
+        tags = host_tags | {RUNTIME_TAG: primary}
+        for runtime, by_batch in figures.items():
+            if "unavailable" in by_batch:
+                tags[f"{RUNTIME_STATUS_TAG_PREFIX}{runtime}"] = f"unavailable: {by_batch['unavailable']}"[:5000]
+                continue
+            tags[f"{RUNTIME_STATUS_TAG_PREFIX}{runtime}"] = "measured"
+            metrics |= {runtime_latency_name(runtime, batch): figure["median_ms"] for batch, figure in by_batch.items()}
+        now = _now_ms()
+        client.log_batch(
+            trial.run_id,
+            metrics=[Metric(key, float(value), now, 0) for key, value in metrics.items()],
+            tags=[RunTag(key, value) for key, value in tags.items()],
+        )
+        stored = {"host": host, "primary": primary, "figures": figures}
+        client.log_text(trial.run_id, json.dumps(stored, indent=1), _artifact(host["host"]))
+    client.log_batch(parent_id, tags=[RunTag(key, value) for key, value in host_tags.items()])
+    client.log_text(parent_id, json.dumps(measured, indent=1, default=str), _artifact(host["host"]))
+
+
+def host_figures(client: MlflowClient, run_id: str, host: str) -> dict | None:
+    """The primary-runtime metrics one host measured for a trial (from `bench/<host>.json`).
+
+    Returns:
+        Metrics like `latency_ms`, `speedup`, ... or None when that host never measured the trial.
+
+    Example:
+        >>> host_figures(client, row["run_id"], "edge-box")["latency_ms"]
+        0.0091
+    """
+    with tempfile.TemporaryDirectory() as directory:
+        try:
+            path = client.download_artifacts(run_id, _artifact(host), directory)
+        except (MlflowException, OSError):
+            return None
+        with open(path) as file:
+            stored = json.load(file)
+    primary = stored["figures"].get(stored["primary"], {})
+    return _primary_metrics({int(batch): figure for batch, figure in primary.items()} if "unavailable" not in primary else primary)
+
+
+def _primary_metrics(by_batch):
+    if not by_batch or "unavailable" in by_batch:
+        return {}
+    metrics = {}
+    for batch, figure in by_batch.items():
+        metrics[latency_name(batch)] = figure["median_ms"]
+        metrics[latency_name(batch, "p95_ms")] = figure["p95_ms"]
+    metrics |= {key: by_batch[1][key] for key in ("speedup", "speedup_low", "speedup_high")}
+    largest = max(by_batch)
+    metrics["inference_samples_per_s"] = largest / (by_batch[largest]["median_ms"] / 1000.0)
+    return metrics
+
+
+def _artifact(host):
+    safe = "".join(character if character.isalnum() or character in "-_." else "_" for character in host)
+    return f"{BENCH_ARTIFACT_DIR}/{safe}.json"
+
+
+def _cpu_model():
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    return f"{line.split(':', 1)[1].strip()}, {os.cpu_count()} cores"
+    except OSError:
+        pass
+    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores"
+
+
+def _now_ms():
+    import time
+
+    return int(time.time() * 1000)
