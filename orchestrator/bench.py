@@ -119,7 +119,9 @@ def measure_trials(spec: Spec, data, trials: list[TrialToMeasure], runtimes: lis
 
     Returns:
         {"host": host_info(...), "runtimes": runtimes, "rounds": int, "trials": {trial_id:
-        {runtime: {batch size: figures} or {"unavailable": why}}}} (see `paired_latencies`).
+        {runtime: {batch size: figures} or {"unavailable": why}}}, "control": {runtime: the A/A
+        control's figures}} (see `paired_latencies`: a second copy of the baseline is timed as a
+        control, and every interval is widened by its error).
 
     Raises:
         ValueError: no baseline among `trials`.
@@ -137,8 +139,10 @@ def measure_trials(spec: Spec, data, trials: list[TrialToMeasure], runtimes: lis
     baseline = next((trial.trial_id for trial in trials if trial.baseline), None)
     if baseline is None:
         raise ValueError("no finished baseline trial to pair the measurements with")
+    control = f"{baseline} (A/A copy)"
     torch_device = torch.device(device)
     deployables = {runtime: {} for runtime in runtimes}
+    control_figures = {}
     samples = {}
     figures = {trial.trial_id: {} for trial in trials}
     with tempfile.TemporaryDirectory() as directory:
@@ -148,17 +152,18 @@ def measure_trials(spec: Spec, data, trials: list[TrialToMeasure], runtimes: lis
                 file.write(trial.trained)
             exported, model_data = rebuild_deployable(recipe_for(spec, trial.choices, device), data, path)
             samples[trial.trial_id] = model_data.x_test[: max(spec.deploy.batch_sizes)].to(torch_device)
+            copies = [trial.trial_id, control] if trial.trial_id == baseline else [trial.trial_id]
             for runtime in runtimes:
                 try:
-                    deployables[runtime][trial.trial_id] = deploy_to(
-                        runtime, exported, model_data, torch_device, spec.deploy.threads
-                    )
+                    for name in copies:
+                        deployables[runtime][name] = deploy_to(runtime, exported, model_data, torch_device, spec.deploy.threads)
                 except RuntimeUnavailable as error:
                     figures[trial.trial_id][runtime] = {"unavailable": str(error)}
+    samples[control] = samples[baseline]
     for runtime in runtimes:
         candidates = deployables[runtime]
         if baseline not in candidates:
-            for trial_id in candidates:
+            for trial_id in set(candidates) - {control}:
                 figures[trial_id][runtime] = {"unavailable": f"{runtime} cannot run the baseline: nothing to pair with"}
             continue
         logger.info(
@@ -168,14 +173,22 @@ def measure_trials(spec: Spec, data, trials: list[TrialToMeasure], runtimes: lis
         paired = paired_latencies(
             candidates,
             baseline,
-            {trial_id: samples[trial_id] for trial_id in candidates},
+            {name: samples[name] for name in candidates},
             batch_sizes=tuple(spec.deploy.batch_sizes),
             rounds=spec.deploy.rounds,
             threads=spec.deploy.threads,
+            control=control,
         )
+        control_figures[runtime] = paired.pop(control)
         for trial_id, by_batch in paired.items():
             figures[trial_id][runtime] = by_batch
-    return {"host": host_info(device), "runtimes": list(runtimes), "rounds": spec.deploy.rounds, "trials": figures}
+    return {
+        "host": host_info(device),
+        "runtimes": list(runtimes),
+        "rounds": spec.deploy.rounds,
+        "trials": figures,
+        "control": control_figures,
+    }
 
 
 def host_info(device: str = "cpu") -> dict[str, str]:

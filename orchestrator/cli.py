@@ -155,9 +155,12 @@ def _resumable_on_interrupt(client, parent_id, spec):
 def _conclude(spec, client, parent_id, trial_logger, search_front):
     from orchestrator import report, tracking
 
+    from trainers.metrics import online_name
+
     rows = report.sweep_rows(client, client.get_run(parent_id))
     report.log_report(client, parent_id, rows)
-    tracking.log_search_front(client, parent_id, rows, search_front)
+    searched = [(online_name(metric), mode) for metric, mode in zip(spec.search.metrics, spec.search.modes)]
+    tracking.log_search_front(client, parent_id, rows, search_front, searched)
     print(report.format_rows(rows))
     logger.info(trial_logger.summary())
     failed = [row["mode"] for row in rows if row["status"] == "error"]
@@ -282,8 +285,11 @@ def _ray_nodes():
 
 def _configure_environment(verbose):
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    if not verbose:  # libraries that log through the root logger itself (ONNX Runtime's quantizer)
+        for handler in logging.getLogger().handlers:
+            handler.addFilter(lambda record: record.name != "root" or record.levelno >= logging.ERROR)
     quiet = logging.INFO if verbose else logging.ERROR
-    for noisy in ("ray", "mlflow", "alembic", "optuna", "torch", "urllib3", *RAY_SDK_LOGGERS):
+    for noisy in ("ray", "mlflow", "alembic", "optuna", "torch", "urllib3", "onnxscript", *RAY_SDK_LOGGERS):
         logging.getLogger(noisy).setLevel(quiet)
     logging.getLogger("trainers").setLevel(logging.INFO if verbose else logging.WARNING)
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "INFO" if verbose else "ERROR")

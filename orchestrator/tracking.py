@@ -124,8 +124,12 @@ def finish_sweep_run(client: MlflowClient, parent_id: str, status: str = "FINISH
     client.set_terminated(parent_id, status=status)
 
 
-def log_search_front(client: MlflowClient, parent_id: str, rows: list[dict], search_front: list[str] | None) -> None:
-    """Record a multi-objective search's own Pareto front next to the report's, and whether they agree.
+def log_search_front(
+    client: MlflowClient, parent_id: str, rows: list[dict], search_front: list[str] | None, objectives: list
+) -> None:
+    """Record a multi-objective search's own Pareto front, and whether it is the front the report
+    computes over the same objectives and figures (the search saw provisional latencies, so the
+    report's own front, over quiet ones, may rightly differ).
 
     Logs `optuna_pareto_front.json` and the tag `accelsweep.optuna_front_matches` ("true"/"false");
     does nothing when `search_front` is None (single-objective, random or grid search).
@@ -133,16 +137,19 @@ def log_search_front(client: MlflowClient, parent_id: str, rows: list[dict], sea
     Args:
         client: the tracking client.
         parent_id: the sweep's parent run id.
-        rows: the report's rows (`report.sweep_rows`), front marked.
+        rows: the report's rows (`report.sweep_rows`).
         search_front: trial ids on the search algorithm's front (`sweep.optuna_front`).
+        objectives: the (metric, "max" | "min") pairs the search optimised, as it saw them.
 
     Example:
-        >>> log_search_front(client, parent_id, rows, sweep.optuna_front(search))
+        >>> log_search_front(client, parent_id, rows, sweep.optuna_front(search), [("test_accuracy", "max")])
     """
+    from orchestrator.report import pareto_front
+
     if search_front is None:
         return
     client.log_text(parent_id, json.dumps(search_front), "optuna_pareto_front.json")
-    report_front = sorted(row["trial_id"] for row in rows if row["front"])
+    report_front = sorted(rows[index]["trial_id"] for index in pareto_front(rows, objectives))
     matches = report_front == sorted(search_front)
     if not matches:
         logger.warning("Optuna's Pareto front %s differs from the report's %s", search_front, report_front)

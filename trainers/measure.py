@@ -193,6 +193,7 @@ def paired_latencies(
     rounds: int = 7,
     threads: int = 1,
     min_time_s: float = 0.03,
+    control: str | None = None,
 ) -> dict[str, dict[int, dict]]:
     """Time every candidate against the baseline in interleaved rounds, as a paired A/B benchmark.
 
@@ -211,6 +212,11 @@ def paired_latencies(
         rounds: interleaved rounds (at least 3).
         threads: torch CPU threads while timing.
         min_time_s: least timed seconds per candidate, batch size and round.
+        control: the name of a second copy of the baseline among the candidates (an A/A
+            control). Two copies of one model differ a little in speed (memory placement, order
+            in the round); the control's interval measures that error, and every interval is
+            widened by it (divided and multiplied by its largest distance from 1.0), so a trial
+            whose graph is the baseline's shows an interval holding 1.0.
 
     Returns:
         {name: {batch size: {"median_ms", "p95_ms", "speedup", "speedup_low", "speedup_high",
@@ -246,6 +252,11 @@ def paired_latencies(
         for batch in batch_sizes:
             ratios = np.array(round_medians[baseline][batch]) / np.array(round_medians[name][batch])
             low, high = bootstrap_median_interval(ratios)
+            if control is not None:
+                control_ratios = np.array(round_medians[baseline][batch]) / np.array(round_medians[control][batch])
+                control_low, control_high = bootstrap_median_interval(control_ratios)
+                spread = max(control_high, 1.0 / control_low)  # how far from 1.0 an identical model lands
+                low, high = low / spread, high * spread
             figures[name][batch] = {
                 "median_ms": float(np.median(round_medians[name][batch])),
                 "p95_ms": float(np.percentile(all_calls[name][batch], 95)),

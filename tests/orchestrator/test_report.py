@@ -10,7 +10,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from orchestrator.report import (
-    COLUMNS,
+    MACHINE_COLUMNS,
     PLOT_FILE,
     ReportError,
     SelectionError,
@@ -137,17 +137,17 @@ def test_pareto_front_directions():
 
 
 REPORT_ROWS = [
-    row(front="*", mode="baseline", trial_id="t0", baseline=True, test_accuracy=0.9, latency_ms=2.0, size_bytes=4000.0,
-        speedup=1.0, compression=1.0, accuracy_drop=0.0),
-    row(front="*", mode="r8-q8", trial_id="t1", test_accuracy=0.88, latency_ms=1.0, size_bytes=1000.0,
-        speedup=2.0, compression=4.0, accuracy_drop=0.02),
+    row(front="*", on_front=True, mode="baseline", trial_id="t0", baseline=True, test_accuracy=0.9, latency_ms=2.0,
+        size_bytes=4000.0, speedup=1.0, speedup_low=1.0, speedup_high=1.0, compression=1.0, accuracy_drop=0.0),
+    row(front="*", on_front=True, mode="r8-q8", trial_id="t1", test_accuracy=0.88, latency_ms=1.0, size_bytes=1000.0,
+        speedup=2.0, speedup_low=1.9, speedup_high=2.1, compression=4.0, accuracy_drop=0.02),
     row(status="error", mode="q2", trial_id="t4"),
 ]
 
 
 def test_format_csv_parses_back():
     parsed = list(csv.DictReader(io.StringIO(format_rows(REPORT_ROWS, "csv"))))
-    assert list(parsed[0]) == list(COLUMNS)
+    assert list(parsed[0]) == list(MACHINE_COLUMNS)
     assert [r["trial_id"] for r in parsed] == ["t0", "t1", "t4"]
     assert float(parsed[1]["speedup"]) == 2.0
     assert parsed[2]["latency_ms"] == ""
@@ -155,9 +155,33 @@ def test_format_csv_parses_back():
 
 def test_format_json_parses_back():
     parsed = json.loads(format_rows(REPORT_ROWS, "json"))
-    assert [list(r) for r in parsed] == [list(COLUMNS)] * 3
-    assert parsed[1]["compression"] == 4.0
-    assert parsed[2]["test_accuracy"] is None
+    assert [list(r) for r in parsed] == [list(MACHINE_COLUMNS)] * 3
+    assert parsed[1]["compression"] == 4.0 and (parsed[1]["speedup_low"], parsed[1]["speedup_high"]) == (1.9, 2.1)
+    assert parsed[0]["on_front"] is True and parsed[2]["test_accuracy"] is None
+
+
+def test_a_speedup_whose_interval_holds_one_shows_as_about_one():
+    rows = [dict(REPORT_ROWS[0]), dict(REPORT_ROWS[1], speedup=1.04, speedup_low=0.97, speedup_high=1.1)]
+    table = format_rows(rows)
+    assert "≈1.04x" in table and "0.97-1.10" in table
+    assert "2.00x" in format_rows(REPORT_ROWS) and "≈" not in format_rows(REPORT_ROWS).splitlines()[2]
+
+
+def test_noise_cannot_put_a_trial_on_the_front_by_latency_alone(tmp_path):
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment_id = client.create_experiment("noise", artifact_location=(tmp_path / "artifacts").as_uri())
+    same = {"test_accuracy": 0.9, "size_bytes": 4000.0}
+    trials = [
+        ("baseline", "t0", "finished", same | {"latency_ms": 2.0, "speedup": 1.0, "speedup_low": 1.0, "speedup_high": 1.0}),
+        # the baseline's graph, timed 3% faster by chance: its interval holds 1.0
+        ("d0.1", "t1", "finished", same | {"latency_ms": 1.94, "speedup": 1.03, "speedup_low": 0.98, "speedup_high": 1.08}),
+        # really faster: its interval is above 1.0
+        ("r8", "t2", "finished", same | {"latency_ms": 1.0, "speedup": 2.0, "speedup_low": 1.9, "speedup_high": 2.1}),
+    ]
+    parent_id = create_sweep(client, experiment_id, "noise", trials, start_time=1_000)
+    rows = {r["trial_id"]: r for r in sweep_rows(client, client.get_run(parent_id))}
+    assert rows["t1"]["on_front"] is False  # as fast as the baseline, and no better otherwise
+    assert rows["t2"]["on_front"] is True and rows["t2"]["speedup"] == 2.0  # the paired figure, not a ratio
 
 
 def test_format_markdown_has_a_header_separator():
@@ -269,7 +293,7 @@ def test_plot_tradeoff_marks_front_and_baseline(store, tmp_path):
     assert path.read_bytes()[:8] == PNG_MAGIC
     axes = figure.axes[0]
     assert axes.get_xscale() == "linear"  # 1.0 to 2.5 ms
-    assert axes.get_xlabel() == "inference latency, batch 1, median (ms)"
+    assert axes.get_xlabel().startswith("inference latency in eager, batch 1, median (ms")
     assert axes.get_ylabel() == "test accuracy"
     assert "3 measured trials" in axes.get_title()  # the diverged and the failed trial are left out
     assert {text.get_text() for text in axes.texts} == {"baseline", "r8-q8"}  # the front, labelled
@@ -286,7 +310,7 @@ def test_plot_tradeoff_uses_a_log_axis_for_a_wide_latency_spread(tmp_path):
     ]
     figure = plot_tradeoff(rows, str(tmp_path / "plot.png"))
     assert figure.axes[0].get_xscale() == "log"
-    assert figure.axes[0].get_xlabel().endswith("(ms), log scale")
+    assert figure.axes[0].get_xlabel().endswith(", log scale")
 
 
 def test_plot_tradeoff_refuses_a_sweep_with_nothing_measured(store, tmp_path):

@@ -9,7 +9,7 @@ import sys
 import pytest
 from mlflow.tracking import MlflowClient
 
-from orchestrator import sweep
+from orchestrator import report, sweep
 from orchestrator.spec import parse_spec
 from orchestrator.tags import KIND_TAG, MODE_TAG, PARENT_TAG, SWEEP_TAG
 
@@ -29,16 +29,27 @@ resources: {workers_per_trial: 1, cpus_per_worker: 1, max_concurrent_trials: 2}
 FINAL_METRICS = (
     "test_accuracy",
     "test_loss",
-    "latency_ms",
-    "latency_p95_ms",
-    "latency_b256_ms",
-    "latency_b256_p95_ms",
-    "inference_samples_per_s",
+    "latency_provisional_ms",
+    "runtime_max_abs_diff",
     "param_count",
     "size_bytes",
     "train_samples_per_s",
     "epoch_seconds",
     "trial_seconds",
+)
+QUIET_METRICS = (
+    "latency_ms",
+    "latency_p95_ms",
+    "latency_b256_ms",
+    "latency_b256_p95_ms",
+    "inference_samples_per_s",
+    "speedup",
+    "speedup_low",
+    "speedup_high",
+    "latency_onnxruntime_ms",
+    "latency_onnxruntime_b256_ms",
+    "latency_eager_ms",
+    "latency_eager_b256_ms",
 )
 
 
@@ -86,14 +97,19 @@ def test_every_trial_has_its_measurements_epochs_and_model(finished_sweep):
     _, _, client, _, children = finished_sweep
     for child in children:
         metrics = child.data.metrics
-        missing = [key for key in FINAL_METRICS if key not in metrics]
+        missing = [key for key in FINAL_METRICS + QUIET_METRICS if key not in metrics]
         assert not missing, (child.data.tags[MODE_TAG], missing)
         assert metrics["latency_p95_ms"] >= metrics["latency_ms"] > 0
+        assert metrics["latency_ms"] == metrics["latency_onnxruntime_ms"]  # the primary runtime's
+        assert metrics["speedup_low"] <= metrics["speedup"] <= metrics["speedup_high"]
         assert 0.3 < metrics["test_accuracy"] <= 1
         steps = [m.step for m in client.get_metric_history(child.info.run_id, "val_accuracy")]
         assert steps == [1, 2]
         artifacts = {a.path for a in client.list_artifacts(child.info.run_id, "model")}
-        assert artifacts == {"model/trained.pt", "model/deployable.pt"}
+        assert artifacts == {"model/trained.pt", "model/model.onnx"}
+        assert {a.path for a in client.list_artifacts(child.info.run_id, "bench")} == {f"bench/{child.data.tags['accelsweep.bench.host']}.json"}
+        assert child.data.tags["accelsweep.runtime"] == "onnxruntime"
+        assert child.data.tags["accelsweep.runtime.eager"] == "measured"
         assert child.info.status == "FINISHED"
 
 
@@ -124,7 +140,8 @@ def test_report_reads_the_sweep_back_from_mlflow(finished_sweep):
     rows = json.loads(completed.stdout)
     assert len(rows) == 5
     assert rows[0]["mode"] == "baseline" and rows[0]["speedup"] == pytest.approx(1.0)
-    assert any(row["front"] == "*" for row in rows)
+    assert rows[0]["speedup_low"] == rows[0]["speedup_high"] == pytest.approx(1.0)  # paired with itself
+    assert any(row["on_front"] is True for row in rows) and all(row["runtime"] == "onnxruntime" for row in rows)
     assert parents[0].data.tags[SWEEP_TAG] == "it-sweep"
 
 
@@ -166,11 +183,13 @@ resources: {max_concurrent_trials: 2}
 
 
 @pytest.mark.slow
-def test_multi_objective_optuna_front_is_the_reports_front(tmp_path):
+def test_multi_objective_optuna_front_is_the_front_over_its_own_objectives(tmp_path):
     _, client, (parent,), _ = _run_spec(MULTI_OBJECTIVE_SPEC, tmp_path, "it-optuna")
     optuna_front = json.loads(open(client.download_artifacts(parent.info.run_id, "optuna_pareto_front.json", str(tmp_path))).read())
-    report_front = json.loads(open(client.download_artifacts(parent.info.run_id, "pareto_front.json", str(tmp_path))).read())
-    assert optuna_front and sorted(optuna_front) == sorted(row["trial_id"] for row in report_front)
+    # Optuna saw the trials' provisional latency (the quiet one comes after the search)
+    rows = report.sweep_rows(client, parent)
+    searched = [("test_accuracy", "max"), ("latency_provisional_ms", "min"), ("size_bytes", "min")]
+    assert optuna_front and sorted(optuna_front) == sorted(rows[index]["trial_id"] for index in report.pareto_front(rows, searched))
     assert parent.data.tags["accelsweep.optuna_front_matches"] == "true"
 
 

@@ -14,7 +14,7 @@ from trainers.measure import (
     measure_latency,
     paired_latencies,
 )
-from trainers.metrics import FINAL_METRICS
+from trainers.metrics import BENCH_METRICS, FINAL_METRICS
 from trainers.techniques.quantize import Quantize, export_quantized
 
 CPU = torch.device("cpu")
@@ -142,7 +142,7 @@ def test_measure_deployable_reports_every_final_measurement_of_the_table():
     digits = load_dataset("digits")
     deployable = EagerDeployable(nn.Sequential(nn.Flatten(), mlp(64, 32, 10)))
     metrics = measure_deployable(deployable, digits, torch.device("cpu"))
-    assert set(metrics) <= set(FINAL_METRICS)
+    assert set(metrics) <= set(FINAL_METRICS) | set(BENCH_METRICS)
     assert metrics["param_count"] == 64 * 32 + 32 + 32 * 10 + 10
     assert metrics["size_bytes"] == deployable.stored_bytes()
     assert 0.0 <= metrics["test_accuracy"] <= 1.0 and metrics["test_loss"] > 0
@@ -199,3 +199,17 @@ def test_bootstrap_interval_brackets_the_median_and_is_reproducible():
     assert bootstrap_median_interval([2.0] * 7) == (2.0, 2.0)
     wide, narrow = bootstrap_median_interval(values, 0.99), bootstrap_median_interval(values, 0.5)
     assert wide[0] <= narrow[0] and narrow[1] <= wide[1]
+
+
+def test_an_a_a_control_widens_every_interval_by_its_own_error():
+    sample = torch.randn(64, 784)
+    baseline = EagerDeployable(mlp(784, 64, 10))
+    candidates = {"baseline": baseline, "copy": EagerDeployable(mlp(784, 64, 10)), "big": EagerDeployable(mlp(784, 1024, 10))}
+    samples = dict.fromkeys(candidates, sample)
+    plain = paired_latencies(candidates, "baseline", samples, batch_sizes=(1,), rounds=3, min_time_s=0.0)
+    controlled = paired_latencies(candidates, "baseline", samples, batch_sizes=(1,), rounds=3, min_time_s=0.0, control="copy")
+    copy = controlled["copy"][1]
+    assert copy["speedup_low"] <= 1.0 <= copy["speedup_high"]  # an identical model holds 1.0, by construction
+    for figures in (plain, controlled):
+        big = figures["big"][1]
+        assert big["speedup_low"] <= big["speedup"] <= big["speedup_high"]
