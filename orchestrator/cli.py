@@ -204,8 +204,9 @@ def report_command(args: argparse.Namespace) -> int:
     parent = report.find_sweep_run(client, args.sweep)
     if args.register:  # the model is rebuilt from the stored spec: refuse one the user has not vouched for
         trust.vouched_spec(client, parent, args.spec, args.trust_stored_spec)
-    rows = report.sweep_rows(client, parent, host=args.host)
-    print(report.format_rows(rows, args.format))
+    objectives = report.parse_objectives(args.objectives) if args.objectives else None
+    rows = report.sweep_rows(client, parent, host=args.host, objectives=objectives, target_tolerance=args.target_tolerance)
+    print(report.format_rows(rows, args.format, objectives))
     if args.plot:
         report.plot_tradeoff(rows, args.plot, title=parent.data.tags.get(SWEEP_TAG, args.sweep))
         logger.info("plot written to %s", args.plot)
@@ -397,6 +398,20 @@ def _parser():
         metavar="MODEL",
         help="with --max-accuracy-drop: log the chosen trial's deployable model into its run and "
         "register it in the MLflow Model Registry as MODEL",
+    )
+    report.add_argument(
+        "--objectives",
+        metavar="METRICS",
+        help="comma-separated metrics the Pareto front is drawn over, each optimised in its own direction "
+        "(default test_accuracy,latency_ms,size_bytes; training speed: e.g. test_accuracy,time_to_target_s,cost_cpu_s)",
+    )
+    report.add_argument(
+        "--target-tolerance",
+        type=float,
+        default=0.01,
+        metavar="DROP",
+        help="time_to_target_s races to the baseline's final validation accuracy minus DROP (default 0.01), "
+        "unless the spec set train.target_accuracy",
     )
     report.add_argument(
         "--host",

@@ -32,12 +32,13 @@ from orchestrator.tags import (
     SWEEP_TAG,
     TRIAL_ID_TAG,
 )
-from trainers.metrics import BENCH_METRICS, METRICS, format_metric
+from orchestrator.training_figures import DEFAULT_TOLERANCE, add_training_figures
+from trainers.metrics import BENCH_METRICS, FRONT_METRICS, METRICS, format_metric
 
 FRONT_OBJECTIVES = (("test_accuracy", "max"), ("latency_ms", "min"), ("size_bytes", "min"))
-SWEEP_FRONT_OBJECTIVES = (("test_accuracy", "max"), ("front_latency_ms", "min"), ("size_bytes", "min"))
-"""The sweep report's front: `front_latency_ms` is the latency, except that a trial whose speedup
-interval contains 1.0 counts as exactly as fast as the baseline, so noise puts no trial on the front."""
+"""The sweep report's default front. In a sweep's report, latency counts as `front_latency_ms`: the
+latency, except that a trial whose speedup interval contains 1.0 counts as exactly as fast as the
+baseline, so noise puts no trial on the front."""
 COLUMNS = (
     "front",
     "mode",
@@ -56,11 +57,21 @@ COLUMNS = (
     "speedup",
     "speedup_interval",
     "compression",
+    "time_to_target_s",
+    "train_speedup",
 )
 MACHINE_COLUMNS = ("on_front",) + tuple(key for key in COLUMNS if key not in ("front", "speedup_interval")) + (
     "speedup_low",
     "speedup_high",
     "latency_provisional_ms",
+    "reached_target",
+    "time_to_target_speedup",
+    "train_seconds",
+    "world_size",
+    "cost_cpu_s",
+    "cost_gpu_s",
+    "workers_speedup",
+    "scaling_efficiency",
     "run_id",
 )
 """The JSON and CSV columns: numbers as numbers, the front as a boolean."""
@@ -121,7 +132,13 @@ def find_sweep_run(client: MlflowClient, name_or_id: str):
     return runs[0]
 
 
-def sweep_rows(client: MlflowClient, parent_run, host: str | None = None) -> list[dict]:
+def sweep_rows(
+    client: MlflowClient,
+    parent_run,
+    host: str | None = None,
+    objectives: list[tuple[str, str]] | None = None,
+    target_tolerance: float = DEFAULT_TOLERANCE,
+) -> list[dict]:
     """One row per trial of the sweep, with ratios against the baseline and the Pareto front marked.
 
     Latency and speedup are the quiet measurement phase's (paired with the baseline, in the primary
@@ -131,6 +148,10 @@ def sweep_rows(client: MlflowClient, parent_run, host: str | None = None) -> lis
         client: the tracking client.
         parent_run: the sweep's parent run.
         host: show the figures this host measured (`accelsweep bench` on it); None: the latest.
+        objectives: (metric, "max" | "min") pairs the front is drawn over (`parse_objectives`);
+            None: test accuracy, latency and size.
+        target_tolerance: the training target is the baseline's final validation accuracy minus
+            this, unless the spec set `train.target_accuracy` (see `training_figures`).
 
     Returns:
         Rows (dicts keyed by COLUMNS and MACHINE_COLUMNS), the baseline first, then by test
@@ -150,12 +171,36 @@ def sweep_rows(client: MlflowClient, parent_run, host: str | None = None) -> lis
     baseline = _baseline(rows)
     for row in rows:
         _add_ratios(row, baseline)
-    for index in pareto_front(rows, SWEEP_FRONT_OBJECTIVES):
+    add_training_figures(client, parent_run, rows, baseline, target_tolerance)
+    front_objectives = [("front_latency_ms" if key == "latency_ms" else key, mode) for key, mode in objectives or FRONT_OBJECTIVES]
+    for index in pareto_front(rows, front_objectives):
         rows[index]["front"] = "*"
     for row in rows:
         row["on_front"] = row["front"] == "*"
     rows.sort(key=lambda row: (not row["baseline"], -(row.get("test_accuracy") or -1)))
     return rows
+
+
+def parse_objectives(text: str) -> list[tuple[str, str]]:
+    """`--objectives` as (metric, direction) pairs, each direction from the metrics table.
+
+    Args:
+        text: comma-separated metric names, e.g. "test_accuracy,time_to_target_s,cost_cpu_s".
+
+    Raises:
+        ReportError: an unknown name, or fewer than two.
+
+    Example:
+        >>> parse_objectives("test_accuracy,latency_ms")
+        [('test_accuracy', 'max'), ('latency_ms', 'min')]
+    """
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    for name in names:
+        if name not in FRONT_METRICS:
+            raise ReportError(f"--objectives: unknown metric {name!r}; valid: {', '.join(FRONT_METRICS)}")
+    if len(set(names)) < 2:
+        raise ReportError(f"--objectives: a front needs at least two different metrics, got {text!r}")
+    return [(name, METRICS[name].direction) for name in names]
 
 
 def pareto_front(rows: list[dict], objectives=FRONT_OBJECTIVES) -> list[int]:
@@ -187,12 +232,13 @@ def pareto_front(rows: list[dict], objectives=FRONT_OBJECTIVES) -> list[int]:
     ]
 
 
-def format_rows(rows: list[dict], fmt: str = "table") -> str:
+def format_rows(rows: list[dict], fmt: str = "table", objectives: list[tuple[str, str]] | None = None) -> str:
     """Render report rows as a terminal table, CSV, JSON or Markdown.
 
     Args:
         rows: from `sweep_rows`.
         fmt: one of FORMATS.
+        objectives: the front's objectives, named in the table's legend (None: the default).
 
     Example:
         >>> print(format_rows(rows, "markdown"))
@@ -214,14 +260,17 @@ def format_rows(rows: list[dict], fmt: str = "table") -> str:
         return "\n".join(lines)
     lines = ["  ".join(text.ljust(width) for text, width in zip(headers, widths))]
     lines += ["  ".join(text.ljust(width) for text, width in zip(row, widths)) for row in cells]
+    front = ", ".join(f"{key} {'up' if mode == 'max' else 'down'}" for key, mode in objectives or FRONT_OBJECTIVES)
     legend = (
-        "* = on the Pareto front of (test accuracy up, latency down, size down); ratios vs the baseline, "
-        "speedups paired round by round in the runtime shown (95% interval; ≈ = the interval holds 1.00x)"
+        f"* = on the Pareto front of ({front}); ratios vs the baseline, speedups paired round by round in the "
+        "runtime shown (95% interval; ≈ = the interval holds 1.00x); t2t_s = training seconds to the target accuracy"
     )
     return "\n".join(lines + [legend])
 
 
 def _cell(key, row):
+    if key == "time_to_target_s" and row.get("reached_target") is False:
+        return "never"
     if key == "speedup" and _speedup_holds_one(row):
         return f"≈{row['speedup']:.2f}x"
     if key == "speedup_interval":

@@ -72,13 +72,24 @@ _TABLE = (
     Metric("speedup_high", "bench", None, "ratio", "", "ratio"),
     Metric("accuracy_drop", "report", None, "fraction", "acc_drop"),
     Metric("compression", "report", None, "ratio", "compression", "ratio"),
+    Metric("time_to_target_s", "report", "min", "s", "t2t_s", ".2f"),
+    Metric("time_to_target_speedup", "report", "max", "ratio", "t2t_x", "ratio"),
+    Metric("train_speedup", "report", "max", "ratio", "train_x", "ratio"),
+    Metric("cost_cpu_s", "report", "min", "CPU-seconds", "cpu_s", ".1f"),
+    Metric("cost_gpu_s", "report", "min", "GPU-seconds", "gpu_s", ".1f"),
+    Metric("workers_speedup", "report", "max", "ratio", "workers_x", "ratio"),
+    Metric("scaling_efficiency", "report", "max", "fraction", "scaling", ".2f"),
 )
 
 METRICS: dict[str, Metric] = {metric.name: metric for metric in _TABLE}
 EPOCH_METRICS = tuple(m.name for m in _TABLE if m.phase == "epoch")
 FINAL_METRICS = tuple(m.name for m in _TABLE if m.phase == "final")
 BENCH_METRICS = tuple(m.name for m in _TABLE if m.phase == "bench")
-OBJECTIVES = tuple(m.name for m in _TABLE if m.direction is not None and (m.phase != "bench" or m.online))
+FRONT_METRICS = tuple(m.name for m in _TABLE if m.direction is not None)
+"""What a report's front may be drawn over (`accelsweep report --objectives`)."""
+OBJECTIVES = tuple(
+    m.name for m in _TABLE if m.direction is not None and m.phase != "report" and (m.phase != "bench" or m.online)
+)
 """What `search.metric` may name: measured metrics with a direction (a quiet latency is searched
 by its provisional figure: `online_name`)."""
 EPOCH_OBJECTIVES = tuple(name for name in OBJECTIVES if METRICS[name].phase == "epoch")

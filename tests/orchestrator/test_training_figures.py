@@ -1,0 +1,98 @@
+"""orchestrator.training_figures: time to target, training speedup, cost and workers scaling, read
+back from a real sqlite MLflow store holding per-epoch histories as trials log them."""
+
+import pytest
+from mlflow.entities import Metric, Param
+from mlflow.tracking import MlflowClient
+
+from orchestrator.report import ReportError, format_rows, parse_objectives, sweep_rows
+from orchestrator.tags import BASELINE_TAG, KIND_TAG, MODE_TAG, PARENT_TAG, STATUS_TAG, SWEEP_TAG, TRIAL_ID_TAG
+
+# (mode, trial id, world size, per-epoch (val_accuracy, epoch_seconds), train samples/s)
+TRIALS = [
+    ("baseline", "t0", 1, [(0.80, 2.0), (0.88, 2.0), (0.90, 2.0)], 1000.0),
+    ("r8", "t1", 1, [(0.85, 1.0), (0.89, 1.0), (0.895, 1.0)], 2000.0),  # reaches 0.89 after 2 s
+    ("q4", "t2", 1, [(0.70, 1.5), (0.75, 1.5), (0.80, 1.5)], 1500.0),  # never reaches it
+    ("r8-w2", "t3", 2, [(0.86, 0.6), (0.89, 0.6), (0.90, 0.6)], 3000.0),  # 1.5x r8 on 2 workers
+]
+
+
+def store_sweep(client, experiment_id, params):
+    parent = client.create_run(experiment_id, run_name="training", tags={SWEEP_TAG: "training", KIND_TAG: "sweep"})
+    client.log_batch(parent.info.run_id, params=[Param(key, value) for key, value in params.items()])
+    for mode, trial_id, workers, epochs, throughput in TRIALS:
+        child = client.create_run(
+            experiment_id,
+            tags={
+                PARENT_TAG: parent.info.run_id, SWEEP_TAG: "training", KIND_TAG: "trial", TRIAL_ID_TAG: trial_id,
+                MODE_TAG: mode, BASELINE_TAG: str(mode == "baseline").lower(), STATUS_TAG: "finished",
+            },
+        )  # fmt: skip
+        history = [Metric("val_accuracy", accuracy, 0, step) for step, (accuracy, _) in enumerate(epochs, 1)]
+        history += [Metric("epoch_seconds", seconds, 0, step) for step, (_, seconds) in enumerate(epochs, 1)]
+        final = {"test_accuracy": epochs[-1][0], "latency_ms": 1.0, "size_bytes": 1000.0,
+                 "train_samples_per_s": throughput, "world_size": workers,
+                 "train_seconds": sum(seconds for _, seconds in epochs)}  # fmt: skip
+        history += [Metric(key, value, 0, len(epochs)) for key, value in final.items()]
+        client.log_batch(child.info.run_id, metrics=history)
+    return client.get_run(parent.info.run_id)
+
+
+@pytest.fixture
+def client(tmp_path):
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    client.create_experiment("training", artifact_location=(tmp_path / "artifacts").as_uri())
+    return client
+
+
+def rows_of(client, params, **options):
+    parent = store_sweep(client, client.get_experiment_by_name("training").experiment_id, params)
+    return {row["trial_id"]: row for row in sweep_rows(client, parent, **options)}
+
+
+def test_time_to_the_baselines_accuracy_minus_a_point(client):
+    rows = rows_of(client, {"resources.cpus_per_worker": "2", "resources.gpus_per_worker": "0"})
+    # target 0.90 - 0.01 = 0.89: the baseline gets there in 3 epochs (6 s), r8 in 2 (2 s)
+    assert rows["t0"]["time_to_target_s"] == pytest.approx(6.0)
+    assert rows["t1"]["time_to_target_s"] == pytest.approx(2.0)
+    assert rows["t1"]["time_to_target_speedup"] == pytest.approx(3.0)
+    assert rows["t2"]["reached_target"] is False and rows["t2"]["time_to_target_s"] is None
+    assert rows["t1"]["train_speedup"] == pytest.approx(2.0) and rows["t0"]["train_speedup"] == 1.0
+    assert "never" in format_rows(list(rows.values()))
+
+
+def test_a_stated_target_wins_over_the_baseline(client):
+    rows = rows_of(client, {"train.target_accuracy": "0.8"})
+    assert rows["t0"]["time_to_target_s"] == pytest.approx(2.0) and rows["t2"]["time_to_target_s"] == pytest.approx(4.5)
+    tighter = rows_of(client, {}, target_tolerance=0.0)
+    assert tighter["t1"]["reached_target"] is False  # 0.895 < 0.90
+
+
+def test_cost_counts_worker_seconds_per_device(client):
+    rows = rows_of(client, {"resources.cpus_per_worker": "2", "resources.gpus_per_worker": "0.5"})
+    assert rows["t3"]["cost_cpu_s"] == pytest.approx(1.8 * 2 * 2)
+    assert rows["t3"]["cost_gpu_s"] == pytest.approx(1.8 * 2 * 0.5)
+
+
+def test_workers_scaling_compares_with_the_one_worker_twin(client):
+    rows = rows_of(client, {})
+    assert rows["t3"]["workers_speedup"] == pytest.approx(1.5)
+    assert rows["t3"]["scaling_efficiency"] == pytest.approx(0.75)
+    assert "scaling_efficiency" not in rows["t1"]
+
+
+def test_the_front_follows_the_chosen_objectives(client):
+    objectives = parse_objectives("test_accuracy,time_to_target_s,cost_cpu_s")
+    rows = rows_of(client, {}, objectives=objectives)
+    assert {trial for trial, row in rows.items() if row["on_front"]} == {"t1", "t3"}
+    # t0 is as accurate as t3 but slower and dearer; t2 never reaches the target
+    assert "time_to_target_s down" in format_rows(list(rows.values()), objectives=objectives)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [("test_accuracy,speed", "unknown metric 'speed'"), ("test_accuracy", "at least two different metrics")],
+)
+def test_bad_objectives_are_refused(text, message):
+    with pytest.raises(ReportError, match=message):
+        parse_objectives(text)
