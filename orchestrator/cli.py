@@ -208,7 +208,8 @@ def report_command(args: argparse.Namespace) -> int:
     rows = report.sweep_rows(client, parent, host=args.host, objectives=objectives, target_tolerance=args.target_tolerance)
     print(report.format_rows(rows, args.format, objectives))
     if args.plot:
-        report.plot_tradeoff(rows, args.plot, title=parent.data.tags.get(SWEEP_TAG, args.sweep))
+        x_axis = next((key for key, _ in objectives or [] if key != "test_accuracy"), "latency_ms")
+        report.plot_tradeoff(rows, args.plot, title=parent.data.tags.get(SWEEP_TAG, args.sweep), x=x_axis)
         logger.info("plot written to %s", args.plot)
     if args.max_accuracy_drop is None:
         return 0

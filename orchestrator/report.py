@@ -387,18 +387,20 @@ def log_report(client: MlflowClient, parent_id: str, rows: list[dict]) -> None:
         client.log_artifact(parent_id, path)
 
 
-def plot_tradeoff(rows: list[dict], path: str, title: str = "sweep") -> Figure:
-    """Draw the trade-off as a PNG: test accuracy against latency, marker area = stored size.
+def plot_tradeoff(rows: list[dict], path: str, title: str = "sweep", x: str = "latency_ms") -> Figure:
+    """Draw the trade-off as a PNG: test accuracy against latency (or `x`), marker area = stored size.
 
-    Pareto-front trials are coloured and labelled with their mode strings, the accuracy/latency
-    front is drawn as a staircase, and the baseline is a star with dotted lines through it. The
-    latency axis is logarithmic when latencies spread over more than LOG_SCALE_SPREAD times.
-    Drawn with matplotlib's Agg canvas: no display needed.
+    Pareto-front trials are coloured and labelled with their mode strings, the accuracy/x front
+    is drawn as a staircase, and the baseline is a star with dotted lines through it. The x axis
+    is logarithmic when its values spread over more than LOG_SCALE_SPREAD times. Latency points
+    carry the 95% interval of their paired speedup. Drawn with matplotlib's Agg canvas: no
+    display needed.
 
     Args:
         rows: from `sweep_rows` (unmeasured trials are left out).
         path: the PNG file to write.
         title: the sweep's name, shown in the title.
+        x: the metric on the x axis (lower is better), e.g. "time_to_target_s" or "cost_cpu_s".
 
     Returns:
         The matplotlib figure (already saved).
@@ -409,9 +411,9 @@ def plot_tradeoff(rows: list[dict], path: str, title: str = "sweep") -> Figure:
     Example:
         >>> plot_tradeoff(sweep_rows(client, parent), "tradeoff.png", title="quickstart")
     """
-    points = _plottable(rows)
+    points = _plottable(rows, x)
     if not points:
-        raise ReportError(f"nothing to plot for {title}: no trial finished with measured accuracy, latency and size")
+        raise ReportError(f"nothing to plot for {title}: no trial finished with measured accuracy, {x} and size")
     figure = Figure(figsize=(10, 6.5), dpi=110, layout="constrained")
     FigureCanvasAgg(figure)
     axes = figure.add_subplot()
@@ -420,7 +422,7 @@ def plot_tradeoff(rows: list[dict], path: str, title: str = "sweep") -> Figure:
     def draw(group, **style):
         if group:
             axes.scatter(
-                [row["latency_ms"] for row in group],
+                [row[x] for row in group],
                 [row["test_accuracy"] for row in group],
                 s=[_marker_area(row["size_bytes"], largest) for row in group],
                 edgecolors="black",
@@ -431,14 +433,16 @@ def plot_tradeoff(rows: list[dict], path: str, title: str = "sweep") -> Figure:
     draw([row for row in points if not row["front"] and not row["baseline"]], color="0.7", alpha=0.7, zorder=2)
     draw([row for row in points if row["front"] and not row["baseline"]], color="tab:blue", alpha=0.85, zorder=3)
     draw([row for row in points if row["baseline"]], color="tab:red", marker="*", zorder=4)
-    intervals = [row for row in points if _is_number(row.get("speedup_low")) and _is_number(row.get("speedup_high"))]
+    intervals = [
+        row for row in points if x == "latency_ms" and _is_number(row.get("speedup_low")) and _is_number(row.get("speedup_high"))
+    ]
     if intervals:  # the paired speedup's 95% interval, as a latency range around each point
         axes.errorbar(
-            [row["latency_ms"] for row in intervals],
+            [row[x] for row in intervals],
             [row["test_accuracy"] for row in intervals],
             xerr=[
-                [row["latency_ms"] * (1 - row["speedup"] / row["speedup_high"]) for row in intervals],
-                [row["latency_ms"] * (row["speedup"] / row["speedup_low"] - 1) for row in intervals],
+                [row[x] * (1 - row["speedup"] / row["speedup_high"]) for row in intervals],
+                [row[x] * (row["speedup"] / row["speedup_low"] - 1) for row in intervals],
             ],
             fmt="none",
             ecolor="0.35",
@@ -447,9 +451,9 @@ def plot_tradeoff(rows: list[dict], path: str, title: str = "sweep") -> Figure:
             zorder=1,
         )
 
-    staircase = sorted((points[i] for i in pareto_front(points, FRONT_OBJECTIVES[:2])), key=lambda r: r["latency_ms"])
+    staircase = sorted((points[i] for i in pareto_front(points, [("test_accuracy", "max"), (x, "min")])), key=lambda r: r[x])
     axes.step(
-        [row["latency_ms"] for row in staircase],
+        [row[x] for row in staircase],
         [row["test_accuracy"] for row in staircase],
         where="post",
         color="tab:blue",
@@ -460,21 +464,21 @@ def plot_tradeoff(rows: list[dict], path: str, title: str = "sweep") -> Figure:
     baseline = _baseline(points)
     if baseline is not None:
         axes.axhline(baseline["test_accuracy"], color="tab:red", linestyle=":", linewidth=1, zorder=0)
-        axes.axvline(baseline["latency_ms"], color="tab:red", linestyle=":", linewidth=1, zorder=0)
-    latencies = [row["latency_ms"] for row in points]
+        axes.axvline(baseline[x], color="tab:red", linestyle=":", linewidth=1, zorder=0)
+    latencies = [row[x] for row in points]
     log_scale = max(latencies) > LOG_SCALE_SPREAD * min(latencies)
     if log_scale:
         axes.set_xscale("log")
         axes.xaxis.set_major_locator(LogLocator(subs=(1, 2, 5)))
         axes.xaxis.set_major_formatter(FormatStrFormatter("%g"))
         axes.xaxis.set_minor_locator(NullLocator())
-    labelled = sorted((row for row in points if row["front"] or row["baseline"]), key=lambda row: row["latency_ms"])
+    labelled = sorted((row for row in points if row["front"] or row["baseline"]), key=lambda row: row[x])
     for index, row in enumerate(labelled):
-        right_half = _axis_fraction(row["latency_ms"], latencies, log_scale) > 0.5
+        right_half = _axis_fraction(row[x], latencies, log_scale) > 0.5
         gap = math.sqrt(_marker_area(row["size_bytes"], largest)) / 2 + 6
         axes.annotate(
             row["mode"],
-            (row["latency_ms"], row["test_accuracy"]),
+            (row[x], row["test_accuracy"]),
             xytext=(-gap if right_half else gap, gap if index % 2 == 0 else -gap - 6),
             textcoords="offset points",
             horizontalalignment="right" if right_half else "left",
@@ -484,13 +488,15 @@ def plot_tradeoff(rows: list[dict], path: str, title: str = "sweep") -> Figure:
             zorder=5,
         )
     axes.yaxis.set_major_formatter(PercentFormatter(xmax=1.0))
-    runtime = points[0].get("runtime", "eager")
-    axes.set_xlabel(
-        f"inference latency in {runtime}, batch 1, median (ms; bars: 95% interval of the paired speedup)"
-        + (", log scale" if log_scale else "")
-    )
+    if x == "latency_ms":
+        runtime = points[0].get("runtime", "eager")
+        label = f"inference latency in {runtime}, batch 1, median (ms; bars: 95% interval of the paired speedup)"
+    else:
+        label = f"{x} ({METRICS[x].unit})" if x in METRICS else x
+    axes.set_xlabel(label + (", log scale" if log_scale else ""))
     axes.set_ylabel("test accuracy")
-    axes.set_title(f"{title}: test accuracy vs latency of {len(points)} measured trials\nmarker area = stored size")
+    what = "latency" if x == "latency_ms" else x
+    axes.set_title(f"{title}: test accuracy vs {what} of {len(points)} measured trials\nmarker area = stored size")
     axes.grid(True, which="major", alpha=0.3)
     axes.margins(0.08)
     axes.legend(
@@ -571,8 +577,8 @@ def describe_choice(row: dict, max_accuracy_drop: float, optimize: str = "latenc
     return "\n".join(lines)
 
 
-def _plottable(rows):
-    keys = ("test_accuracy", "latency_ms", "size_bytes")
+def _plottable(rows, x="latency_ms"):
+    keys = ("test_accuracy", x, "size_bytes")
     return [row for row in rows if _measured(row) and all(_is_number(row.get(key)) for key in keys)]
 
 
