@@ -97,7 +97,7 @@ def test_submitted_sweep_runs_on_both_nodes_and_lands_in_mlflow(cluster):
     assert len(trials) == 4  # the baseline and 3 samples
     for trial in trials:
         assert {"val_accuracy", "test_accuracy", "latency_ms", "size_bytes"} <= set(trial.data.metrics), trial.info.run_name
-        assert {a.path for a in client.list_artifacts(trial.info.run_id, "model")} >= {"model/deployable.pt"}
+        assert {a.path for a in client.list_artifacts(trial.info.run_id, "model")} >= {"model/model.onnx"}
     nodes = {trial.data.tags["accelsweep.node_ip"] for trial in trials}
     assert len(nodes) == 2, f"every trial ran on one node: {nodes}"
 

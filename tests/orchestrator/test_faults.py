@@ -27,7 +27,7 @@ from orchestrator.tags import KIND_TAG, PARENT_TAG, STATUS_TAG, TRIAL_ID_TAG
 pytestmark = pytest.mark.slow
 
 FINAL_METRICS = ("test_accuracy", "latency_ms", "latency_p95_ms", "size_bytes", "param_count", "trial_seconds")
-MODEL_FILES = {"model/trained.pt", "model/deployable.pt"}
+MODEL_FILES = {"model/trained.pt", "model/model.onnx"}
 LEFTOVER_RESULTS = "accelsweep_results"
 
 
