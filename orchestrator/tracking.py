@@ -30,6 +30,9 @@ BASELINE_TAG = "accelsweep.baseline"
 STATUS_TAG = "accelsweep.status"
 RESULTS_PATH_TAG = "accelsweep.results_path"
 PARENT_TAG = "mlflow.parentRunId"
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+MODEL_TRAINING = "custom_model_development"
+"""The experiment kind MLflow's UI opens as model training (runs, metrics), not as a GenAI project."""
 
 
 class TrackingError(UserError):
@@ -82,6 +85,7 @@ def start_sweep_run(client: MlflowClient, spec: Spec, spec_text: str, results_pa
     """
     experiment = client.get_experiment_by_name(spec.experiment)
     experiment_id = experiment.experiment_id if experiment else client.create_experiment(spec.experiment)
+    client.set_experiment_tag(experiment_id, EXPERIMENT_KIND_TAG, MODEL_TRAINING)
     run = client.create_run(
         experiment_id,
         run_name=spec.name,
