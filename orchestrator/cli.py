@@ -182,13 +182,11 @@ def report_command(args: argparse.Namespace) -> int:
 
 
 def ui_command(args: argparse.Namespace) -> int:
-    """`accelsweep ui`: the MLflow UI on 127.0.0.1 against the sweep's tracking store."""
+    """`accelsweep ui [SWEEP]`: the MLflow UI on 127.0.0.1, with deep links to the sweep's trials and plot."""
+    from orchestrator import ui
     from orchestrator.spec import tracking_uri
 
-    uri = tracking_uri(args.uri)
-    command = ["mlflow", "ui", "--backend-store-uri", uri, "--host", args.host, "--port", str(args.port)]
-    logger.info("MLflow UI for %s at http://%s:%d (Ctrl-C to stop)", uri, args.host, args.port)
-    os.execvp(command[0], command)
+    return ui.serve(tracking_uri(args.uri), args.sweep, args.host, args.port, verbose=args.verbose)
 
 
 def _ray_nodes():
@@ -299,8 +297,13 @@ def _parser():
     ui = commands.add_parser(
         "ui",
         help="open the MLflow UI on the sweep results",
-        description="Serve the MLflow UI for the tracking store. Binds 127.0.0.1 unless --host says otherwise.",
+        description=(
+            "Serve the MLflow UI for the tracking store until Ctrl-C, and print links to the sweep's "
+            "trials and its trade-off plot (opened in a browser where there is a desktop). Binds "
+            "127.0.0.1 unless --host says otherwise."
+        ),
     )
+    ui.add_argument("sweep", nargs="?", help="the sweep's name or parent run id (default: the newest sweep)")
     _add_uri_option(ui)
     ui.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     ui.add_argument("--port", type=int, default=5000)

@@ -49,6 +49,7 @@ def tradeoff_html(rows: list[dict], title: str = "sweep") -> str:
         title=html.escape(heading),
         svg=_svg(points) if points else "<p>No trial was measured: nothing to plot.</p>",
         table=_table(rows),
+        width=WIDTH,
     )
 
 
@@ -67,7 +68,7 @@ def _svg(points):
     largest = max(row["size_bytes"] for row in points)
     y_step = (y_high - y_low) / 5
 
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{HEIGHT}" role="img">']
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {WIDTH} {HEIGHT}" width="100%" role="img">']
     for tick in _log_ticks(x_low, x_high) if log_x else _linear_ticks(x_low, x_high):
         at = x_of(tick)
         parts.append(f'<line x1="{at:.1f}" x2="{at:.1f}" y1="{TOP}" y2="{HEIGHT - BOTTOM}" class="grid"/>')
@@ -203,6 +204,7 @@ _PAGE = """<!DOCTYPE html>
 <style>
 body {{ font: 13px sans-serif; margin: 12px; color: #222; }}
 h1 {{ font-size: 15px; }}
+svg {{ max-width: {width}px; display: block; }}
 .frame {{ fill: none; stroke: #444; }}
 .grid {{ stroke: #ddd; }}
 .tick, .axis-title, .legend {{ font-size: 11px; fill: #333; }}

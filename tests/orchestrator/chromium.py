@@ -80,12 +80,41 @@ class Chromium:
 
     def text(self) -> str:
         """The rendered page's visible text."""
-        return self.evaluate("document.body ? document.body.innerText : ''") or ""
+        return self.evaluate(_BODY_TEXT) or ""
+
+    def frame_texts(self) -> list[str]:
+        """The visible text of each iframe in the page; sandboxed ones (another origin) included."""
+        return self.loop.run_until_complete(self._frame_texts())
+
+    def wait_for_frame_text(self, needle: str, timeout: float = 60.0) -> str | None:
+        """Poll the page's iframes until one shows `needle`; return that frame's text, or None."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = [text for text in self.frame_texts() if needle in text]
+            if found:
+                return found[0]
+            time.sleep(0.25)
+        return None
+
+    def mouse_move(self, x: float, y: float) -> None:
+        """Move the mouse to (x, y) in CSS pixels of the viewport, as a person hovering there."""
+        self._call("Input.dispatchMouseEvent", type="mouseMoved", x=x, y=y)
 
     def screenshot(self, path: Path) -> Path:
         """Save a PNG of the page as rendered now."""
         path.write_bytes(base64.b64decode(self._call("Page.captureScreenshot", format="png")["data"]))
         return path
+
+    async def _frame_texts(self):
+        async with self.session.get(f"http://127.0.0.1:{self.port}/json/list") as response:
+            targets = await response.json(content_type=None)
+        texts = []
+        for target in targets:
+            if target["type"] == "iframe":
+                async with self.session.ws_connect(target["webSocketDebuggerUrl"], max_msg_size=0) as socket:
+                    result = await _call(socket, 1, "Runtime.evaluate", expression=_BODY_TEXT, returnByValue=True)
+                    texts.append(result["result"].get("value") or "")
+        return texts
 
     async def _connect(self, port_file):
         deadline = time.monotonic() + 30
@@ -93,9 +122,9 @@ class Chromium:
             if time.monotonic() > deadline or self.process.poll() is not None:
                 raise RuntimeError(f"{CHROMIUM} did not open its DevTools port")
             await asyncio.sleep(0.1)
-        port = port_file.read_text().splitlines()[0]
+        self.port = port_file.read_text().splitlines()[0]
         self.session = aiohttp.ClientSession()
-        async with self.session.get(f"http://127.0.0.1:{port}/json/list") as response:
+        async with self.session.get(f"http://127.0.0.1:{self.port}/json/list") as response:
             targets = await response.json(content_type=None)
         page = next(target for target in targets if target["type"] == "page")
         self.socket = await self.session.ws_connect(page["webSocketDebuggerUrl"], max_msg_size=0)
@@ -106,10 +135,17 @@ class Chromium:
 
     async def _send(self, method, **params):
         self.next_id += 1
-        await self.socket.send_str(json.dumps({"id": self.next_id, "method": method, "params": params}))
-        while True:  # events arrive between answers: skip them
-            message = json.loads((await self.socket.receive()).data)
-            if message.get("id") == self.next_id:
-                if "error" in message:
-                    raise RuntimeError(f"{method}: {message['error']}")
-                return message["result"]
+        return await _call(self.socket, self.next_id, method, **params)
+
+
+_BODY_TEXT = "document.body ? document.body.innerText : ''"
+
+
+async def _call(socket, call_id, method, **params):
+    await socket.send_str(json.dumps({"id": call_id, "method": method, "params": params}))
+    while True:  # events arrive between answers: skip them
+        message = json.loads((await socket.receive()).data)
+        if message.get("id") == call_id:
+            if "error" in message:
+                raise RuntimeError(f"{method}: {message['error']}")
+            return message["result"]
