@@ -99,7 +99,7 @@ def serve(uri: str, sweep: str | None = None, host: str = "127.0.0.1", port: int
         verbose: show the server's own log.
 
     Returns:
-        0 once the server stopped after Ctrl-C.
+        0 once the server stopped after Ctrl-C (or SIGTERM).
 
     Raises:
         UIError: the server exited or did not answer in STARTUP_SECONDS.
@@ -112,6 +112,7 @@ def serve(uri: str, sweep: str | None = None, host: str = "127.0.0.1", port: int
     if parent is not None:
         client.set_experiment_tag(parent.info.experiment_id, EXPERIMENT_KIND_TAG, MODEL_TRAINING)
     base_url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # `kill` stops the server too, like Ctrl-C
     with tempfile.TemporaryFile("w+") as server_log:
         server = _start_server(uri, host, port, None if verbose else server_log)
         try:
@@ -141,11 +142,12 @@ def desktop_browser_available() -> bool:
 def _start_server(uri, host, port, output):
     mlflow = shutil.which("mlflow")
     command = [mlflow] if mlflow else [sys.executable, "-m", "mlflow"]
-    # one worker: a personal viewer on a laptop needs no four server processes
+    # one worker, and no job runner (its seven processes serve GenAI judges): a personal viewer
     command += ["ui", "--backend-store-uri", uri, "--host", host, "--port", str(port), "--workers", "1"]
+    env = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"} | dict(os.environ)
     logger.info("starting the MLflow UI for %s on %s:%d", uri, host, port)
-    # its own process group, so that stopping it also stops the uvicorn workers it starts
-    return subprocess.Popen(command, stdout=output, stderr=output, start_new_session=True)
+    # its own process group, so that stopping it also stops the uvicorn worker it starts
+    return subprocess.Popen(command, stdout=output, stderr=output, env=env, start_new_session=True)
 
 
 def _wait_until_answering(base_url, server, server_log):

@@ -60,7 +60,9 @@ class Chromium:
         shutil.rmtree(self.profile, ignore_errors=True)
 
     def open(self, url: str) -> None:
-        """Navigate the page to `url` (returns once navigation started; use `wait_for` after)."""
+        """Load `url` afresh, as a new tab would (a single-page app keeps its state when only the
+        #fragment changes); returns once loading started: use `wait_for` after."""
+        self._call("Page.navigate", url="about:blank")
         self._call("Page.navigate", url=url)
 
     def evaluate(self, expression: str):
