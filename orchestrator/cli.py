@@ -164,6 +164,8 @@ def report_command(args: argparse.Namespace) -> int:
     parent = report.find_sweep_run(client, args.sweep)
     rows = report.sweep_rows(client, parent)
     print(report.format_rows(rows, args.format))
+    if args.log:
+        report.log_report(client, parent.info.run_id, rows)
     if args.plot:
         report.plot_tradeoff(rows, args.plot, title=parent.data.tags.get(tracking.SWEEP_TAG, args.sweep))
         logger.info("plot written to %s", args.plot)
@@ -274,6 +276,11 @@ def _parser():
     report.add_argument("--format", choices=("table", "csv", "json", "markdown"), default="table")
     _add_uri_option(report)
     report.add_argument("--plot", metavar="PNG", help="also write the trade-off plot (accuracy vs latency) to PNG")
+    report.add_argument(
+        "--log",
+        action="store_true",
+        help="rewrite the sweep's report in MLflow: tradeoff.png/.html/.csv/.md and the runs' descriptions",
+    )
     report.add_argument(
         "--max-accuracy-drop",
         type=float,

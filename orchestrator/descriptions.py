@@ -3,7 +3,7 @@ the run pages themselves say what the sweep found:
 - a trial's: its recipe in words, its measured row, and its ratios to the baseline;
 - the sweep's: the trade-off table in Markdown, with the baseline and the front named.
 
-Written when a sweep concludes (`report.log_report`); `accelsweep report NAME --log` rewrites them.
+Written when a sweep concludes (by `report.log_report`); `accelsweep report NAME --log` rewrites them.
 """
 
 import math

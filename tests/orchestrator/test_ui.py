@@ -15,6 +15,7 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
+from orchestrator.cli import main
 from orchestrator.descriptions import NOTE_TAG, measure_text, recipe_in_words, trial_description
 from orchestrator.report import find_sweep_run, log_report, sweep_rows
 from orchestrator.spec import load_spec
@@ -126,6 +127,14 @@ def test_sweep_description_is_the_report_table(store):
     assert note.startswith("**Sweep demo**: 5 trials, 2 on the Pareto front: baseline, r8-q8.")
     assert "| * | r8-q8 | t1 | finished | 0.8800 |" in note
     assert all(f"| {mode} |" in note for mode, *_ in TRIALS)
+
+
+def test_report_log_rewrites_the_descriptions(store, capsys):
+    client, parent = store
+    run_id = parent.info.run_id
+    client.set_tag(run_id, NOTE_TAG, "stale")
+    assert main(["report", run_id, "--uri", client.tracking_uri, "--log"]) == 0
+    assert client.get_run(run_id).data.tags[NOTE_TAG].startswith("**Sweep demo**")
 
 
 def test_tradeoff_html_is_logged_and_self_contained(store, tmp_path):
