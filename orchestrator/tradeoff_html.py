@@ -15,18 +15,18 @@ from orchestrator.report import LOG_SCALE_SPREAD
 HTML_FILE = "tradeoff.html"
 WIDTH, HEIGHT = 860, 520
 LEFT, RIGHT, TOP, BOTTOM = 70, 210, 20, 55  # plot margins; the legend sits in the right one
-TABLE_KEYS = (
-    "test_accuracy",
-    "accuracy_drop",
-    "latency_ms",
-    "latency_b256_ms",
-    "size_bytes",
-    "param_count",
-    "speedup",
-    "compression",
-    "runtime",
-)
-HEADERS = ("test acc", "acc drop", "latency b1", "latency b256", "size", "params", "speedup", "compression", "runtime")
+TABLE_COLUMNS = {
+    "test_accuracy": "test acc",
+    "accuracy_drop": "acc drop",
+    "latency_ms": "latency b1",
+    "latency_b256_ms": "latency b256",
+    "size_bytes": "size",
+    "param_count": "params",
+    "speedup": "speedup",
+    "compression": "compression",
+    "runtime": "runtime",
+}
+"""The table's columns (report row keys) and their headers; a column no row has is left out."""
 
 
 def tradeoff_html(rows: list[dict], title: str = "sweep") -> str:
@@ -119,7 +119,6 @@ def _log_ticks(low, high):
 
 def _marker(row, cx, cy, radius):
     kind = "baseline" if row["baseline"] else "front" if row["front"] else "other"
-    tip = html.escape(_tip(row), quote=True).replace("\n", "&#10;")
     if kind == "baseline":
         shape = f'<polygon points="{_star(cx, cy, radius + 4)}" class="{kind}"/>'
     else:
@@ -127,7 +126,13 @@ def _marker(row, cx, cy, radius):
     label = ""
     if kind != "other":
         label = f'<text x="{cx + radius + 5:.1f}" y="{cy - radius - 2:.1f}" class="label">{html.escape(row["mode"])}</text>'
-    return f'<g class="trial" data-run="{html.escape(row["run_id"])}" data-tip="{tip}">{shape}{label}</g>'
+    return f'<g {_hover_attributes(row)}>{shape}{label}</g>'
+
+
+def _hover_attributes(row, css=""):
+    tip = html.escape(_tip(row), quote=True).replace("\n", "&#10;")
+    classes = f"trial {css}".strip()
+    return f'class="{classes}" data-run="{html.escape(row["run_id"])}" data-tip="{tip}"'
 
 
 def _tip(row):
@@ -178,8 +183,9 @@ def _legend(points, largest):
 
 
 def _table(rows):
-    columns = [(key, header) for key, header in zip(TABLE_KEYS, HEADERS) if any(key in row for row in rows)]
-    head = "".join(f"<th>{header}</th>" for header in ("", "mode", "trial", "status", *(h for _, h in columns)))
+    columns = [key for key in TABLE_COLUMNS if any(key in row for row in rows)]
+    headers = ("", "mode", "trial", "status", *(TABLE_COLUMNS[key] for key in columns))
+    head = "".join(f"<th>{header}</th>" for header in headers)
     body = []
     for row in rows:
         cells = [
@@ -187,12 +193,11 @@ def _table(rows):
             html.escape(row["mode"]),
             html.escape(str(row["trial_id"])),
             html.escape(row["status"]),
-            *(html.escape(measure_text(row, key)) for key, _ in columns),
+            *(html.escape(measure_text(row, key)) for key in columns),
         ]
         css = "baseline" if row.get("baseline") else "front" if row.get("front") else ""
-        tip = html.escape(_tip(row), quote=True).replace("\n", "&#10;")
         body.append(
-            f'<tr class="trial {css}" data-run="{html.escape(row["run_id"])}" data-tip="{tip}">'
+            f'<tr {_hover_attributes(row, css)}>'
             + "".join(f"<td>{cell}</td>" for cell in cells)
             + "</tr>"
         )
