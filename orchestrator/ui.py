@@ -112,7 +112,7 @@ def serve(uri: str, sweep: str | None = None, host: str = "127.0.0.1", port: int
     if parent is not None:
         client.set_experiment_tag(parent.info.experiment_id, EXPERIMENT_KIND_TAG, MODEL_TRAINING)
     base_url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
-    signal.signal(signal.SIGTERM, signal.default_int_handler)  # `kill` stops the server too, like Ctrl-C
+    on_sigterm = signal.signal(signal.SIGTERM, signal.default_int_handler)  # `kill` stops it too, like Ctrl-C
     with tempfile.TemporaryFile("w+") as server_log:
         server = _start_server(uri, host, port, None if verbose else server_log)
         try:
@@ -125,6 +125,7 @@ def serve(uri: str, sweep: str | None = None, host: str = "127.0.0.1", port: int
             return 0
         finally:
             _stop(server)
+            signal.signal(signal.SIGTERM, on_sigterm)
 
 
 def desktop_browser_available() -> bool:

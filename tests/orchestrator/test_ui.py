@@ -21,7 +21,7 @@ from orchestrator.report import find_sweep_run, log_report, sweep_rows
 from orchestrator.spec import load_spec
 from orchestrator.tracking import EXPERIMENT_KIND_TAG, MODEL_TRAINING, TRIAL_ID_TAG, start_sweep_run
 from orchestrator.tradeoff_html import HTML_FILE, tradeoff_html
-from orchestrator.ui import desktop_browser_available, newest_sweep, sweep_links
+from orchestrator.ui import UIError, desktop_browser_available, newest_sweep, serve, sweep_links
 from tests.orchestrator.chromium import CHROMIUM, Chromium
 from tests.orchestrator.conftest import QUICKSTART
 from tests.orchestrator.test_report import TRIALS, create_sweep
@@ -67,6 +67,22 @@ def test_newest_sweep_is_the_latest_started(store):
 
 def test_newest_sweep_of_an_empty_store(tmp_path):
     assert newest_sweep(MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'empty.db'}")) is None
+
+
+def test_ui_of_an_unknown_sweep_is_a_user_error(store, capsys):
+    client, _ = store
+    assert main(["ui", "no-such-sweep", "--uri", client.tracking_uri]) == 2
+    assert "no sweep named or with run id 'no-such-sweep'" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_ui_says_why_the_server_did_not_start(store):
+    client, _ = store
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        with pytest.raises(UIError, match="(?s)exited with code.*address already in use"):
+            serve(client.tracking_uri, host="127.0.0.1", port=taken.getsockname()[1])
 
 
 def test_sweep_run_experiment_is_tagged_as_model_training(tmp_path):
