@@ -207,6 +207,8 @@ def report_command(args: argparse.Namespace) -> int:
     objectives = report.parse_objectives(args.objectives) if args.objectives else None
     rows = report.sweep_rows(client, parent, host=args.host, objectives=objectives, target_tolerance=args.target_tolerance)
     print(report.format_rows(rows, args.format, objectives))
+    if args.log:
+        report.log_report(client, parent.info.run_id, rows)
     if args.plot:
         x_axis = next((key for key, _ in objectives or [] if key != "test_accuracy"), "latency_ms")
         report.plot_tradeoff(rows, args.plot, title=parent.data.tags.get(SWEEP_TAG, args.sweep), x=x_axis)
@@ -260,14 +262,11 @@ def bench_command(args: argparse.Namespace) -> int:
 
 
 def ui_command(args: argparse.Namespace) -> int:
-    """`accelsweep ui`: the MLflow UI on 127.0.0.1 against the sweep's tracking store."""
+    """`accelsweep ui [SWEEP]`: the MLflow UI on 127.0.0.1, with deep links to the sweep's trials and plot."""
+    from orchestrator import ui
     from orchestrator.spec import tracking_uri
 
-    uri = tracking_uri(args.uri)
-    # the mlflow of this Python: there may be no `mlflow` script on PATH (a venv not activated)
-    command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", args.host, "--port", str(args.port)]
-    logger.info("MLflow UI for %s at http://%s:%d (Ctrl-C to stop)", redact(uri), args.host, args.port)
-    os.execv(command[0], command)
+    return ui.serve(tracking_uri(args.uri), args.sweep, args.host, args.port, verbose=args.verbose)
 
 
 def _print_error(message):
@@ -383,6 +382,11 @@ def _parser():
     _add_uri_option(report)
     report.add_argument("--plot", metavar="PNG", help="also write the trade-off plot (accuracy vs latency) to PNG")
     report.add_argument(
+        "--log",
+        action="store_true",
+        help="rewrite the sweep's report in MLflow: tradeoff.png/.html/.csv/.md and the runs' descriptions",
+    )
+    report.add_argument(
         "--max-accuracy-drop",
         type=float,
         metavar="DROP",
@@ -446,8 +450,13 @@ def _parser():
     ui = commands.add_parser(
         "ui",
         help="open the MLflow UI on the sweep results",
-        description="Serve the MLflow UI for the tracking store. Binds 127.0.0.1 unless --host says otherwise.",
+        description=(
+            "Serve the MLflow UI for the tracking store until Ctrl-C, and print links to the sweep's "
+            "trials and its trade-off plot (opened in a browser where there is a desktop). Binds "
+            "127.0.0.1 unless --host says otherwise."
+        ),
     )
+    ui.add_argument("sweep", nargs="?", help="the sweep's name or parent run id (default: the newest sweep)")
     _add_uri_option(ui)
     ui.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     ui.add_argument("--port", type=int, default=5000)

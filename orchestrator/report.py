@@ -355,9 +355,10 @@ def _is_number(value):
 def log_report(client: MlflowClient, parent_id: str, rows: list[dict]) -> None:
     """Attach the trade-off table and the Pareto front to the sweep's parent run.
 
-    Logs `tradeoff.csv`, `tradeoff.md`, `pareto_front.json`, the plot `tradeoff.png` (when at
-    least one trial was measured), and the parent metrics `trials`, `pareto_size`,
-    `baseline_test_accuracy`, `baseline_latency_ms`, `baseline_size_bytes`.
+    Logs `tradeoff.csv`, `tradeoff.md`, `pareto_front.json`, the plots `tradeoff.png` and
+    `tradeoff.html` (when at least one trial was measured), and the parent metrics `trials`,
+    `pareto_size`, `baseline_test_accuracy`, `baseline_latency_ms`, `baseline_size_bytes`; sets
+    the descriptions of the parent run and of every trial's run.
 
     Args:
         client: the tracking client.
@@ -367,6 +368,9 @@ def log_report(client: MlflowClient, parent_id: str, rows: list[dict]) -> None:
     Example:
         >>> log_report(client, parent_id, sweep_rows(client, client.get_run(parent_id)))
     """
+    from orchestrator import descriptions, tradeoff_html  # they import this module
+
+    descriptions.log_descriptions(client, parent_id, rows)
     client.log_text(parent_id, format_rows(rows, "csv"), "tradeoff.csv")
     client.log_text(parent_id, format_rows(rows, "markdown"), "tradeoff.md")
     front = [row for row in rows if row["front"]]
@@ -385,6 +389,7 @@ def log_report(client: MlflowClient, parent_id: str, rows: list[dict]) -> None:
         path = os.path.join(directory, PLOT_FILE)
         plot_tradeoff(rows, path, title=sweep)
         client.log_artifact(parent_id, path)
+    client.log_text(parent_id, tradeoff_html.tradeoff_html(rows, title=sweep), tradeoff_html.HTML_FILE)
 
 
 def plot_tradeoff(rows: list[dict], path: str, title: str = "sweep", x: str = "latency_ms") -> Figure:

@@ -19,6 +19,8 @@ from orchestrator.errors import UserError
 from orchestrator.spec import Spec
 from orchestrator.tags import (
     BASELINE_TAG,
+    EXPERIMENT_KIND_TAG,
+    MODEL_TRAINING,
     KIND_TAG,
     MODE_TAG,
     OPTUNA_FRONT_TAG,
@@ -82,6 +84,7 @@ def start_sweep_run(client: MlflowClient, spec: Spec, spec_text: str, results_pa
     """
     experiment = client.get_experiment_by_name(spec.experiment)
     experiment_id = experiment.experiment_id if experiment else client.create_experiment(spec.experiment)
+    client.set_experiment_tag(experiment_id, EXPERIMENT_KIND_TAG, MODEL_TRAINING)
     run = client.create_run(
         experiment_id,
         run_name=spec.name,
