@@ -123,10 +123,11 @@ def sweep_description(name: str, rows: list[dict]) -> str:
             "",
         ]
     lines += [
+        "The plot: Artifacts, `tradeoff.png`; hover over the trials in `tradeoff.html`.",
+        "",
         format_rows(rows, "markdown"),
         "",
-        "\\* = on the Pareto front of (test accuracy up, latency down, size down); ratios vs the baseline. "
-        "The plot: Artifacts, `tradeoff.png`; hover over the trials in `tradeoff.html`.",
+        "\\* = on the Pareto front of (test accuracy up, latency down, size down); ratios vs the baseline.",
     ]
     return "\n".join(lines)
 
