@@ -118,8 +118,10 @@ def sweep_description(name: str, rows: list[dict]) -> str:
     lines = [f"**Sweep {name}**: {len(rows)} trials, {len(front)} on the Pareto front: {', '.join(front) or 'none'}.", ""]
     if baseline is not None:
         lines += [
-            f"Baseline (dense fp32): test accuracy {measure_text(baseline, 'test_accuracy')}, "
-            f"latency {measure_text(baseline, 'latency_ms')} at batch 1, size {measure_text(baseline, 'size_bytes')}.",
+            (
+                f"Baseline (dense fp32): test accuracy {measure_text(baseline, 'test_accuracy')}, latency "
+                f"{measure_text(baseline, 'latency_ms')} at batch 1, size {measure_text(baseline, 'size_bytes')}."
+            ),
             "",
         ]
     lines += [
