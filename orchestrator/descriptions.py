@@ -118,15 +118,18 @@ def sweep_description(name: str, rows: list[dict]) -> str:
     lines = [f"**Sweep {name}**: {len(rows)} trials, {len(front)} on the Pareto front: {', '.join(front) or 'none'}.", ""]
     if baseline is not None:
         lines += [
-            f"Baseline (dense fp32): test accuracy {measure_text(baseline, 'test_accuracy')}, "
-            f"latency {measure_text(baseline, 'latency_ms')} at batch 1, size {measure_text(baseline, 'size_bytes')}.",
+            (
+                f"Baseline (dense fp32): test accuracy {measure_text(baseline, 'test_accuracy')}, latency "
+                f"{measure_text(baseline, 'latency_ms')} at batch 1, size {measure_text(baseline, 'size_bytes')}."
+            ),
             "",
         ]
     lines += [
+        "The plot: Artifacts, `tradeoff.png`; hover over the trials in `tradeoff.html`.",
+        "",
         format_rows(rows, "markdown"),
         "",
-        "\\* = on the Pareto front of (test accuracy up, latency down, size down); ratios vs the baseline. "
-        "The plot: Artifacts, `tradeoff.png`; hover over the trials in `tradeoff.html`.",
+        "\\* = on the Pareto front of (test accuracy up, latency down, size down); ratios vs the baseline.",
     ]
     return "\n".join(lines)
 

@@ -49,7 +49,7 @@ def store(tmp_path_factory):
 
 
 def test_links_point_at_the_sweep_in_the_model_training_view(store):
-    client, parent = store
+    _, parent = store
     run_id, experiment_id = parent.info.run_id, parent.info.experiment_id
     links = sweep_links("http://127.0.0.1:5000", parent)
     base = f"http://127.0.0.1:5000/#/experiments/{experiment_id}/runs"
