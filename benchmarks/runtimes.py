@@ -55,7 +55,7 @@ def candidates(rank):
 
 
 def dataset(shape):
-    flat = load_dataset("synthetic", n_samples=1500, n_features=int(torch.Size(shape).numel()))
+    flat = load_dataset("synthetic", n_samples=1500, n_features=int(torch.Size(shape).numel())).preprocessed()
     return dataclasses.replace(
         flat, **{split: getattr(flat, split).reshape(-1, *shape) for split in ("x_train", "x_val", "x_test")}
     )
@@ -63,7 +63,7 @@ def dataset(shape):
 
 def export(recipe, data, runtime, choices):
     model, data, configs, _ = build_trial_model(dataclasses.replace(recipe, choices=choices, epochs=1), data)
-    exported = export_deployable(model, configs, data.x_test[:1])
+    exported = export_deployable(model, configs, data.preprocess(), data.x_test[:1])
     return export_to(runtime, exported.inputs_for_runtimes(data.x_test[:8], data.x_train[:256], threads=1))
 
 

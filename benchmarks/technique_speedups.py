@@ -46,7 +46,7 @@ TECHNIQUES = {
 
 
 def datasets():
-    flat = load_dataset("synthetic", n_samples=400, n_features=784)
+    flat = load_dataset("synthetic", n_samples=400, n_features=784).preprocessed()
     images = dataclasses.replace(
         flat,
         name="synthetic 1x28x28",
@@ -62,8 +62,7 @@ def deployable_model(base_recipe, data, choices):
     recipe = dataclasses.replace(base_recipe, choices=choices, epochs=1)
     model, data, configs, notes = build_trial_model(recipe, data)
     techniques.epoch_start(model, configs, epoch=0, epochs=recipe.epochs)
-    deployable, _, _, _ = export_deployable(model, configs, data.x_test[:1].to(recipe.device))
-    return deployable
+    return export_deployable(model, configs, data.preprocess(), data.x_test[:1].to(recipe.device)).eager
 
 
 def compare(title, base_recipe, data):

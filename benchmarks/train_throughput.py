@@ -135,8 +135,8 @@ def main():
     logging.disable(logging.INFO)
     torch.set_num_threads(1)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} thread")
-    compare("digits", load_dataset("digits"), epochs=10)
-    compare("synthetic 20000x784", load_dataset("synthetic", n_samples=20000, n_features=784), epochs=3)
+    compare("digits", load_dataset("digits").preprocessed(), epochs=10)
+    compare("synthetic 20000x784", load_dataset("synthetic", n_samples=20000, n_features=784).preprocessed(), epochs=3)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ downloaded.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import gzip
 import io
 import logging
@@ -27,12 +28,14 @@ from trainers.sizes import memory_limit_bytes, too_large
 
 if TYPE_CHECKING:  # torch and scikit-learn load when data is loaded: `SOURCES` stays cheap to import
     import torch
+    from torch import nn
 
 logger = logging.getLogger(__name__)
 
 SOURCES = ("digits", "idx", "csv", "npz", "text", "synthetic")
 _FILE_SOURCES = ("idx", "csv", "npz", "text")
 _STANDARDISED_SOURCES = ("csv", "npz", "text", "synthetic")
+_PIXEL_MAXIMA = {"digits": 16.0, "idx": 255.0}  # images are scaled from their stored range to [0, 1]
 _IDX_IMAGES_MAGIC = 2051  # unsigned bytes, 3 dimensions
 _IDX_LABELS_MAGIC = 2049  # unsigned bytes, 1 dimension
 _WORD = re.compile(r"\w+")
@@ -47,7 +50,19 @@ class DataError(ValueError):
 
 @dataclass
 class Dataset:
-    """Train/validation/test splits: features float32 (N, *input_shape), labels int64 (N,)."""
+    """Train/validation/test splits as the user stores them, and how the model reads them.
+
+    Features are float32 (N, *input_shape) holding the values as stored (pixels 0-255, a CSV's
+    columns as written): what a deployable takes. Labels are int64 (N,). `transforms` turn raw
+    rows into the model's inputs, in order: the data set's own preprocessing (scaling or
+    standardisation, see `trainers.preprocess`), then each data-phase technique's input transform
+    (feature selection). Training reads `preprocessed()`; a deployable carries `preprocess()`.
+
+    Example:
+        >>> ds = load_dataset("digits")
+        >>> float(ds.x_train.max()), float(ds.preprocessed().x_train.max())
+        (16.0, 1.0)
+    """
 
     name: str
     x_train: torch.Tensor
@@ -57,11 +72,69 @@ class Dataset:
     x_test: torch.Tensor
     y_test: torch.Tensor
     num_classes: int
+    transforms: tuple[nn.Module, ...] = ()
 
     @property
     def input_shape(self) -> tuple[int, ...]:
-        """Shape of one example, without the batch dimension."""
+        """Shape of one raw example (what a deployable takes), without the batch dimension."""
         return tuple(self.x_train.shape[1:])
+
+    @property
+    def model_input_shape(self) -> tuple[int, ...]:
+        """Shape of one example after `transforms` (what the model reads), without the batch dimension."""
+        return tuple(self._apply_transforms(self.x_train[:1]).shape[1:])
+
+    def preprocess(self) -> nn.Sequential:
+        """The transforms as one module, raw rows in, model inputs out (identity when there are none).
+
+        Example:
+            >>> ds = load_dataset("digits")
+            >>> torch.equal(ds.preprocess()(ds.x_test), ds.preprocessed().x_test)
+            True
+        """
+        from torch import nn
+
+        return nn.Sequential(*self.transforms)
+
+    def with_transform(self, transform: nn.Module) -> Dataset:
+        """The same raw rows, read through one more transform after the existing ones.
+
+        Args:
+            transform: maps the current model inputs to new ones (e.g. selects features).
+
+        Returns:
+            A new Dataset sharing the split tensors.
+
+        Example:
+            >>> selected = ds.with_transform(SelectFeatures(torch.tensor([0, 5])))
+            >>> selected.model_input_shape
+            (2,)
+        """
+        return dataclasses.replace(self, transforms=(*self.transforms, transform))
+
+    def preprocessed(self) -> Dataset:
+        """Every split run through the transforms once: the tensors training reads (no per-step cost).
+
+        Returns:
+            A Dataset of model inputs, with no transforms left.
+
+        Example:
+            >>> load_dataset("digits").preprocessed().x_train.max()
+            tensor(1.)
+        """
+        return dataclasses.replace(
+            self,
+            x_train=self._apply_transforms(self.x_train),
+            x_val=self._apply_transforms(self.x_val),
+            x_test=self._apply_transforms(self.x_test),
+            transforms=(),
+        )
+
+    def _apply_transforms(self, x):
+        import torch
+
+        with torch.no_grad():
+            return self.preprocess()(x)
 
 
 def load_dataset(
@@ -81,8 +154,9 @@ def load_dataset(
 
     Sets without their own test split are split by a permutation seeded with ``seed``; ``idx``
     files and ``npz`` files with ``x_train``/``x_test`` keep their test split and carve the
-    validation split from their training split. Images (digits, idx) are scaled to [0, 1];
-    csv, npz, text and synthetic features are standardised with the training split's mean and
+    validation split from their training split. The splits hold the values as stored; the
+    Dataset's `transforms` say how the model reads them: images (digits, idx) scaled to [0, 1],
+    csv, npz, text and synthetic features standardised with the training split's mean and
     standard deviation.
 
     Args:
@@ -112,6 +186,8 @@ def load_dataset(
     """
     import torch
 
+    from trainers.preprocess import Scale, standardisation
+
     _check_arguments(source, val_fraction, test_fraction, num_classes, text_features, n_samples, n_features)
     if source in _FILE_SOURCES:
         if path is None:
@@ -124,7 +200,7 @@ def load_dataset(
         from sklearn.datasets import load_digits
 
         digits = load_digits()
-        images = (digits.images / 16.0).astype(np.float32)[:, None]
+        images = digits.images.astype(np.float32)[:, None]
         arrays = [images, _as_labels(digits.target, num_classes, name)]
     elif source == "synthetic":
         arrays = _make_synthetic(n_samples, n_features, num_classes or 10, seed)
@@ -146,10 +222,9 @@ def load_dataset(
     class_count = num_classes or max(int(y.max()) for _, y in parts) + 1
     if class_count < 2:
         raise DataError(f"{name}: found only {class_count} class; a classifier needs at least 2")
-    if source in _STANDARDISED_SOURCES:
-        parts = _standardise(parts)
+    transform = standardisation(parts[0][0]) if source in _STANDARDISED_SOURCES else Scale(_PIXEL_MAXIMA[source])
     tensors = [torch.from_numpy(np.ascontiguousarray(array)) for part in parts for array in part]
-    dataset = Dataset(name, *tensors, num_classes=class_count)
+    dataset = Dataset(name, *tensors, num_classes=class_count, transforms=(transform,))
     logger.info("loaded data set %s", data_summary(dataset))
     return dataset
 
@@ -251,14 +326,6 @@ def _split(x, y, fractions, seed, where):
     return [(x[indices], y[indices]) for indices in np.split(order, boundaries)]
 
 
-def _standardise(parts):
-    x_train = parts[0][0]
-    mean = x_train.mean(axis=0)
-    std = x_train.std(axis=0)
-    std[std < 1e-8] = 1.0
-    return [(((x - mean) / std).astype(np.float32), y) for x, y in parts]
-
-
 def _make_synthetic(n_samples, n_features, num_classes, seed):
     from sklearn.datasets import make_classification
 
@@ -291,9 +358,7 @@ def _read_idx_directory(directory, num_classes):
             raise DataError(
                 f"{images_path} has {len(images)} images but {labels_path} has {len(labels)} labels"
             )
-        scaled_images = images.astype(np.float32)[:, None]
-        scaled_images /= 255.0
-        splits += [scaled_images, labels]
+        splits += [images.astype(np.float32)[:, None], labels]
     if splits[0].shape[1:] != splits[2].shape[1:]:
         raise DataError(
             f"{directory}: train images are {splits[0].shape[2:]} but t10k images are {splits[2].shape[2:]}"

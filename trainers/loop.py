@@ -1,5 +1,9 @@
 """The per-worker training loop: data -> model -> techniques -> train -> export -> measure.
 
+The model trains on preprocessed tensors (`Dataset.preprocessed()`, computed once per trial); the
+deployable carries the same preprocessing (`Dataset.preprocess()`) in front of the model, so it
+takes raw rows, and it is measured on raw test rows.
+
 Pure PyTorch. It takes a plain recipe, a data set and a `report` callable, so it runs the same
 inside a Ray Tune trial, inside a Ray Train worker, or on a bare GPU box. When
 `torch.distributed` is initialised (Ray Train does that for multi-worker trials) the model is
@@ -82,8 +86,9 @@ def build_trial_model(recipe: TrialRecipe, data: Dataset) -> tuple[nn.Module, Da
         data: the full data set.
 
     Returns:
-        (model on the recipe's device, the data set the model reads (after the data phase, e.g.
-        feature selection), technique configs by key, notes for the trial's tags).
+        (model on the recipe's device, the data set with the data phase's input transforms added
+        (e.g. feature selection; its rows stay raw), technique configs by key, notes for the
+        trial's tags).
 
     Example:
         >>> model, data, configs, notes = build_trial_model(TrialRecipe(), load_dataset("digits"))
@@ -93,7 +98,7 @@ def build_trial_model(recipe: TrialRecipe, data: Dataset) -> tuple[nn.Module, Da
     torch.manual_seed(recipe.seed)
     model = build_model(
         recipe.model_kind,
-        data.input_shape,
+        data.model_input_shape,
         data.num_classes,
         hidden=recipe.hidden,
         channels=recipe.channels,
@@ -107,10 +112,14 @@ def build_trial_model(recipe: TrialRecipe, data: Dataset) -> tuple[nn.Module, Da
 class Exported:
     """A trained model ready for every runtime: what `export_deployable` returns.
 
+    Both models take raw rows: each is `nn.Sequential(preprocess, model)`.
+
     Attributes:
-        float_model: the trained model with its weight transforms baked in (low rank factorised,
-            pruned zeros, weights on the quantisation grid), before any technique's export.
-        eager: the techniques' own eager export (the "eager" runtime's deployable).
+        float_model: the data's preprocessing, then the trained model with its weight transforms
+            baked in (low rank factorised, pruned zeros, weights on the quantisation grid), before
+            any technique's export.
+        eager: the data's preprocessing, then the techniques' own eager export (the "eager"
+            runtime's deployable).
         fmt: how the techniques ask the deployed weights to be stored.
         notes: the export's notes for the trial's tags.
         metrics: figures the export measured.
@@ -129,31 +138,38 @@ class Exported:
         )
 
 
-def export_deployable(model: nn.Module, configs: dict, example: torch.Tensor) -> Exported:
-    """Turn the trained model into the one that would be deployed, and measured.
+def export_deployable(model: nn.Module, configs: dict, preprocess: nn.Module, example: torch.Tensor) -> Exported:
+    """Turn the trained model into the one that would be deployed, and measured: raw rows in.
 
     Training-time weight transforms (pruning masks, fake quantisation) are baked in; then every
-    technique's export hook runs (quantised or sparse storage, compilation), in phase order.
+    technique's export hook runs (quantised or sparse storage, compilation), in phase order, on
+    the model alone; last, the preprocessing goes in front of both the float model and the eager
+    export, so every runtime's artifact (an ONNX graph too) contains it.
 
     Args:
         model: the trained model (not DDP-wrapped); it is modified in place.
         configs: technique configs by key.
-        example: one input batch, on the device the deployable runs on.
+        preprocess: raw rows -> the model's inputs, as training read them (`Dataset.preprocess()`).
+        example: one batch of raw rows, on the device the deployable runs on.
 
     Returns:
         The float model, the eager deployable, how its weights are stored, notes and metrics.
 
     Example:
-        >>> exported = export_deployable(model, configs, x_test[:1])
-        >>> exported.eager(x_test[:1]).shape
+        >>> exported = export_deployable(model, configs, data.preprocess(), data.x_test[:1])
+        >>> exported.eager(data.x_test[:1]).shape
         torch.Size([1, 10])
     """
-    context = techniques.ExportContext(example.device, example, DeployFormat(), {}, {})
+    preprocess = copy.deepcopy(preprocess).to(example.device).eval()
+    with torch.no_grad():
+        model_example = preprocess(example)
+    context = techniques.ExportContext(example.device, model_example, DeployFormat(), {}, {})
     baked = bake_weight_transforms(model).eval()
-    float_model = copy.deepcopy(baked)
+    float_model = nn.Sequential(preprocess, copy.deepcopy(baked))
     module = techniques.export(baked, configs, context)
     context.fmt.notes = dict(context.notes)
-    return Exported(float_model, EagerDeployable(module), context.fmt, context.notes, context.metrics)
+    eager = EagerDeployable(nn.Sequential(preprocess, module))
+    return Exported(float_model, eager, context.fmt, context.notes, context.metrics)
 
 
 class RuntimeDisagreement(Exception):
@@ -166,7 +182,8 @@ def deploy_to(runtime: str, exported: Exported, data: Dataset, device: torch.dev
     Args:
         runtime: a name in `trainers.runtimes.RUNTIMES`.
         exported: from `export_deployable`.
-        data: the data set as the model reads it.
+        data: the trial's data set (raw rows: its examples and training-split calibration rows
+            are what the deployable takes).
         device: where the deployable runs.
         threads: intra-op threads of the runtime.
 
@@ -174,7 +191,8 @@ def deploy_to(runtime: str, exported: Exported, data: Dataset, device: torch.dev
         RuntimeUnavailable: the runtime cannot run this model here (the message says why).
 
     Example:
-        >>> deploy_to("onnxruntime", export_deployable(model, configs, x[:1]), data, torch.device("cpu"))
+        >>> exported = export_deployable(model, configs, data.preprocess(), data.x_test[:1])
+        >>> deploy_to("onnxruntime", exported, data, torch.device("cpu"))
     """
     inputs = exported.inputs_for_runtimes(
         data.x_test[:8].to(device), data.x_train[:CALIBRATION_ROWS].to(device), threads
@@ -206,7 +224,8 @@ def rebuild_deployable(recipe: TrialRecipe, data: Dataset, trained_path: str) ->
         trained_path: the trial's `trained.pt`.
 
     Returns:
-        (the exported model, ready for every runtime; the data set as the model reads it).
+        (the exported model, ready for every runtime; the trial's data set, whose rows (`x_test`
+        for accuracy, an input example or latency) are raw, as the deployable takes them).
 
     Raises:
         CheckpointError: the checkpoint is missing, corrupt or not a trial checkpoint.
@@ -217,7 +236,8 @@ def rebuild_deployable(recipe: TrialRecipe, data: Dataset, trained_path: str) ->
     """
     model, model_data, configs, _ = build_trial_model(recipe, data)
     model.load_state_dict(load_trained(trained_path)["model"])
-    return export_deployable(model, configs, model_data.x_test[:1].to(recipe.device)), model_data
+    example = model_data.x_test[:1].to(recipe.device)
+    return export_deployable(model, configs, model_data.preprocess(), example), model_data
 
 
 def train_trial(
@@ -226,8 +246,9 @@ def train_trial(
     """Train one trial, export its deployable model, measure it, and report along the way.
 
     After every epoch `report` gets the epoch's metrics and a checkpoint {"trained": state}.
-    After the last it exports the model to the recipe's runtime, measures test accuracy, size and
-    a provisional latency there, and reports them with the checkpoint {"trained": state,
+    The model trains on the preprocessed splits; after the last epoch it exports the model, with
+    the preprocessing in front, to the recipe's runtime, measures test accuracy on the raw test
+    rows, size and a provisional latency there, and reports them with the checkpoint {"trained": state,
     "deployable": the runtime's Deployable (save it with its `save`)}. A loss that becomes NaN or inf
     stops the trial at once with {"diverged": 1, "diverged_epoch": epoch} (epochs count from 1).
 
@@ -259,8 +280,9 @@ def train_trial(
         start_epoch = resume["epoch"]
         logger.info("resuming at epoch %d", start_epoch)
 
-    x_train, y_train = data.x_train.to(device), data.y_train.to(device)
-    x_val, y_val = data.x_val.to(device), data.y_val.to(device)
+    model_inputs = data.preprocessed()
+    x_train, y_train = model_inputs.x_train.to(device), data.y_train.to(device)
+    x_val, y_val = model_inputs.x_val.to(device), data.y_val.to(device)
     first = slice(0, recipe.batch_size)
     trained, wrap_metrics = techniques.wrap(
         _wrap_ddp(model, device) if world_size > 1 else model,
@@ -298,7 +320,7 @@ def train_trial(
 
     trained_state = _trained_state(model, optimizer, recipe.epochs)
     final = epoch_metrics | wrap_metrics | _replica_agreement(model, world_size)
-    exported = export_deployable(model, configs, data.x_test[:1].to(device))
+    exported = export_deployable(model, configs, data.preprocess(), data.x_test[:1].to(device))
     runtime_notes = {"runtime": recipe.runtime}
     try:
         deployable = deploy_to(recipe.runtime, exported, data, device, recipe.measure_threads)

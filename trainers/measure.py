@@ -162,7 +162,7 @@ def measure_deployable(
 
     Args:
         deployable: the trial's deployable, on its device.
-        data: the data set as the model reads it (its test split is used).
+        data: the data set as the deployable takes it (its raw test split is used).
         device: where the deployable runs (the test split is moved there).
         threads: CPU threads while timing.
 

@@ -35,12 +35,17 @@ def _labelled_rows(count=30):
     return [[i % 3, float(i), (i * 7) % 11] for i in range(count)]
 
 
-def test_digits_are_images_in_unit_range_split_by_fractions():
+def test_digits_keep_stored_pixels_and_the_model_reads_them_in_unit_range():
     ds = load_dataset("digits", val_fraction=0.1, test_fraction=0.2)
-    assert ds.input_shape == (1, 8, 8)
+    assert ds.input_shape == ds.model_input_shape == (1, 8, 8)
     assert ds.num_classes == 10
     assert ds.x_train.dtype == torch.float32 and ds.y_train.dtype == torch.int64
-    assert 0.0 <= ds.x_train.min() and ds.x_train.max() <= 1.0
+    assert ds.x_train.min() == 0 and ds.x_train.max() == 16 and torch.equal(ds.x_train, ds.x_train.round())
+    model_inputs = ds.preprocessed()
+    assert model_inputs.transforms == () and torch.equal(model_inputs.y_test, ds.y_test)
+    for raw, scaled in ((ds.x_train, model_inputs.x_train), (ds.x_test, model_inputs.x_test)):
+        assert torch.equal(scaled, raw / 16)
+        assert torch.equal(ds.preprocess()(raw), scaled)
     assert (len(ds.y_train), len(ds.y_val), len(ds.y_test)) == (1258, 180, 359)
 
 
@@ -60,7 +65,7 @@ def test_synthetic_has_requested_size_and_default_ten_classes():
     assert ds.input_shape == (12,)
     assert ds.num_classes == 10
     assert len(ds.y_train) + len(ds.y_val) + len(ds.y_test) == 200
-    assert torch.allclose(ds.x_train.mean(0), torch.zeros(12), atol=1e-5)
+    assert torch.allclose(ds.preprocessed().x_train.mean(0), torch.zeros(12), atol=1e-5)
     assert torch.equal(ds.x_train, load_dataset("synthetic", n_samples=200, n_features=12, seed=3).x_train)
 
 
@@ -70,12 +75,13 @@ def test_synthetic_impossible_settings_raise_data_error():
 
 
 @pytest.mark.parametrize("suffix", ["", ".gz"])
-def test_idx_keeps_t10k_as_test_and_scales_images(tmp_path, suffix):
+def test_idx_keeps_t10k_as_test_with_stored_pixels_and_the_model_reads_them_scaled(tmp_path, suffix):
     arrays = _write_idx_directory(tmp_path, suffix)
     ds = load_dataset("idx", str(tmp_path), val_fraction=0.1)
     test_images, test_labels = arrays["t10k"]
     assert ds.input_shape == (1, 4, 5)
-    assert torch.allclose(ds.x_test, torch.tensor(test_images[:, None] / 255.0, dtype=torch.float32))
+    assert torch.equal(ds.x_test, torch.tensor(test_images[:, None], dtype=torch.float32))
+    assert torch.equal(ds.preprocessed().x_test, torch.tensor(test_images[:, None], dtype=torch.float32) / 255)
     assert torch.equal(ds.y_test, torch.tensor(test_labels))
     assert (len(ds.y_train), len(ds.y_val)) == (18, 2)
     assert ds.name == f"idx:{tmp_path.name}"
@@ -126,12 +132,15 @@ def test_idx_label_out_of_range_names_labels_file(tmp_path):
 def test_csv_label_column_named_label_and_train_only_standardisation(tmp_path):
     path = tmp_path / "data.csv"
     _write_csv(path, ["a", "label", "b"], [[a, label, b] for label, a, b in _labelled_rows()])
-    ds = load_dataset("csv", str(path))
-    assert ds.input_shape == (2,)
-    assert ds.num_classes == 3
+    raw = load_dataset("csv", str(path))
+    assert raw.input_shape == (2,)
+    assert raw.num_classes == 3
+    # the rows stay as written (column a is 0..29); the model reads them standardised
+    assert sorted(torch.cat([raw.x_train[:, 0], raw.x_val[:, 0], raw.x_test[:, 0]]).tolist()) == list(range(30))
+    ds = raw.preprocessed()
     assert torch.allclose(ds.x_train.mean(0), torch.zeros(2), atol=1e-5)
     assert torch.allclose(ds.x_train.std(0, correction=0), torch.ones(2), atol=1e-5)
-    # column a is 0..29: one shared affine map for all splits keeps its values evenly spaced
+    # one shared affine map for all splits keeps column a's values evenly spaced
     column_a = torch.cat([ds.x_train[:, 0], ds.x_val[:, 0], ds.x_test[:, 0]])
     steps = column_a.sort().values.diff()
     assert torch.allclose(steps, steps[0].expand_as(steps), rtol=1e-4)
@@ -189,7 +198,7 @@ def test_npz_single_set_is_split_and_standardised(tmp_path):
     ds = load_dataset("npz", str(path))
     assert ds.input_shape == (2, 3)
     assert (len(ds.y_train), len(ds.y_val), len(ds.y_test)) == (28, 4, 8)
-    assert torch.allclose(ds.x_train.mean(0), torch.zeros(2, 3), atol=1e-5)
+    assert torch.allclose(ds.preprocessed().x_train.mean(0), torch.zeros(2, 3), atol=1e-5)
 
 
 def test_npz_with_test_split_keeps_it(tmp_path):

@@ -1,6 +1,8 @@
 import io
 import math
 
+import numpy as np
+import onnx
 import pytest
 import torch
 import torch.distributed as dist
@@ -8,7 +10,16 @@ import torch.multiprocessing as mp
 
 from trainers.data import load_dataset
 from trainers.deployable import Deployable
-from trainers.loop import RuntimeDisagreement, TrialRecipe, build_trial_model, export_deployable, train_trial
+from trainers.loop import (
+    RuntimeDisagreement,
+    TrialRecipe,
+    build_trial_model,
+    deploy_to,
+    export_deployable,
+    rebuild_deployable,
+    train_trial,
+)
+from trainers.measure import evaluate
 from trainers.metrics import EPOCH_METRICS, FINAL_METRICS
 from trainers.techniques.prune import SparseLinear, update_pruning
 from trainers.techniques.quantize import PackedLinear
@@ -67,7 +78,7 @@ def test_baseline_trains_reports_every_epoch_and_measures(digits):
 def test_export_stores_what_the_technique_promises(digits, choices, layer_type):
     model, _, configs, _ = build_trial_model(TrialRecipe(hidden=(64,), choices=choices), digits)
     update_pruning(model, configs["sparsity"], epoch=0, epochs=1)
-    exported = export_deployable(model, configs, digits.x_test[:1])
+    exported = export_deployable(model, configs, digits.preprocess(), digits.x_test[:1])
     assert any(isinstance(module, layer_type) for module in exported.eager.module.modules())
     fmt = exported.fmt
     assert (fmt.weight_bits, fmt.sparse) == ((4, False) if "quant_bits" in choices else (32, True))
@@ -139,7 +150,7 @@ def test_compiled_trial_reports_compile_time_apart_and_the_same_outputs(digits):
     # the compiled deployable model computes what the eager one does
     model, data, configs, _ = build_trial_model(TrialRecipe(hidden=(16,)), digits)
     model.load_state_dict(recorder.reports[-1][1]["trained"]["model"])
-    eager = export_deployable(model, configs, data.x_test[:1]).eager
+    eager = export_deployable(model, configs, data.preprocess(), data.x_test[:1]).eager
     compiled = torch.compile(eager.module)
     with torch.no_grad():
         torch.testing.assert_close(compiled(data.x_test[:8]), eager(data.x_test[:8]))
@@ -169,3 +180,58 @@ def test_a_runtime_that_cannot_run_the_trial_says_so_and_the_eager_model_is_meas
     notes = recorder.reports[-1][0]["notes"]
     assert notes["runtime"] == "eager"
     assert notes["runtime_unavailable"].startswith("onnxruntime: 16-bit weights run on the CUDA execution provider only")
+
+
+def _csv_with_raw_units(path):
+    # columns in very different units and offsets, values exactly representable in float32
+    rng = np.random.default_rng(0)
+    features = np.round(rng.normal([1000.0, 0.0, -50.0, 5.0, 0.0, 2.0], [300.0, 0.01, 8.0, 1.0, 4.0, 0.5], (300, 6)) * 4) / 4
+    labels = (features[:, 0] > 1000).astype(int) + (features[:, 2] > -50).astype(int)
+    lines = ["a,b,c,d,e,f,label"] + [",".join(f"{value:g}" for value in row) + f",{label}" for row, label in zip(features, labels)]
+    path.write_text("\n".join(lines) + "\n")
+    return features
+
+
+def _trained_model(recipe, data, recorder, tmp_path):
+    path = tmp_path / "trained.pt"
+    torch.save(recorder.reports[-1][1]["trained"], path)
+    model, model_data, _, _ = build_trial_model(recipe, data)
+    model.load_state_dict(recorder.reports[-1][1]["trained"]["model"])
+    return model.eval(), model_data, str(path)
+
+
+@pytest.mark.parametrize(
+    "source, choices, graph_ops",
+    [
+        ("csv", {"feature_keep": 0.5}, {"Sub", "Div", "Gather"}),  # standardised, then selected
+        ("digits", {"feature_keep": 0.5}, {"Div", "Gather"}),  # pixels 0-16 scaled, then selected
+    ],
+)
+def test_every_deployable_takes_raw_rows_and_computes_what_was_trained(tmp_path, source, choices, graph_ops):
+    if source == "csv":
+        written = _csv_with_raw_units(tmp_path / "data.csv")
+        data = load_dataset("csv", str(tmp_path / "data.csv"))
+        # the test rows are the file's values as written, not standardised ones
+        assert {tuple(row) for row in data.x_test.tolist()} <= {tuple(row) for row in written.tolist()}
+    else:
+        data = load_dataset("digits")
+        assert data.x_test.max() == 16
+    recipe = TrialRecipe(epochs=2, hidden=(16,), choices=choices, runtime="onnxruntime")
+    recorder = Recorder()
+    final = train_trial(recipe, data, recorder)
+    shipped = recorder.reports[-1][1]["deployable"]
+    model, model_data, trained_path = _trained_model(recipe, data, recorder, tmp_path)
+    with torch.no_grad():
+        trained_logits = model(model_data.preprocessed().x_test)
+
+    exported, rebuilt_data = rebuild_deployable(recipe, data, trained_path)
+    assert torch.equal(rebuilt_data.x_test, data.x_test) and rebuilt_data.input_shape == data.input_shape
+    for runtime in ("onnxruntime", "eager"):
+        deployable = deploy_to(runtime, exported, rebuilt_data, torch.device("cpu"))
+        torch.testing.assert_close(deployable(data.x_test), trained_logits, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(shipped(data.x_test), trained_logits, atol=1e-4, rtol=1e-4)
+    assert evaluate(shipped, data.x_test, data.y_test)["accuracy"] == final["test_accuracy"]
+    assert (trained_logits.argmax(1) == data.y_test).float().mean().item() == pytest.approx(final["test_accuracy"])
+    graph = onnx.load_from_string(shipped.model_bytes).graph
+    assert graph_ops <= {node.op_type for node in graph.node}
+    assert [dim.dim_value for dim in graph.input[0].type.tensor_type.shape.dim[1:]] == list(data.input_shape)

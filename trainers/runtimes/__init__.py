@@ -31,11 +31,12 @@ class ExportInputs:
         model: the trained float model in eval mode with no parametrizations left: low-rank layers
             already factorised (nn.Sequential of two Linear/Conv2d), pruned weights already zero,
             quantised weights already on the per-channel symmetric grid (scale = max|w| per output
-            channel / (2^(bits-1) - 1)).
-        eager: the techniques' own eager export of the same model.
+            channel / (2^(bits-1) - 1)); the data's preprocessing (scaling, standardisation,
+            feature selection) runs first inside it, so it takes raw rows.
+        eager: the techniques' own eager export of the same model, with the same preprocessing first.
         fmt: what the techniques ask of the deployed weights (bits, sparse storage).
-        example: a few input rows (N, *input_shape), float32, on `device`.
-        calibration: up to a few hundred rows of the training split, for static quantisation.
+        example: a few raw input rows (N, *raw input_shape), float32, on `device`.
+        calibration: up to a few hundred raw rows of the training split, for static quantisation.
         device: where the deployable runs.
         threads: intra-op threads the runtime may use.
 

@@ -9,7 +9,9 @@ in with its module (and its test): nothing else names it.
 The phases, in the order a trial meets them (a hook is called for every trial, active or not,
 and does nothing when its config is inactive):
 
-- data(data, cfg) -> (data, notes): change the data set the model reads (feature selection);
+- data(data, cfg) -> (data, notes): change how the model reads the data set by adding an input
+  transform with `data.with_transform(module)` (feature selection); the raw rows stay as they are,
+  and the deployable carries every transform, so it still takes raw rows;
 - build(model, cfg) -> notes: change the model before training (dropout, low rank, masks, QAT);
 - param_groups(model, cfg) -> groups | None: the optimizer's parameter groups (weight decay);
 - wrap(model, cfg, warmup) -> (model, metrics): wrap the training model (torch.compile);
@@ -81,7 +83,8 @@ class ExportContext:
 
     Attributes:
         device: where the deployable runs.
-        example: one input batch on `device` (for hooks that trace or compile).
+        example: one batch of the model's inputs (raw rows already preprocessed) on `device`, for
+            hooks that trace or compile; the preprocessing goes in front of the hooks' result.
         fmt: how the deployed weights are stored; hooks set it for the other runtimes.
         notes: the export's notes for the trial's tags.
         metrics: figures the export measured (e.g. a compile time).
@@ -221,7 +224,8 @@ def phase_order(phase: str) -> list[Technique]:
 
 
 def prepare_data(data, configs: dict):
-    """Run the data phase. Returns (data, notes).
+    """Run the data phase. Returns (data, notes): the data set with every active technique's input
+    transform appended to its `transforms`, in phase order.
 
     Example:
         >>> data, notes = prepare_data(load_dataset("digits"), techniques_from_choices({"feature_keep": 0.5}))

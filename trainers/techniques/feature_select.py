@@ -1,16 +1,17 @@
 """Input feature selection: keep only the highest-variance input features, so the first layer shrinks.
 
 Variance is measured on the training split only, so the validation and test splits never influence
-which features are kept.
+which features are kept. The kept indices become one more of the data set's input transforms, so
+the deployable selects them itself from the raw rows it is given.
 """
 
-import dataclasses
 import logging
 import math
 from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
+from torch import nn
 
 from trainers.data import Dataset
 from trainers.techniques import Technique, register
@@ -39,43 +40,54 @@ class FeatureSelect:
         return f"fk{self.keep:g}" if self.active else ""
 
 
-def apply_feature_selection(ds: Dataset, cfg: FeatureSelect) -> tuple[Dataset, torch.Tensor]:
-    """Keep the top-k flattened input features by training-split variance, k = max(1, round(keep * n)).
-
-    Ties in variance keep the lower feature index.
+class SelectFeatures(nn.Module):
+    """Flatten each example and keep the features at `kept` (an ONNX `Gather` once exported).
 
     Args:
-        ds: the data set; its inputs may have any shape and are flattened.
+        kept: indices into the flattened features, int64.
+
+    Example:
+        >>> SelectFeatures(torch.tensor([0, 2]))(torch.tensor([[[1.0, 2.0], [3.0, 4.0]]]))
+        tensor([[1., 3.]])
+    """
+
+    def __init__(self, kept: torch.Tensor):
+        super().__init__()
+        self.register_buffer("kept", kept)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.flatten(1).index_select(1, self.kept)
+
+
+def apply_feature_selection(ds: Dataset, cfg: FeatureSelect) -> tuple[Dataset, torch.Tensor]:
+    """Keep the top-k flattened model input features by training-split variance, k = max(1, round(keep * n)).
+
+    Variance is that of the model's inputs (the raw rows through the data set's transforms so far);
+    ties keep the lower feature index.
+
+    Args:
+        ds: the data set; its model inputs may have any shape and are flattened.
         cfg: the FeatureSelect config.
 
     Returns:
-        A new Dataset whose x_train, x_val and x_test are (N, k), and the kept feature indices
-        (sorted, int64, into the flattened inputs). When ``cfg`` is inactive, ``ds`` itself and
-        all indices.
+        The data set read through one more transform, `SelectFeatures(kept)` (its model inputs are
+        (N, k); its raw rows are unchanged), and the kept feature indices (sorted, int64, into the
+        flattened model inputs). When ``cfg`` is inactive, ``ds`` itself and all indices.
 
     Example:
         >>> selected, kept = apply_feature_selection(ds, FeatureSelect(keep=0.5))
-        >>> selected.input_shape == (len(kept),)
+        >>> selected.model_input_shape == (len(kept),)
         True
     """
-    n_features = math.prod(ds.input_shape)
+    n_features = math.prod(ds.model_input_shape)
     if not cfg.active:
         return ds, torch.arange(n_features)
     k = max(1, round(cfg.keep * n_features))
-    variance = _flatten(ds.x_train).var(dim=0, correction=0)
+    with torch.no_grad():
+        variance = ds.preprocess()(ds.x_train).flatten(1).var(dim=0, correction=0)
     kept = torch.argsort(variance, descending=True, stable=True)[:k].sort().values
     logger.info("feature selection keeps %d of %d input features (%s)", k, n_features, cfg.mode())
-    selected = dataclasses.replace(
-        ds,
-        x_train=_flatten(ds.x_train)[:, kept],
-        x_val=_flatten(ds.x_val)[:, kept],
-        x_test=_flatten(ds.x_test)[:, kept],
-    )
-    return selected, kept
-
-
-def _flatten(x):
-    return x.reshape(len(x), -1)
+    return ds.with_transform(SelectFeatures(kept)), kept
 
 
 def _select(data, cfg):

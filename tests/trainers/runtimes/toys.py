@@ -49,5 +49,5 @@ def export_inputs(model: nn.Module, bits: int = 32, sparsity: float = 0.0, rank:
     apply_fake_quant(model, configs["quant_bits"])
     model = bake_weight_transforms(model).eval()
     x = rows(model)
-    exported = export_deployable(copy.deepcopy(model), configs, x[:1])
+    exported = export_deployable(copy.deepcopy(model), configs, nn.Identity(), x[:1])
     return ExportInputs(model, exported.eager, DeployFormat(bits, sparse=sparsity > 0), x[:4], x, CPU)

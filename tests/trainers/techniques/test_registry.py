@@ -71,7 +71,7 @@ def test_quantised_export_wins_over_sparse_export_and_the_tags_say_so():
     digits = load_dataset("digits")
     model, data, configs, _ = build_trial_model(TrialRecipe(choices={"sparsity": 0.8, "quant_bits": 8}), digits)
     update_pruning(model, configs["sparsity"], epoch=0, epochs=1)
-    exported = export_deployable(model, configs, data.x_test[:1])
+    exported = export_deployable(model, configs, data.preprocess(), data.x_test[:1])
     assert (exported.fmt.weight_bits, exported.fmt.sparse) == (8, False)
     assert exported.notes["export_conflict"] == "sp80 export skipped: q8 export wins"
     assert exported.fmt.notes["export_conflict"] == exported.notes["export_conflict"]
