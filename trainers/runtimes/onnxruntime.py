@@ -7,8 +7,9 @@ constant weight is rewritten as `MatMul` (weight pre-transposed) + `Add`. Then, 
 
 - 32: the fp32 graph.
 - 16: fp16 weights and compute (inputs and logits stay float32) on the CUDA execution provider
-  only; on CPU, `RuntimeUnavailable` (ONNX Runtime's CPU provider has no fp16 MatMul/Conv kernels
-  on x86: it would run casts around fp32 kernels, not what a 16-bit deployment means).
+  only; on CPU, `RuntimeUnavailable`: the CPU provider has no fp16 MatMul/Conv kernels on this
+  x86 machine, and its optimizer turns an fp16 graph back into fp32 `FusedGemm` nodes at load
+  (checked with onnxruntime 1.32), so it would time an fp32 model under a 16-bit label.
 - 8: every `MatMul` dynamically quantised (int8 weights, per output channel, symmetric: scale =
   max|w| / 127, the grid QAT trained; activations quantised per call), every `Conv` statically
   quantised in QDQ form (int8 per-channel symmetric weights, uint8 activations calibrated with
@@ -150,7 +151,7 @@ def export_onnxruntime(inputs: ExportInputs) -> OnnxRuntimeDeployable:
     if bits == 16 and inputs.device.type != "cuda":
         raise RuntimeUnavailable(
             "onnxruntime: 16-bit weights run on the CUDA execution provider only; the CPU provider has no fp16 "
-            "MatMul/Conv kernels on x86"
+            "MatMul/Conv kernels here: it casts the weights back to fp32 at load and runs fp32"
         )
     model = _matmuls_not_gemms(_export_onnx(inputs.model, inputs.batch_example()))
     if bits == 8:
