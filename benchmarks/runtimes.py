@@ -68,9 +68,8 @@ def export(recipe, data, runtime, choices):
     model, data, configs, _ = build_trial_model(dataclasses.replace(recipe, choices=choices, epochs=1), data)
     model = bake_weight_transforms(model).eval()
     eager, _ = export_deployable(copy.deepcopy(model), configs, CPU)
-    inputs = ExportInputs(
-        model, EagerDeployable(eager), DeployFormat(configs["quant_bits"].bits), data.x_test[:8], data.x_train[:256], CPU
-    )
+    fmt = DeployFormat(configs["quant_bits"].bits)
+    inputs = ExportInputs(model, EagerDeployable(eager), fmt, data.x_test[:8], data.x_train[:256], CPU)
     return export_to(runtime, inputs)
 
 

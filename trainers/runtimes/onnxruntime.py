@@ -36,9 +36,9 @@ import onnx
 import onnxruntime
 import torch
 from onnx import helper, numpy_helper
-from onnxruntime.capi.onnxruntime_pybind11_state import Fail, InvalidGraph, NotImplemented as NoKernel
+from onnxruntime.capi.onnxruntime_pybind11_state import Fail, InvalidGraph
+from onnxruntime.capi.onnxruntime_pybind11_state import NotImplemented as NoKernel
 from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_dynamic, quantize_static
-from torch import nn
 
 from trainers.deployable import Deployable
 from trainers.runtimes import ExportInputs, RuntimeUnavailable, first_line, register
@@ -200,7 +200,8 @@ def _matmuls_not_gemms(model):
     nodes = []
     for node in graph.node:
         attributes = {attribute.name: helper.get_attribute_value(attribute) for attribute in node.attribute}
-        plain = attributes.get("alpha", 1.0) == 1.0 and attributes.get("beta", 1.0) == 1.0 and not attributes.get("transA", 0)
+        scaled = attributes.get("alpha", 1.0) != 1.0 or attributes.get("beta", 1.0) != 1.0
+        plain = not scaled and not attributes.get("transA", 0)
         if node.op_type != "Gemm" or node.input[1] not in initializers or not plain:
             nodes.append(node)
             continue
@@ -304,7 +305,10 @@ def _pack_blockwise(weight, bits):
     # MatMulNBits layout: B is (N, blocks, block_size * bits / 8) uint8, values stored unsigned
     # (level + 2^(bits-1), the default zero point), the first value of a byte in its lowest bits.
     in_features, out_features = weight.shape
-    block_size = min(WEIGHT_ONLY_BLOCK_SIZES, key=lambda size: (math.ceil(in_features / size) * (size * bits // 8 + 4), -size))
+    def stored_bytes(size):  # packed values plus one float32 scale per block, per output channel
+        return math.ceil(in_features / size) * (size * bits // 8 + 4)
+
+    block_size = min(WEIGHT_ONLY_BLOCK_SIZES, key=lambda size: (stored_bytes(size), -size))
     blocks = math.ceil(in_features / block_size)
     levels, scale = _quantize_per_channel(torch.from_numpy(weight.T.copy()), bits)
     unsigned = (levels.numpy().astype(np.int64) + 2 ** (bits - 1)).astype(np.uint8)

@@ -61,6 +61,7 @@ def test_int8_logits_are_close(make):
     deployable = export_to("onnxruntime", inputs)
     assert reference_diff(deployable, inputs) < QUANTISED_RELATIVE * largest_logit(inputs)
     assert "MatMulInteger" in ops(deployable) and "MatMul" not in ops(deployable)
+    assert deployable.parameter_count() == parameters(inputs)
 
 
 def test_int8_matmul_weights_are_the_trained_grid():
@@ -157,7 +158,8 @@ def test_saved_model_runs_in_a_fresh_session(tmp_path):
     assert path.endswith("model.onnx")
     session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
     x = inputs.calibration.numpy()
-    np.testing.assert_array_equal(session.run(None, {session.get_inputs()[0].name: x})[0], deployable(inputs.calibration).numpy())
+    logits = session.run(None, {session.get_inputs()[0].name: x})[0]
+    np.testing.assert_array_equal(logits, deployable(inputs.calibration).numpy())
 
 
 def test_a_graph_without_a_kernel_in_this_build_is_unavailable(monkeypatch):

@@ -6,8 +6,8 @@ import sys
 import pytest
 import torch
 
-import trainers.runtimes as runtimes
 from tests.trainers.runtimes.toys import export_inputs, mlp
+from trainers import runtimes
 from trainers.runtimes import RUNTIMES, export_to, max_abs_diff, runtime_versions
 
 
@@ -34,7 +34,8 @@ def test_a_new_runtime_module_is_found_without_editing_the_package(tmp_path, mon
 
 
 def test_an_unknown_runtime_names_the_valid_ones():
-    with pytest.raises(KeyError, match="unknown runtime 'tensorrt'; valid runtimes: aotinductor, compile, eager, onnxruntime"):
+    valid = "aotinductor, compile, eager, onnxruntime"
+    with pytest.raises(KeyError, match=f"unknown runtime 'tensorrt'; valid runtimes: {valid}"):
         export_to("tensorrt", export_inputs(mlp()))
 
 
@@ -46,7 +47,10 @@ def test_runtime_versions_name_the_packages_of_each_runtime():
 
 def test_max_abs_diff_compares_logits():
     inputs = export_inputs(mlp())
-    shifted = lambda x: inputs.eager(x) + 0.25  # noqa: E731
+
+    def shifted(x):
+        return inputs.eager(x) + 0.25
+
     assert max_abs_diff(shifted, inputs.eager, inputs.example) == pytest.approx(0.25)
     assert max_abs_diff(inputs.eager, inputs.eager, inputs.example) == 0.0
 
