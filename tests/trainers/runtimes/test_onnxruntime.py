@@ -6,6 +6,8 @@ the trained grid, checked apart to 1e-6, but activations are quantised to int8 p
 dynamically for MatMul and MatMulNBits, with calibrated ranges for Conv).
 """
 
+import dataclasses
+
 import numpy as np
 import onnx
 import onnxruntime
@@ -148,7 +150,7 @@ def test_fp16_on_cpu_is_unavailable_and_says_why():
 def test_cuda_without_the_cuda_provider_is_unavailable():
     inputs = export_inputs(mlp())
     with pytest.raises(RuntimeUnavailable, match="no CUDAExecutionProvider"):
-        export_to("onnxruntime", type(inputs)(**{**inputs.__dict__, "device": torch.device("cuda")}))
+        export_to("onnxruntime", dataclasses.replace(inputs, device=torch.device("cuda")))
 
 
 def test_saved_model_runs_in_a_fresh_session(tmp_path):

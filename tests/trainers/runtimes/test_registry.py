@@ -1,5 +1,6 @@
 """The runtime registry: discovery, lookup, versions and the logits comparison."""
 
+import dataclasses
 import pkgutil
 import sys
 
@@ -57,6 +58,6 @@ def test_max_abs_diff_compares_logits():
 
 def test_batch_example_has_at_least_two_rows():
     inputs = export_inputs(mlp())
-    one = type(inputs)(**{**inputs.__dict__, "example": inputs.example[:1]})
+    one = dataclasses.replace(inputs, example=inputs.example[:1])
     assert one.batch_example().shape == (2, 64) and torch.equal(one.batch_example()[1], inputs.example[0])
     assert inputs.batch_example() is inputs.example
