@@ -18,8 +18,9 @@ constant weight is rewritten as `MatMul` (weight pre-transposed) + `Add`. Then, 
   input dimension), built here from the QAT grid so that the stored levels and scales are exactly
   the trained ones (ONNX Runtime's own quantizer would re-quantise with another scale). On CPU it
   runs with `accuracy_level=4`: activations are quantised to int8 per block inside the kernel, as
-  in dynamic int8. `Conv` weights stay fp32 (their values still on the trained grid): ONNX Runtime
-  has no low-bit weight-only Conv.
+  in dynamic int8. ONNX Runtime has no low-bit Conv kernel, so `Conv` weights are stored as int4
+  levels (2-bit levels fit int4 too) with the trained per-channel scales, dequantised by a
+  `DequantizeLinear` node in front of an fp32 `Conv`.
 - sparse: any initializer with enough zeros is stored as an ONNX sparse initializer (values +
   int64 indices) when that is smaller. ONNX Runtime densifies sparse initializers when it loads
   the model, so latency is that of the dense kernels: only the stored bytes shrink.
@@ -35,7 +36,7 @@ import numpy as np
 import onnx
 import onnxruntime
 import torch
-from onnx import helper, numpy_helper
+from onnx import TensorProto, helper, numpy_helper
 from onnxruntime.capi.onnxruntime_pybind11_state import Fail, InvalidGraph
 from onnxruntime.capi.onnxruntime_pybind11_state import NotImplemented as NoKernel
 from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_dynamic, quantize_static
@@ -47,6 +48,7 @@ from trainers.techniques.quantize import _quantize_per_channel
 logger = logging.getLogger(__name__)
 
 FILE = "model.onnx"
+OPSET = 21  # the first with int4 DequantizeLinear
 WEIGHT_ONLY_BLOCK_SIZES = (16, 32, 64, 128, 256)
 # MatMulNBits computes with int8-quantised activations on CPU (1.6x faster than fp32 compute for
 # the Fashion MLP at batch 1 here); the CUDA provider ignores it.
@@ -190,7 +192,9 @@ def _export_onnx(model, example):
     model = copy.deepcopy(model).cpu().eval()
     example = example.detach().cpu().float()
     batch = torch.export.Dim("batch")
-    program = torch.onnx.export(model, (example,), dynamo=True, dynamic_shapes=({0: batch},), verbose=False)
+    program = torch.onnx.export(
+        model, (example,), dynamo=True, dynamic_shapes=({0: batch},), opset_version=OPSET, verbose=False
+    )
     return program.model_proto
 
 
@@ -270,35 +274,55 @@ def _quantize_weight_only(model, bits):
     initializers = {tensor.name: tensor for tensor in graph.initializer}
     nodes = []
     for node in graph.node:
-        weight = initializers.get(node.input[1]) if node.op_type == "MatMul" else None
-        if weight is None or len(weight.dims) != 2:
+        weight = initializers.get(node.input[1]) if node.op_type in ("MatMul", "Conv") else None
+        if weight is not None and node.op_type == "MatMul" and len(weight.dims) == 2:
+            nodes.append(_matmul_nbits(graph, node, numpy_helper.to_array(weight), bits))
+        elif weight is not None and node.op_type == "Conv":
+            nodes += [_dequantized_int4(graph, f"{node.name}_weight", numpy_helper.to_array(weight), bits), node]
+            node.input[1] = nodes[-2].output[0]
+        else:
             nodes.append(node)
-            continue
-        packed, scales, block_size = _pack_blockwise(numpy_helper.to_array(weight), bits)
-        graph.initializer.extend([
-            numpy_helper.from_array(packed, f"{weight.name}_q{bits}"),
-            numpy_helper.from_array(scales, f"{weight.name}_q{bits}_scales"),
-        ])
-        in_features, out_features = weight.dims
-        nodes.append(helper.make_node(
-            "MatMulNBits",
-            [node.input[0], f"{weight.name}_q{bits}", f"{weight.name}_q{bits}_scales"],
-            list(node.output),
-            name=f"{node.name}_q{bits}",
-            domain="com.microsoft",
-            K=in_features,
-            N=out_features,
-            bits=bits,
-            block_size=block_size,
-            accuracy_level=WEIGHT_ONLY_ACCURACY_LEVEL,
-        ))
-    quantized = sum(node.op_type == "MatMulNBits" for node in nodes)
     graph.ClearField("node")
     graph.node.extend(nodes)
-    if not any(opset.domain == "com.microsoft" for opset in model.opset_import):
+    if all(opset.domain != "com.microsoft" for opset in model.opset_import):
         model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
-    note = f"{bits}-bit: {quantized} MatMul as MatMulNBits (QAT grid, int8 compute); {_count(model, 'Conv')} Conv fp32"
+    note = (
+        f"{bits}-bit: {_count(model, 'MatMulNBits')} MatMul as MatMulNBits (QAT grid, int8 compute); "
+        f"{_count(model, 'Conv')} Conv weights as int4 DequantizeLinear (QAT grid) into fp32 Conv"
+    )
     return _without_unused_initializers(model), note
+
+
+def _matmul_nbits(graph, node, weight, bits):
+    packed, scales, block_size = _pack_blockwise(weight, bits)
+    name = f"{node.name}_q{bits}"
+    graph.initializer.extend(
+        [numpy_helper.from_array(packed, f"{name}_weight"), numpy_helper.from_array(scales, f"{name}_scales")]
+    )
+    in_features, out_features = weight.shape
+    return helper.make_node(
+        "MatMulNBits",
+        [node.input[0], f"{name}_weight", f"{name}_scales"],
+        list(node.output),
+        name=name,
+        domain="com.microsoft",
+        K=in_features,
+        N=out_features,
+        bits=bits,
+        block_size=block_size,
+        accuracy_level=WEIGHT_ONLY_ACCURACY_LEVEL,
+    )
+
+
+def _dequantized_int4(graph, name, weight, bits):
+    # Levels of 2- and 4-bit grids (|level| <= 7) fit int4 exactly; the scale is the QAT one.
+    levels, scale = _quantize_per_channel(torch.from_numpy(weight.copy()), bits)
+    graph.initializer.extend([
+        helper.make_tensor(f"{name}_int4", TensorProto.INT4, weight.shape, levels.numpy().astype(np.int8).ravel()),
+        numpy_helper.from_array(scale.numpy().astype(np.float32), f"{name}_scale"),
+    ])
+    inputs = [f"{name}_int4", f"{name}_scale"]
+    return helper.make_node("DequantizeLinear", inputs, [name], name=f"{name}_dequantize", axis=0)
 
 
 def _pack_blockwise(weight, bits):

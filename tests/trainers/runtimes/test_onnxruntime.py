@@ -121,9 +121,28 @@ def test_weight_only_bits_store_the_trained_grid(make, bits):
     assert deployable.parameter_count() == parameters(inputs)
 
 
-def test_fewer_bits_store_fewer_bytes():
-    sizes = {bits: export_to("onnxruntime", export_inputs(mlp(), bits=bits)).stored_bytes() for bits in (32, 8, 4, 2)}
+@pytest.mark.parametrize("make", [mlp, cnn])
+def test_fewer_bits_store_fewer_bytes(make):
+    sizes = {bits: export_to("onnxruntime", export_inputs(make(), bits=bits)).stored_bytes() for bits in (32, 8, 4, 2)}
     assert sizes[32] > sizes[8] > sizes[4] > sizes[2]
+
+
+@pytest.mark.parametrize("bits", [4, 2])
+def test_low_bit_conv_weights_are_int4_levels_of_the_trained_grid(bits):
+    inputs = export_inputs(cnn(), bits=bits)
+    graph = onnx.load_from_string(export_to("onnxruntime", inputs).model_bytes).graph
+    tensors = {tensor.name: tensor for tensor in graph.initializer}
+    initializers = {name: numpy_helper.to_array(tensor) for name, tensor in tensors.items()}
+    dequantized = {node.output[0]: node for node in graph.node if node.op_type == "DequantizeLinear"}
+    convs = [node for node in graph.node if node.op_type == "Conv"]
+    assert all(conv.input[1] in dequantized for conv in convs)
+    for conv, module in zip(convs, [m for m in inputs.model.modules() if isinstance(m, torch.nn.Conv2d)]):
+        levels_name, scale_name = dequantized[conv.input[1]].input[:2]
+        assert tensors[levels_name].data_type == onnx.TensorProto.INT4
+        levels = initializers[levels_name].astype(np.float32)
+        assert np.abs(levels).max() <= 2 ** (bits - 1) - 1
+        weight = levels * initializers[scale_name][:, None, None, None]
+        assert np.abs(weight - module.weight.detach().numpy()).max() < 1e-6
 
 
 def test_sparse_weights_are_stored_smaller_with_the_same_logits():
