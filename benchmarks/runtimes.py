@@ -32,7 +32,7 @@ from trainers.loop import TrialRecipe, build_trial_model, export_deployable
 from trainers.runtimes import ExportInputs, RuntimeUnavailable, export_to, runtime_versions
 from trainers.techniques.common import bake_weight_transforms
 
-ROUNDS = 9
+ROUNDS = 15
 BLOCK_SECONDS = 0.02
 BATCH_SIZES = (1, 256)
 CPU = torch.device("cpu")

@@ -20,7 +20,9 @@ constant weight is rewritten as `MatMul` (weight pre-transposed) + `Add`. Then, 
   runs with `accuracy_level=4`: activations are quantised to int8 per block inside the kernel, as
   in dynamic int8. ONNX Runtime has no low-bit Conv kernel, so `Conv` weights are stored as int4
   levels (2-bit levels fit int4 too) with the trained per-channel scales, dequantised by a
-  `DequantizeLinear` node in front of an fp32 `Conv`.
+  `DequantizeLinear` node in front of an fp32 `Conv`; the session folds it once at load
+  (`session.disable_quant_qdq=1`, in `OnnxRuntimeDeployable.session_options`), so the Conv runs
+  as fast as in fp32.
 - sparse: any initializer with enough zeros is stored as an ONNX sparse initializer (values +
   int64 indices) when that is smaller. ONNX Runtime densifies sparse initializers when it loads
   the model, so latency is that of the dense kernels: only the stored bytes shrink.
@@ -53,6 +55,10 @@ WEIGHT_ONLY_BLOCK_SIZES = (16, 32, 64, 128, 256)
 # MatMulNBits computes with int8-quantised activations on CPU (1.6x faster than fp32 compute for
 # the Fashion MLP at batch 1 here); the CUDA provider ignores it.
 WEIGHT_ONLY_ACCURACY_LEVEL = 4
+# Lets constant folding dequantise the int4 Conv weights once at load (ONNX Runtime keeps
+# DequantizeLinear for QDQ fusion otherwise, and runs it on every call: 2x slower on the CNN here).
+# Only for 4/2-bit graphs, which have no activation QDQ for it to disable.
+FOLD_DEQUANTIZED_WEIGHTS = {"session.disable_quant_qdq": "1"}
 # Inputs of each op that hold weights or biases (not quantisation scales, zero points or shapes).
 _PARAMETER_INPUTS = {
     "MatMul": (1,),
@@ -71,13 +77,16 @@ class OnnxRuntimeDeployable(Deployable):
 
     The session uses `threads` intra-op threads, one inter-op thread and sequential execution,
     on the CPU execution provider, or the CUDA one when `device` is CUDA. Inputs and logits are
-    torch tensors: they cross to numpy and back on every call.
+    torch tensors: they cross to numpy and back on every call. `session_options` holds these
+    settings in the form `mlflow.onnx.log_model(onnx_session_options=...)` takes, so a logged model
+    loads with the session that was measured.
 
     Args:
         model_bytes: the serialized ONNX model (the stored artifact).
         device: where the session runs; logits come back on this device.
         threads: intra-op threads.
         notes: what the export decided, for the trial's tags.
+        session_config: extra session config entries (`SessionOptions.add_session_config_entry`).
 
     Example:
         >>> deployable = export_onnxruntime(inputs)
@@ -88,15 +97,30 @@ class OnnxRuntimeDeployable(Deployable):
     runtime = "onnxruntime"
     mlflow_flavor = "onnx"
 
-    def __init__(self, model_bytes: bytes, device: torch.device, threads: int = 1, notes: dict[str, str] | None = None):
+    def __init__(
+        self,
+        model_bytes: bytes,
+        device: torch.device,
+        threads: int = 1,
+        notes: dict[str, str] | None = None,
+        session_config: dict[str, str] | None = None,
+    ):
         self.model_bytes = model_bytes
         self.device = device
         self.notes = notes or {}
+        self.session_options = {
+            "intra_op_num_threads": threads,
+            "inter_op_num_threads": 1,
+            "execution_mode": "sequential",
+            "extra_session_config": dict(session_config or {}),
+        }
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
         options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
         options.log_severity_level = 3
+        for key, value in self.session_options["extra_session_config"].items():
+            options.add_session_config_entry(key, value)
         self.session = onnxruntime.InferenceSession(model_bytes, options, providers=[_provider(device)])
         self.input_name = self.session.get_inputs()[0].name
 
@@ -156,10 +180,12 @@ def export_onnxruntime(inputs: ExportInputs) -> OnnxRuntimeDeployable:
             "MatMul/Conv kernels here: it casts the weights back to fp32 at load and runs fp32"
         )
     model = _matmuls_not_gemms(_export_onnx(inputs.model, inputs.batch_example()))
+    session_config = {}
     if bits == 8:
         model, note = _quantize_int8(model, inputs.calibration)
     elif bits in (4, 2):
         model, note = _quantize_weight_only(model, bits)
+        session_config = FOLD_DEQUANTIZED_WEIGHTS
     elif bits == 16:
         model, note = _to_fp16(model)
     elif bits == 32:
@@ -170,7 +196,7 @@ def export_onnxruntime(inputs: ExportInputs) -> OnnxRuntimeDeployable:
     if inputs.fmt.sparse:
         model, notes["onnx_sparse"] = _sparse_initializers(model)
     try:
-        return OnnxRuntimeDeployable(model.SerializeToString(), inputs.device, inputs.threads, notes)
+        return OnnxRuntimeDeployable(model.SerializeToString(), inputs.device, inputs.threads, notes, session_config)
     except (NoKernel, Fail, InvalidGraph) as error:  # e.g. no MatMulNBits kernel for these bits in this build
         raise RuntimeUnavailable(
             f"onnxruntime {onnxruntime.__version__} cannot run the {note} graph: {first_line(error)}"
@@ -358,14 +384,18 @@ def _sparse_initializers(model):
     dense = []
     stored = []
     for tensor in graph.initializer:
-        array = numpy_helper.to_array(tensor)
-        nonzero = np.flatnonzero(array)
-        if len(nonzero) * (array.itemsize + 8) >= array.nbytes:
+        if tensor.data_type in (TensorProto.INT4, TensorProto.UINT4):  # packed two per byte; numpy has no int4
             dense.append(tensor)
             continue
+        array = numpy_helper.to_array(tensor)
+        nonzero = np.flatnonzero(array)
         values = numpy_helper.from_array(array.ravel()[nonzero], tensor.name)
         indices = numpy_helper.from_array(nonzero.astype(np.int64), f"{tensor.name}_indices")
-        graph.sparse_initializer.append(helper.make_sparse_tensor(values, indices, list(array.shape)))
+        sparse = helper.make_sparse_tensor(values, indices, list(array.shape))
+        if sparse.ByteSize() >= tensor.ByteSize():
+            dense.append(tensor)
+            continue
+        graph.sparse_initializer.append(sparse)
         stored.append(f"{tensor.name} ({len(nonzero)}/{array.size} non-zero)")
     graph.ClearField("initializer")
     graph.initializer.extend(dense)

@@ -121,6 +121,19 @@ def test_weight_only_bits_store_the_trained_grid(make, bits):
     assert deployable.parameter_count() == parameters(inputs)
 
 
+@pytest.mark.parametrize("bits, extra", [(8, {}), (4, {"session.disable_quant_qdq": "1"})])
+def test_session_options_say_how_the_measured_session_was_made(bits, extra):
+    deployable = export_to("onnxruntime", export_inputs(cnn(), bits=bits))
+    assert deployable.session_options == {
+        "intra_op_num_threads": 1,
+        "inter_op_num_threads": 1,
+        "execution_mode": "sequential",
+        "extra_session_config": extra,
+    }
+    for key, value in extra.items():
+        assert deployable.session.get_session_options().get_session_config_entry(key) == value
+
+
 @pytest.mark.parametrize("make", [mlp, cnn])
 def test_fewer_bits_store_fewer_bytes(make):
     sizes = {bits: export_to("onnxruntime", export_inputs(make(), bits=bits)).stored_bytes() for bits in (32, 8, 4, 2)}
@@ -158,6 +171,15 @@ def test_sparse_weights_are_stored_smaller_with_the_same_logits():
     assert "densified by ONNX Runtime at load" in sparse.notes["onnx_sparse"]
 
 
+@pytest.mark.parametrize("bits", [8, 4])
+def test_sparse_storage_composes_with_quantised_weights(bits):
+    inputs = export_inputs(cnn(), bits=bits, sparsity=0.9)
+    sparse = export_to("onnxruntime", inputs)
+    dense = export_to("onnxruntime", dataclasses.replace(inputs, fmt=dataclasses.replace(inputs.fmt, sparse=False)))
+    assert sparse.stored_bytes() <= dense.stored_bytes()
+    assert reference_diff(sparse, inputs) < QUANTISED_RELATIVE * largest_logit(inputs)
+
+
 def test_fp16_on_cpu_is_unavailable_and_says_why():
     with pytest.raises(RuntimeUnavailable, match="16-bit weights run on the CUDA execution provider only"):
         export_to("onnxruntime", export_inputs(mlp(), bits=16))
@@ -172,12 +194,16 @@ def test_cuda_without_the_cuda_provider_is_unavailable():
         export_to("onnxruntime", dataclasses.replace(inputs, device=torch.device("cuda")))
 
 
-def test_saved_model_runs_in_a_fresh_session(tmp_path):
+def test_saved_model_runs_in_a_fresh_session_with_its_session_options(tmp_path):
     inputs = export_inputs(cnn(), bits=4)
     deployable = export_to("onnxruntime", inputs)
     path = deployable.save(str(tmp_path))
     assert path.endswith("model.onnx")
-    session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
+    options = onnxruntime.SessionOptions()  # as mlflow.onnx builds it from onnx_session_options
+    options.intra_op_num_threads = deployable.session_options["intra_op_num_threads"]
+    for key, value in deployable.session_options["extra_session_config"].items():
+        options.add_session_config_entry(key, value)
+    session = onnxruntime.InferenceSession(path, options, providers=["CPUExecutionProvider"])
     x = inputs.calibration.numpy()
     logits = session.run(None, {session.get_inputs()[0].name: x})[0]
     np.testing.assert_array_equal(logits, deployable(inputs.calibration).numpy())
