@@ -53,7 +53,7 @@ FILE = "model.onnx"
 OPSET = 21  # the first with int4 DequantizeLinear
 WEIGHT_ONLY_BLOCK_SIZES = (16, 32, 64, 128, 256)
 # MatMulNBits computes with int8-quantised activations on CPU (1.6x faster than fp32 compute for
-# the Fashion MLP at batch 1 here); the CUDA provider ignores it.
+# the Fashion MLP at batch 1 here); a CPU setting.
 WEIGHT_ONLY_ACCURACY_LEVEL = 4
 # Lets constant folding dequantise the int4 Conv weights once at load (ONNX Runtime keeps
 # DequantizeLinear for QDQ fusion otherwise, and runs it on every call: 2x slower on the CNN here).
@@ -195,6 +195,7 @@ def export_onnxruntime(inputs: ExportInputs) -> OnnxRuntimeDeployable:
     notes = {"onnx_weights": note}
     if inputs.fmt.sparse:
         model, notes["onnx_sparse"] = _sparse_initializers(model)
+    logger.info("ONNX export: %s", notes)
     try:
         return OnnxRuntimeDeployable(model.SerializeToString(), inputs.device, inputs.threads, notes, session_config)
     except (NoKernel, Fail, InvalidGraph) as error:  # e.g. no MatMulNBits kernel for these bits in this build
