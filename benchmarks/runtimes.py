@@ -12,7 +12,8 @@ Timing: one thread everywhere; every candidate warmed up at both batch sizes, th
 interleaved rounds: each round times every candidate once (a block of calls lasting about 20 ms,
 per-call mean), in an order that rotates by one each round, at batch 1 and at batch 256. The
 speedup of a candidate is the median over rounds of (eager fp32's time in that round / its time
-in that round), so load that drifts between rounds hits both sides of each ratio alike.
+in that round), so load that drifts between rounds hits both sides of each ratio alike; the
+quartiles of the per-round ratios show how much the machine's load moved them.
 
 Run: python benchmarks/runtimes.py   (about 3 minutes on 2 cores, most of it AOTInductor builds)
 """
@@ -28,7 +29,7 @@ from trainers.data import load_dataset
 from trainers.loop import TrialRecipe, build_trial_model, export_deployable
 from trainers.runtimes import RuntimeUnavailable, export_to, runtime_versions
 
-ROUNDS = 9
+ROUNDS = 15
 BLOCK_SECONDS = 0.02
 BATCH_SIZES = (1, 256)
 CPU = torch.device("cpu")
@@ -95,17 +96,20 @@ def compare(title, recipe, shape, rank):
             for size, batch in batches.items():
                 times[label, size].append(seconds_per_call(deployables[label], batch, calls[label, size]))
 
-    def speedup(label, size):
-        return statistics.median(base / own for base, own in zip(times["eager fp32", size], times[label, size]))
+    def speedup(label, size):  # median per-round ratio, with its quartiles over rounds
+        ratios = [base / own for base, own in zip(times["eager fp32", size], times[label, size])]
+        low, _, high = statistics.quantiles(ratios, n=4)
+        return f"{statistics.median(ratios):5.2f}x [{low:.2f}-{high:.2f}]"
 
     dense_bytes = deployables["eager fp32"].stored_bytes()
     print(f"\n{title}: {ROUNDS} interleaved rounds, 1 thread; speedup = median per-round ratio vs eager fp32")
-    print(f"  {'candidate':24s} {'b1 µs':>8s} {'speedup':>8s} {'b256 ms':>8s} {'speedup':>8s} {'size KiB':>9s} "
-          f"{'smaller':>8s} {'compile s':>9s}")
+    speedup_header = f"{'speedup [quartiles]':>20s}"
+    print(f"  {'candidate':24s} {'b1 µs':>8s} {speedup_header} {'b256 ms':>8s} {speedup_header} "
+          f"{'size KiB':>9s} {'smaller':>8s} {'compile s':>9s}")
     for label, deployable in deployables.items():
         b1, b256 = statistics.median(times[label, 1]), statistics.median(times[label, 256])
         compiled = getattr(deployable, "compile_seconds", None)
-        print(f"  {label:24s} {b1 * 1e6:8.1f} {speedup(label, 1):7.2f}x {b256 * 1e3:8.3f} {speedup(label, 256):7.2f}x "
+        print(f"  {label:24s} {b1 * 1e6:8.1f} {speedup(label, 1):>20s} {b256 * 1e3:8.3f} {speedup(label, 256):>20s} "
               f"{deployable.stored_bytes() / 1024:9.1f} {dense_bytes / deployable.stored_bytes():7.2f}x "
               f"{'' if compiled is None else f'{compiled:9.1f}'}")
 

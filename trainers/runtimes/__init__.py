@@ -18,7 +18,7 @@ from importlib import metadata
 import torch
 from torch import nn
 
-from trainers.deployable import DeployFormat, Deployable, EagerDeployable
+from trainers.deployable import Deployable, DeployFormat, EagerDeployable
 
 logger = logging.getLogger(__name__)
 

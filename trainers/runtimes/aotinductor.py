@@ -90,7 +90,8 @@ def export_aotinductor(inputs: ExportInputs) -> AOTInductorDeployable:
             )
             path = torch._inductor.aoti_compile_and_package(program, package_path=os.path.join(directory, FILE))
         except Exception as error:  # torch.export and the C++ toolchain raise many types
-            raise RuntimeUnavailable(f"AOTInductor build failed: {type(error).__name__}: {first_line(error)}") from error
+            reason = f"{type(error).__name__}: {first_line(error)}"
+            raise RuntimeUnavailable(f"AOTInductor build failed: {reason}") from error
         with open(path, "rb") as file:
             package = file.read()
     deployable = AOTInductorDeployable(package, inputs.eager.parameter_count(), time.perf_counter() - started)

@@ -7,8 +7,9 @@ constant weight is rewritten as `MatMul` (weight pre-transposed) + `Add`. Then, 
 
 - 32: the fp32 graph.
 - 16: fp16 weights and compute (inputs and logits stay float32) on the CUDA execution provider
-  only; on CPU, `RuntimeUnavailable` (ONNX Runtime's CPU provider has no fp16 MatMul/Conv kernels
-  on x86: it would run casts around fp32 kernels, not what a 16-bit deployment means).
+  only; on CPU, `RuntimeUnavailable`: the CPU provider has no fp16 MatMul/Conv kernels on this
+  x86 machine, and its optimizer turns an fp16 graph back into fp32 `FusedGemm` nodes at load
+  (checked with onnxruntime 1.32), so it would time an fp32 model under a 16-bit label.
 - 8: every `MatMul` dynamically quantised (int8 weights, per output channel, symmetric: scale =
   max|w| / 127, the grid QAT trained; activations quantised per call), every `Conv` statically
   quantised in QDQ form (int8 per-channel symmetric weights, uint8 activations calibrated with
@@ -17,8 +18,11 @@ constant weight is rewritten as `MatMul` (weight pre-transposed) + `Add`. Then, 
   input dimension), built here from the QAT grid so that the stored levels and scales are exactly
   the trained ones (ONNX Runtime's own quantizer would re-quantise with another scale). On CPU it
   runs with `accuracy_level=4`: activations are quantised to int8 per block inside the kernel, as
-  in dynamic int8. `Conv` weights stay fp32 (their values still on the trained grid): ONNX Runtime
-  has no low-bit weight-only Conv.
+  in dynamic int8. ONNX Runtime has no low-bit Conv kernel, so `Conv` weights are stored as int4
+  levels (2-bit levels fit int4 too) with the trained per-channel scales, dequantised by a
+  `DequantizeLinear` node in front of an fp32 `Conv`; the session folds it once at load
+  (`session.disable_quant_qdq=1`, in `OnnxRuntimeDeployable.session_options`), so the Conv runs
+  as fast as in fp32.
 - sparse: any initializer with enough zeros is stored as an ONNX sparse initializer (values +
   int64 indices) when that is smaller. ONNX Runtime densifies sparse initializers when it loads
   the model, so latency is that of the dense kernels: only the stored bytes shrink.
@@ -34,10 +38,10 @@ import numpy as np
 import onnx
 import onnxruntime
 import torch
-from onnx import helper, numpy_helper
-from onnxruntime.capi.onnxruntime_pybind11_state import Fail, InvalidGraph, NotImplemented as NoKernel
+from onnx import TensorProto, helper, numpy_helper
+from onnxruntime.capi.onnxruntime_pybind11_state import Fail, InvalidGraph
+from onnxruntime.capi.onnxruntime_pybind11_state import NotImplemented as NoKernel
 from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_dynamic, quantize_static
-from torch import nn
 
 from trainers.deployable import Deployable
 from trainers.runtimes import ExportInputs, RuntimeUnavailable, first_line, register
@@ -46,10 +50,15 @@ from trainers.techniques.quantize import _quantize_per_channel
 logger = logging.getLogger(__name__)
 
 FILE = "model.onnx"
+OPSET = 21  # the first with int4 DequantizeLinear
 WEIGHT_ONLY_BLOCK_SIZES = (16, 32, 64, 128, 256)
 # MatMulNBits computes with int8-quantised activations on CPU (1.6x faster than fp32 compute for
-# the Fashion MLP at batch 1 here); the CUDA provider ignores it.
+# the Fashion MLP at batch 1 here); a CPU setting.
 WEIGHT_ONLY_ACCURACY_LEVEL = 4
+# Lets constant folding dequantise the int4 Conv weights once at load (ONNX Runtime keeps
+# DequantizeLinear for QDQ fusion otherwise, and runs it on every call: 2x slower on the CNN here).
+# Only for 4/2-bit graphs, which have no activation QDQ for it to disable.
+FOLD_DEQUANTIZED_WEIGHTS = {"session.disable_quant_qdq": "1"}
 # Inputs of each op that hold weights or biases (not quantisation scales, zero points or shapes).
 _PARAMETER_INPUTS = {
     "MatMul": (1,),
@@ -68,13 +77,16 @@ class OnnxRuntimeDeployable(Deployable):
 
     The session uses `threads` intra-op threads, one inter-op thread and sequential execution,
     on the CPU execution provider, or the CUDA one when `device` is CUDA. Inputs and logits are
-    torch tensors: they cross to numpy and back on every call.
+    torch tensors: they cross to numpy and back on every call. `session_options` holds these
+    settings in the form `mlflow.onnx.log_model(onnx_session_options=...)` takes, so a logged model
+    loads with the session that was measured.
 
     Args:
         model_bytes: the serialized ONNX model (the stored artifact).
         device: where the session runs; logits come back on this device.
         threads: intra-op threads.
         notes: what the export decided, for the trial's tags.
+        session_config: extra session config entries (`SessionOptions.add_session_config_entry`).
 
     Example:
         >>> deployable = export_onnxruntime(inputs)
@@ -85,15 +97,30 @@ class OnnxRuntimeDeployable(Deployable):
     runtime = "onnxruntime"
     mlflow_flavor = "onnx"
 
-    def __init__(self, model_bytes: bytes, device: torch.device, threads: int = 1, notes: dict[str, str] | None = None):
+    def __init__(
+        self,
+        model_bytes: bytes,
+        device: torch.device,
+        threads: int = 1,
+        notes: dict[str, str] | None = None,
+        session_config: dict[str, str] | None = None,
+    ):
         self.model_bytes = model_bytes
         self.device = device
         self.notes = notes or {}
+        self.session_options = {
+            "intra_op_num_threads": threads,
+            "inter_op_num_threads": 1,
+            "execution_mode": "sequential",
+            "extra_session_config": dict(session_config or {}),
+        }
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
         options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
         options.log_severity_level = 3
+        for key, value in self.session_options["extra_session_config"].items():
+            options.add_session_config_entry(key, value)
         self.session = onnxruntime.InferenceSession(model_bytes, options, providers=[_provider(device)])
         self.input_name = self.session.get_inputs()[0].name
 
@@ -150,13 +177,15 @@ def export_onnxruntime(inputs: ExportInputs) -> OnnxRuntimeDeployable:
     if bits == 16 and inputs.device.type != "cuda":
         raise RuntimeUnavailable(
             "onnxruntime: 16-bit weights run on the CUDA execution provider only; the CPU provider has no fp16 "
-            "MatMul/Conv kernels on x86"
+            "MatMul/Conv kernels here: it casts the weights back to fp32 at load and runs fp32"
         )
     model = _matmuls_not_gemms(_export_onnx(inputs.model, inputs.batch_example()))
+    session_config = {}
     if bits == 8:
         model, note = _quantize_int8(model, inputs.calibration)
     elif bits in (4, 2):
         model, note = _quantize_weight_only(model, bits)
+        session_config = FOLD_DEQUANTIZED_WEIGHTS
     elif bits == 16:
         model, note = _to_fp16(model)
     elif bits == 32:
@@ -166,8 +195,9 @@ def export_onnxruntime(inputs: ExportInputs) -> OnnxRuntimeDeployable:
     notes = {"onnx_weights": note}
     if inputs.fmt.sparse:
         model, notes["onnx_sparse"] = _sparse_initializers(model)
+    logger.info("ONNX export: %s", notes)
     try:
-        return OnnxRuntimeDeployable(model.SerializeToString(), inputs.device, inputs.threads, notes)
+        return OnnxRuntimeDeployable(model.SerializeToString(), inputs.device, inputs.threads, notes, session_config)
     except (NoKernel, Fail, InvalidGraph) as error:  # e.g. no MatMulNBits kernel for these bits in this build
         raise RuntimeUnavailable(
             f"onnxruntime {onnxruntime.__version__} cannot run the {note} graph: {first_line(error)}"
@@ -189,7 +219,9 @@ def _export_onnx(model, example):
     model = copy.deepcopy(model).cpu().eval()
     example = example.detach().cpu().float()
     batch = torch.export.Dim("batch")
-    program = torch.onnx.export(model, (example,), dynamo=True, dynamic_shapes=({0: batch},), verbose=False)
+    program = torch.onnx.export(
+        model, (example,), dynamo=True, dynamic_shapes=({0: batch},), opset_version=OPSET, verbose=False
+    )
     return program.model_proto
 
 
@@ -199,7 +231,8 @@ def _matmuls_not_gemms(model):
     nodes = []
     for node in graph.node:
         attributes = {attribute.name: helper.get_attribute_value(attribute) for attribute in node.attribute}
-        plain = attributes.get("alpha", 1.0) == 1.0 and attributes.get("beta", 1.0) == 1.0 and not attributes.get("transA", 0)
+        scaled = attributes.get("alpha", 1.0) != 1.0 or attributes.get("beta", 1.0) != 1.0
+        plain = not scaled and not attributes.get("transA", 0)
         if node.op_type != "Gemm" or node.input[1] not in initializers or not plain:
             nodes.append(node)
             continue
@@ -268,42 +301,65 @@ def _quantize_weight_only(model, bits):
     initializers = {tensor.name: tensor for tensor in graph.initializer}
     nodes = []
     for node in graph.node:
-        weight = initializers.get(node.input[1]) if node.op_type == "MatMul" else None
-        if weight is None or len(weight.dims) != 2:
+        weight = initializers.get(node.input[1]) if node.op_type in ("MatMul", "Conv") else None
+        if weight is not None and node.op_type == "MatMul" and len(weight.dims) == 2:
+            nodes.append(_matmul_nbits(graph, node, numpy_helper.to_array(weight), bits))
+        elif weight is not None and node.op_type == "Conv":
+            nodes += [_dequantized_int4(graph, f"{node.name}_weight", numpy_helper.to_array(weight), bits), node]
+            node.input[1] = nodes[-2].output[0]
+        else:
             nodes.append(node)
-            continue
-        packed, scales, block_size = _pack_blockwise(numpy_helper.to_array(weight), bits)
-        graph.initializer.extend([
-            numpy_helper.from_array(packed, f"{weight.name}_q{bits}"),
-            numpy_helper.from_array(scales, f"{weight.name}_q{bits}_scales"),
-        ])
-        in_features, out_features = weight.dims
-        nodes.append(helper.make_node(
-            "MatMulNBits",
-            [node.input[0], f"{weight.name}_q{bits}", f"{weight.name}_q{bits}_scales"],
-            list(node.output),
-            name=f"{node.name}_q{bits}",
-            domain="com.microsoft",
-            K=in_features,
-            N=out_features,
-            bits=bits,
-            block_size=block_size,
-            accuracy_level=WEIGHT_ONLY_ACCURACY_LEVEL,
-        ))
-    quantized = sum(node.op_type == "MatMulNBits" for node in nodes)
     graph.ClearField("node")
     graph.node.extend(nodes)
-    if not any(opset.domain == "com.microsoft" for opset in model.opset_import):
+    if all(opset.domain != "com.microsoft" for opset in model.opset_import):
         model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
-    note = f"{bits}-bit: {quantized} MatMul as MatMulNBits (QAT grid, int8 compute); {_count(model, 'Conv')} Conv fp32"
+    note = (
+        f"{bits}-bit: {_count(model, 'MatMulNBits')} MatMul as MatMulNBits (QAT grid, int8 compute); "
+        f"{_count(model, 'Conv')} Conv weights as int4 DequantizeLinear (QAT grid) into fp32 Conv"
+    )
     return _without_unused_initializers(model), note
+
+
+def _matmul_nbits(graph, node, weight, bits):
+    packed, scales, block_size = _pack_blockwise(weight, bits)
+    name = f"{node.name}_q{bits}"
+    graph.initializer.extend(
+        [numpy_helper.from_array(packed, f"{name}_weight"), numpy_helper.from_array(scales, f"{name}_scales")]
+    )
+    in_features, out_features = weight.shape
+    return helper.make_node(
+        "MatMulNBits",
+        [node.input[0], f"{name}_weight", f"{name}_scales"],
+        list(node.output),
+        name=name,
+        domain="com.microsoft",
+        K=in_features,
+        N=out_features,
+        bits=bits,
+        block_size=block_size,
+        accuracy_level=WEIGHT_ONLY_ACCURACY_LEVEL,
+    )
+
+
+def _dequantized_int4(graph, name, weight, bits):
+    # Levels of 2- and 4-bit grids (|level| <= 7) fit int4 exactly; the scale is the QAT one.
+    levels, scale = _quantize_per_channel(torch.from_numpy(weight.copy()), bits)
+    graph.initializer.extend([
+        helper.make_tensor(f"{name}_int4", TensorProto.INT4, weight.shape, levels.numpy().astype(np.int8).ravel()),
+        numpy_helper.from_array(scale.numpy().astype(np.float32), f"{name}_scale"),
+    ])
+    inputs = [f"{name}_int4", f"{name}_scale"]
+    return helper.make_node("DequantizeLinear", inputs, [name], name=f"{name}_dequantize", axis=0)
 
 
 def _pack_blockwise(weight, bits):
     # MatMulNBits layout: B is (N, blocks, block_size * bits / 8) uint8, values stored unsigned
     # (level + 2^(bits-1), the default zero point), the first value of a byte in its lowest bits.
     in_features, out_features = weight.shape
-    block_size = min(WEIGHT_ONLY_BLOCK_SIZES, key=lambda size: (math.ceil(in_features / size) * (size * bits // 8 + 4), -size))
+    def stored_bytes(size):  # packed values plus one float32 scale per block, per output channel
+        return math.ceil(in_features / size) * (size * bits // 8 + 4)
+
+    block_size = min(WEIGHT_ONLY_BLOCK_SIZES, key=lambda size: (stored_bytes(size), -size))
     blocks = math.ceil(in_features / block_size)
     levels, scale = _quantize_per_channel(torch.from_numpy(weight.T.copy()), bits)
     unsigned = (levels.numpy().astype(np.int64) + 2 ** (bits - 1)).astype(np.uint8)
@@ -329,14 +385,18 @@ def _sparse_initializers(model):
     dense = []
     stored = []
     for tensor in graph.initializer:
-        array = numpy_helper.to_array(tensor)
-        nonzero = np.flatnonzero(array)
-        if len(nonzero) * (array.itemsize + 8) >= array.nbytes:
+        if tensor.data_type in (TensorProto.INT4, TensorProto.UINT4):  # packed two per byte; numpy has no int4
             dense.append(tensor)
             continue
+        array = numpy_helper.to_array(tensor)
+        nonzero = np.flatnonzero(array)
         values = numpy_helper.from_array(array.ravel()[nonzero], tensor.name)
         indices = numpy_helper.from_array(nonzero.astype(np.int64), f"{tensor.name}_indices")
-        graph.sparse_initializer.append(helper.make_sparse_tensor(values, indices, list(array.shape)))
+        sparse = helper.make_sparse_tensor(values, indices, list(array.shape))
+        if sparse.ByteSize() >= tensor.ByteSize():
+            dense.append(tensor)
+            continue
+        graph.sparse_initializer.append(sparse)
         stored.append(f"{tensor.name} ({len(nonzero)}/{array.size} non-zero)")
     graph.ClearField("initializer")
     graph.initializer.extend(dense)

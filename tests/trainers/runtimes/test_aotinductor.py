@@ -1,3 +1,4 @@
+import dataclasses
 import os
 
 import pytest
@@ -29,6 +30,6 @@ def test_aotinductor_package_matches_eager_and_stores_the_package(tmp_path):
 
 def test_a_module_torch_export_cannot_capture_is_unavailable_with_the_reason():
     inputs = export_inputs(mlp())
-    data_dependent = type(inputs)(**{**inputs.__dict__, "eager": EagerDeployable(DataDependent())})
+    data_dependent = dataclasses.replace(inputs, eager=EagerDeployable(DataDependent()))
     with pytest.raises(RuntimeUnavailable, match="AOTInductor build failed: .*"):
         export_to("aotinductor", data_dependent)

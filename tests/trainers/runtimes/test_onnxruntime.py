@@ -6,6 +6,8 @@ the trained grid, checked apart to 1e-6, but activations are quantised to int8 p
 dynamically for MatMul and MatMulNBits, with calibrated ranges for Conv).
 """
 
+import dataclasses
+
 import numpy as np
 import onnx
 import onnxruntime
@@ -61,6 +63,7 @@ def test_int8_logits_are_close(make):
     deployable = export_to("onnxruntime", inputs)
     assert reference_diff(deployable, inputs) < QUANTISED_RELATIVE * largest_logit(inputs)
     assert "MatMulInteger" in ops(deployable) and "MatMul" not in ops(deployable)
+    assert deployable.parameter_count() == parameters(inputs)
 
 
 def test_int8_matmul_weights_are_the_trained_grid():
@@ -118,9 +121,41 @@ def test_weight_only_bits_store_the_trained_grid(make, bits):
     assert deployable.parameter_count() == parameters(inputs)
 
 
-def test_fewer_bits_store_fewer_bytes():
-    sizes = {bits: export_to("onnxruntime", export_inputs(mlp(), bits=bits)).stored_bytes() for bits in (32, 8, 4, 2)}
+@pytest.mark.parametrize("bits, extra", [(8, {}), (4, {"session.disable_quant_qdq": "1"})])
+def test_session_options_say_how_the_measured_session_was_made(bits, extra):
+    deployable = export_to("onnxruntime", export_inputs(cnn(), bits=bits))
+    assert deployable.session_options == {
+        "intra_op_num_threads": 1,
+        "inter_op_num_threads": 1,
+        "execution_mode": "sequential",
+        "extra_session_config": extra,
+    }
+    for key, value in extra.items():
+        assert deployable.session.get_session_options().get_session_config_entry(key) == value
+
+
+@pytest.mark.parametrize("make", [mlp, cnn])
+def test_fewer_bits_store_fewer_bytes(make):
+    sizes = {bits: export_to("onnxruntime", export_inputs(make(), bits=bits)).stored_bytes() for bits in (32, 8, 4, 2)}
     assert sizes[32] > sizes[8] > sizes[4] > sizes[2]
+
+
+@pytest.mark.parametrize("bits", [4, 2])
+def test_low_bit_conv_weights_are_int4_levels_of_the_trained_grid(bits):
+    inputs = export_inputs(cnn(), bits=bits)
+    graph = onnx.load_from_string(export_to("onnxruntime", inputs).model_bytes).graph
+    tensors = {tensor.name: tensor for tensor in graph.initializer}
+    initializers = {name: numpy_helper.to_array(tensor) for name, tensor in tensors.items()}
+    dequantized = {node.output[0]: node for node in graph.node if node.op_type == "DequantizeLinear"}
+    convs = [node for node in graph.node if node.op_type == "Conv"]
+    assert all(conv.input[1] in dequantized for conv in convs)
+    for conv, module in zip(convs, [m for m in inputs.model.modules() if isinstance(m, torch.nn.Conv2d)]):
+        levels_name, scale_name = dequantized[conv.input[1]].input[:2]
+        assert tensors[levels_name].data_type == onnx.TensorProto.INT4
+        levels = initializers[levels_name].astype(np.float32)
+        assert np.abs(levels).max() <= 2 ** (bits - 1) - 1
+        weight = levels * initializers[scale_name][:, None, None, None]
+        assert np.abs(weight - module.weight.detach().numpy()).max() < 1e-6
 
 
 def test_sparse_weights_are_stored_smaller_with_the_same_logits():
@@ -136,6 +171,15 @@ def test_sparse_weights_are_stored_smaller_with_the_same_logits():
     assert "densified by ONNX Runtime at load" in sparse.notes["onnx_sparse"]
 
 
+@pytest.mark.parametrize("bits", [8, 4])
+def test_sparse_storage_composes_with_quantised_weights(bits):
+    inputs = export_inputs(cnn(), bits=bits, sparsity=0.9)
+    sparse = export_to("onnxruntime", inputs)
+    dense = export_to("onnxruntime", dataclasses.replace(inputs, fmt=dataclasses.replace(inputs.fmt, sparse=False)))
+    assert sparse.stored_bytes() <= dense.stored_bytes()
+    assert reference_diff(sparse, inputs) < QUANTISED_RELATIVE * largest_logit(inputs)
+
+
 def test_fp16_on_cpu_is_unavailable_and_says_why():
     with pytest.raises(RuntimeUnavailable, match="16-bit weights run on the CUDA execution provider only"):
         export_to("onnxruntime", export_inputs(mlp(), bits=16))
@@ -147,17 +191,22 @@ def test_fp16_on_cpu_is_unavailable_and_says_why():
 def test_cuda_without_the_cuda_provider_is_unavailable():
     inputs = export_inputs(mlp())
     with pytest.raises(RuntimeUnavailable, match="no CUDAExecutionProvider"):
-        export_to("onnxruntime", type(inputs)(**{**inputs.__dict__, "device": torch.device("cuda")}))
+        export_to("onnxruntime", dataclasses.replace(inputs, device=torch.device("cuda")))
 
 
-def test_saved_model_runs_in_a_fresh_session(tmp_path):
+def test_saved_model_runs_in_a_fresh_session_with_its_session_options(tmp_path):
     inputs = export_inputs(cnn(), bits=4)
     deployable = export_to("onnxruntime", inputs)
     path = deployable.save(str(tmp_path))
     assert path.endswith("model.onnx")
-    session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
+    options = onnxruntime.SessionOptions()  # as mlflow.onnx builds it from onnx_session_options
+    options.intra_op_num_threads = deployable.session_options["intra_op_num_threads"]
+    for key, value in deployable.session_options["extra_session_config"].items():
+        options.add_session_config_entry(key, value)
+    session = onnxruntime.InferenceSession(path, options, providers=["CPUExecutionProvider"])
     x = inputs.calibration.numpy()
-    np.testing.assert_array_equal(session.run(None, {session.get_inputs()[0].name: x})[0], deployable(inputs.calibration).numpy())
+    logits = session.run(None, {session.get_inputs()[0].name: x})[0]
+    np.testing.assert_array_equal(logits, deployable(inputs.calibration).numpy())
 
 
 def test_a_graph_without_a_kernel_in_this_build_is_unavailable(monkeypatch):

@@ -1,13 +1,14 @@
 """The runtime registry: discovery, lookup, versions and the logits comparison."""
 
+import dataclasses
 import pkgutil
 import sys
 
 import pytest
 import torch
 
-import trainers.runtimes as runtimes
 from tests.trainers.runtimes.toys import export_inputs, mlp
+from trainers import runtimes
 from trainers.runtimes import RUNTIMES, export_to, max_abs_diff, runtime_versions
 
 
@@ -34,7 +35,8 @@ def test_a_new_runtime_module_is_found_without_editing_the_package(tmp_path, mon
 
 
 def test_an_unknown_runtime_names_the_valid_ones():
-    with pytest.raises(KeyError, match="unknown runtime 'tensorrt'; valid runtimes: aotinductor, compile, eager, onnxruntime"):
+    valid = "aotinductor, compile, eager, onnxruntime"
+    with pytest.raises(KeyError, match=f"unknown runtime 'tensorrt'; valid runtimes: {valid}"):
         export_to("tensorrt", export_inputs(mlp()))
 
 
@@ -46,13 +48,16 @@ def test_runtime_versions_name_the_packages_of_each_runtime():
 
 def test_max_abs_diff_compares_logits():
     inputs = export_inputs(mlp())
-    shifted = lambda x: inputs.eager(x) + 0.25  # noqa: E731
+
+    def shifted(x):
+        return inputs.eager(x) + 0.25
+
     assert max_abs_diff(shifted, inputs.eager, inputs.example) == pytest.approx(0.25)
     assert max_abs_diff(inputs.eager, inputs.eager, inputs.example) == 0.0
 
 
 def test_batch_example_has_at_least_two_rows():
     inputs = export_inputs(mlp())
-    one = type(inputs)(**{**inputs.__dict__, "example": inputs.example[:1]})
+    one = dataclasses.replace(inputs, example=inputs.example[:1])
     assert one.batch_example().shape == (2, 64) and torch.equal(one.batch_example()[1], inputs.example[0])
     assert inputs.batch_example() is inputs.example
