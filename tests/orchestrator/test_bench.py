@@ -87,11 +87,15 @@ def test_every_finished_trial_is_measured_with_the_baseline_first(measured_sweep
 
 
 @pytest.mark.slow
-def test_the_baseline_is_paired_with_itself(measured_sweep):
+def test_the_baseline_is_paired_with_itself_and_an_a_a_copy_sets_the_error(measured_sweep):
     _, _, _, figures, _, _ = measured_sweep
     for runtime in ("onnxruntime", "eager"):
         own = figures["trials"]["t0"][runtime][1]
-        assert own["round_speedups"] == [1.0, 1.0, 1.0] and own["speedup_low"] == own["speedup_high"] == 1.0
+        assert own["round_speedups"] == [1.0, 1.0, 1.0] and own["speedup"] == 1.0
+        # its interval is the A/A control's error around 1.0 (two copies of one model timed apart)
+        assert own["speedup_low"] <= 1.0 <= own["speedup_high"]
+        copy = figures["control"][runtime][1]
+        assert len(copy["round_speedups"]) == 3 and copy["speedup_low"] <= 1.0 <= copy["speedup_high"]
 
 
 @pytest.mark.slow

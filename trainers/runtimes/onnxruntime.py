@@ -28,11 +28,13 @@ constant weight is rewritten as `MatMul` (weight pre-transposed) + `Add`. Then, 
   the model, so latency is that of the dense kernels: only the stored bytes shrink.
 """
 
+import contextlib
 import copy
 import logging
 import math
 import os
 import tempfile
+import warnings
 
 import numpy as np
 import onnx
@@ -45,7 +47,7 @@ from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantTy
 
 from trainers.deployable import Deployable
 from trainers.runtimes import ExportInputs, RuntimeUnavailable, first_line, register
-from trainers.techniques.quantize import _quantize_per_channel
+from trainers.techniques.quantize import quantize_per_channel
 
 logger = logging.getLogger(__name__)
 
@@ -219,10 +221,28 @@ def _export_onnx(model, example):
     model = copy.deepcopy(model).cpu().eval()
     example = example.detach().cpu().float()
     batch = torch.export.Dim("batch")
-    program = torch.onnx.export(
-        model, (example,), dynamo=True, dynamic_shapes=({0: batch},), opset_version=OPSET, verbose=False
-    )
+    with _quiet_exporter():
+        program = torch.onnx.export(
+            model, (example,), dynamo=True, dynamic_shapes=({0: batch},), opset_version=OPSET, verbose=False
+        )
     return program.model_proto
+
+
+@contextlib.contextmanager
+def _quiet_exporter():
+    # the exporter and its optimizer log and warn about every model (missing torchvision ops, "no
+    # unused functions to remove", pytree deprecations): none of it is about the user's model
+    loggers = [logging.getLogger(name) for name in ("torch.onnx", "onnxscript", "onnx_ir")]
+    levels = [each.level for each in loggers]
+    for each in loggers:
+        each.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for each, level in zip(loggers, levels):
+            each.setLevel(level)
 
 
 def _matmuls_not_gemms(model):
@@ -343,7 +363,7 @@ def _matmul_nbits(graph, node, weight, bits):
 
 def _dequantized_int4(graph, name, weight, bits):
     # Levels of 2- and 4-bit grids (|level| <= 7) fit int4 exactly; the scale is the QAT one.
-    levels, scale = _quantize_per_channel(torch.from_numpy(weight.copy()), bits)
+    levels, scale = quantize_per_channel(torch.from_numpy(weight.copy()), bits)
     graph.initializer.extend([
         helper.make_tensor(f"{name}_int4", TensorProto.INT4, weight.shape, levels.numpy().astype(np.int8).ravel()),
         numpy_helper.from_array(scale.numpy().astype(np.float32), f"{name}_scale"),
@@ -361,7 +381,7 @@ def _pack_blockwise(weight, bits):
 
     block_size = min(WEIGHT_ONLY_BLOCK_SIZES, key=lambda size: (stored_bytes(size), -size))
     blocks = math.ceil(in_features / block_size)
-    levels, scale = _quantize_per_channel(torch.from_numpy(weight.T.copy()), bits)
+    levels, scale = quantize_per_channel(torch.from_numpy(weight.T.copy()), bits)
     unsigned = (levels.numpy().astype(np.int64) + 2 ** (bits - 1)).astype(np.uint8)
     padding = blocks * block_size - in_features
     unsigned = np.pad(unsigned, ((0, 0), (0, padding)), constant_values=2 ** (bits - 1))

@@ -63,7 +63,21 @@ class Quantize:
         return f"q{self.bits}" if self.active else ""
 
 
-def _quantize_per_channel(weight: torch.Tensor, bits: int) -> tuple[torch.Tensor, torch.Tensor]:
+def quantize_per_channel(weight: torch.Tensor, bits: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The grid every quantised weight lives on: symmetric integer levels per output channel.
+
+    Args:
+        weight: the float weight, output channels first.
+        bits: the bit width; levels lie in [-(2^(bits-1) - 1), 2^(bits-1) - 1].
+
+    Returns:
+        (levels as floats, of the weight's shape; one scale per output channel = max |w| / qmax).
+
+    Example:
+        >>> levels, scale = quantize_per_channel(torch.tensor([[0.5, -1.0]]), 8)
+        >>> levels.tolist(), scale.tolist()
+        ([[64.0, -127.0]], [0.007874015718698502])
+    """
     qmax = 2 ** (bits - 1) - 1
     per_channel = weight.reshape(weight.shape[0], -1)
     scale = (per_channel.abs().amax(dim=1) / qmax).clamp_min(torch.finfo(torch.float32).eps)
@@ -95,7 +109,7 @@ class FakeQuantize(nn.Module):
         self.bits = bits
 
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
-        levels, scale = _quantize_per_channel(weight, self.bits)
+        levels, scale = quantize_per_channel(weight, self.bits)
         quantized = _dequantize_per_channel(levels, scale)
         return weight + (quantized - weight).detach()
 
@@ -184,7 +198,7 @@ class PackedWeight(nn.Module):
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, bits: int):
         super().__init__()
-        levels, scale = _quantize_per_channel(weight.detach().float(), bits)
+        levels, scale = quantize_per_channel(weight.detach().float(), bits)
         self.bits = bits
         self.weight_shape = weight.shape
         self.register_buffer("packed_weight", _pack(levels, bits))
@@ -295,7 +309,7 @@ class DynamicInt8Linear(dynamic_quantized.Linear):
 
 
 def _dynamic_int8_linear(linear: nn.Linear) -> nn.Module:
-    levels, scale = _quantize_per_channel(linear.weight.detach().float(), 8)
+    levels, scale = quantize_per_channel(linear.weight.detach().float(), 8)
     zero_points = torch.zeros_like(scale, dtype=torch.long)
     int8_weight = torch.quantize_per_channel(
         _dequantize_per_channel(levels, scale), scale.double(), zero_points, 0, torch.qint8
