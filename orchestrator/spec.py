@@ -209,6 +209,8 @@ def load_spec(path: str | os.PathLike) -> Spec:
         text = _read_spec_text(path)
     except OSError as error:
         raise SpecError(f"{path}: cannot read the spec: {error.strerror or error}") from None
+    except UnicodeDecodeError as error:
+        raise SpecError(f"{path}: not UTF-8 text (byte {error.start})") from None
     try:
         raw = _parse_yaml(text)
     except yaml.MarkedYAMLError as error:
