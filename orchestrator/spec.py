@@ -216,7 +216,7 @@ def load_spec(path: str | os.PathLike) -> Spec:
     except yaml.MarkedYAMLError as error:
         raise SpecError(f"{path}: not valid YAML: {_yaml_problem(error)}") from None
     except yaml.YAMLError as error:
-        raise SpecError(f"{path}: not valid YAML: {error}") from None
+        raise SpecError(f"{path}: not valid YAML: {_cut(' '.join(str(error).split()), 300)}") from None
     return parse_spec(raw, source=str(path))
 
 
@@ -272,13 +272,14 @@ def load_data(spec: Spec, spec_path: str):
         >>> data = load_data(load_spec("search_spaces/quickstart.yaml"), "quickstart.yaml")
     """
     from trainers.data import DataError, load_dataset  # torch and sklearn: only when data is needed
-    from trainers.models import ModelError, build_model
 
     fields = spec.data.model_dump(exclude={"source", "path"})
     try:
         data = load_dataset(spec.data.source, spec.data.path, seed=spec.train.seed, **fields)
     except DataError as error:
         raise SpecError(f"{spec_path}: data: {error}") from None
+    from trainers.models import ModelError, build_model
+
     try:
         build_model(
             spec.model.kind,
@@ -313,6 +314,8 @@ def domain_of(value: object) -> tuple[str, list]:
 
 
 def _space_problems(space, algorithm):
+    if not space:
+        return []
     from trainers.techniques import TECHNIQUES
 
     space_keys = (*TECHNIQUES, "workers")

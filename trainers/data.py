@@ -110,8 +110,6 @@ def load_dataset(
         >>> ds.input_shape, ds.num_classes
         ((1, 8, 8), 10)
     """
-    import torch
-
     _check_arguments(source, val_fraction, test_fraction, num_classes, text_features, n_samples, n_features)
     if source in _FILE_SOURCES:
         if path is None:
@@ -148,6 +146,8 @@ def load_dataset(
         raise DataError(f"{name}: found only {class_count} class; a classifier needs at least 2")
     if source in _STANDARDISED_SOURCES:
         parts = _standardise(parts)
+    import torch  # after every check of the arguments and files: a bad path is answered at once
+
     tensors = [torch.from_numpy(np.ascontiguousarray(array)) for part in parts for array in part]
     dataset = Dataset(name, *tensors, num_classes=class_count)
     logger.info("loaded data set %s", data_summary(dataset))
