@@ -7,6 +7,7 @@ import copy
 import io
 import math
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -32,7 +33,8 @@ LEFTOVERS = ("mlflow.db", "mlruns", "accelsweep_results")
 def assert_clean_user_error(result, cwd, *expected):
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr, result.stderr
-    lines = result.stderr.strip().splitlines()
+    progress = re.compile(r"\d\d:\d\d:\d\d ")  # timestamped log lines such as "Ray local: 2 CPUs"
+    lines = [line for line in result.stderr.strip().splitlines() if not progress.match(line)]
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("error: "), lines[0]
     assert len(lines[0]) <= 500, lines[0]
