@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from trainers.sizes import memory_limit_bytes, too_large
+from trainers.sizes import too_large
 
 if TYPE_CHECKING:  # torch and scikit-learn load when data is loaded: `SOURCES` stays cheap to import
     import torch
@@ -37,8 +37,13 @@ _IDX_IMAGES_MAGIC = 2051  # unsigned bytes, 3 dimensions
 _IDX_LABELS_MAGIC = 2049  # unsigned bytes, 1 dimension
 _WORD = re.compile(r"\w+")
 _CSV_DELIMITERS = {",": "commas", ";": "semicolons", "\t": "tabs"}
-_FILE_KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
-               (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+_FILE_KINDS = (
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+)
 
 
 class DataError(ValueError):
@@ -333,12 +338,11 @@ def _read_idx(path, expected_magic):
 
 
 def _read_gzip(path):
-    limit = memory_limit_bytes()
+    with gzip.open(path) as file:  # measured first, keeping nothing: a small file can unpack to terabytes
+        size = sum(len(chunk) for chunk in iter(lambda: file.read(1 << 20), b""))
+    _check_fits(size, f"{path}: decompressing it")
     with gzip.open(path) as file:
-        raw = file.read(limit + 1)
-    if len(raw) > limit:
-        _check_fits(len(raw), f"{path}: decompressing it")
-    return raw
+        return file.read()
 
 
 def _read_csv(path, label_column, num_classes):
@@ -443,7 +447,11 @@ def _read_npz(path, num_classes):
         raise DataError(f"{path}: not an .npz archive (as written by numpy.savez)")
     try:
         with zipfile.ZipFile(path) as archive:
-            _check_fits(sum(info.file_size for info in archive.infolist()), f"{path}: unpacking its arrays")
+            unpacked = sum(info.file_size for info in archive.infolist())
+    except (OSError, zipfile.BadZipFile) as error:
+        raise DataError(f"{path}: cannot read as .npz: {error}") from error
+    _check_fits(unpacked, f"{path}: unpacking its arrays")
+    try:
         with np.load(path, allow_pickle=False) as archive:
             arrays = {key: archive[key] for key in archive.files}
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
