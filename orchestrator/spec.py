@@ -498,7 +498,7 @@ def _parse_yaml(text):
         node = loader.get_single_node()
         if node is None:
             return None
-        if _expanded_size(node, {}) > MAX_EXPANDED_NODES:
+        if _expanded_size(node, {}, depth=0) > MAX_EXPANDED_NODES:
             raise yaml.composer.ComposerError(
                 None, None, f"its aliases expand to more than {MAX_EXPANDED_NODES:,} values", node.start_mark
             )
@@ -507,16 +507,19 @@ def _parse_yaml(text):
         loader.dispose()
 
 
-def _expanded_size(node, sizes):
+def _expanded_size(node, sizes, depth):
     # an alias is the same node object again: counting with a memo costs the number of distinct nodes;
-    # a node that contains itself expands forever, which the placeholder makes "too many"
+    # a node that contains itself expands forever, which the placeholder makes "too many". Aliases
+    # of aliases nest without the composer seeing it, so the depth is checked here too
+    if depth > MAX_DEPTH:
+        raise yaml.composer.ComposerError(None, None, f"its aliases nest more than {MAX_DEPTH} levels deep", node.start_mark)
     if id(node) not in sizes:
         sizes[id(node)] = MAX_EXPANDED_NODES + 1
         if isinstance(node, yaml.MappingNode):
             children = [child for pair in node.value for child in pair]
         else:
             children = node.value if isinstance(node, yaml.SequenceNode) else []
-        sizes[id(node)] = 1 + sum(_expanded_size(child, sizes) for child in children)
+        sizes[id(node)] = 1 + sum(_expanded_size(child, sizes, depth + 1) for child in children)
     return sizes[id(node)]
 
 
