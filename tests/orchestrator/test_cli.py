@@ -248,6 +248,7 @@ def test_report_of_an_unknown_sweep(accelsweep, in_tmp_path):
         assert_clean_user_error(result, in_tmp_path, "no sweep named or with run id")
 
 
+@pytest.mark.slow  # the MLflow server takes half a minute to answer on a loaded machine
 def test_ui_serves_without_an_mlflow_script_on_path(in_tmp_path):
     port = _unused_port()
     env = {**os.environ, "PATH": str(in_tmp_path)}  # no `mlflow` executable to be found
