@@ -28,6 +28,9 @@ class RayConnectionError(UserError):
 def ray_address(address: str | None) -> str | None:
     """The Ray to use: the spec's `ray.address`, else $RAY_ADDRESS, else None (a new local Ray).
 
+    Args:
+        address: the spec's `ray.address`, or None.
+
     Example:
         >>> ray_address("auto")
         'auto'
