@@ -17,6 +17,7 @@ logger = logging.getLogger("accelsweep")
 MAX_ERROR_LINE = 500
 """An `error:` line is cut to this many characters: values quoted in it are already cut shorter."""
 MAX_ERROR_LINES = 20
+"""A spec with more problems than this shows the first ones and a count of the rest."""
 
 
 class UserInterrupt(Exception):
@@ -127,7 +128,7 @@ def _connect_ray(spec, args):
     connect_ray(spec.ray.address, verbose=args.verbose)
     problem = sweep.unsatisfiable_resources(spec, _ray_nodes())
     if problem:
-        raise SpecError(f"{getattr(args, 'spec', spec.name)}: {problem}")
+        raise SpecError(f"{getattr(args, 'spec', None) or spec.name}: {problem}")
 
 
 def _connect_store(spec, spec_path):

@@ -25,16 +25,6 @@ class RayConnectionError(UserError):
     """The Ray address given cannot be reached."""
 
 
-def ray_address(address: str | None) -> str | None:
-    """The Ray to use: the spec's `ray.address`, else $RAY_ADDRESS, else None (a new local Ray).
-
-    Example:
-        >>> ray_address("auto")
-        'auto'
-    """
-    return address or os.environ.get("RAY_ADDRESS") or None
-
-
 def connect_ray(address: str | None, verbose: bool = False) -> None:
     """Connect to Ray: `address` ("auto", "ray://...", host:port), else $RAY_ADDRESS, else a new local Ray.
 
@@ -53,7 +43,7 @@ def connect_ray(address: str | None, verbose: bool = False) -> None:
 
     if ray.is_initialized():
         return
-    address = ray_address(address)
+    address = address or os.environ.get("RAY_ADDRESS")
     options = dict(log_to_driver=verbose, logging_level=logging.INFO if verbose else logging.ERROR)
     if address and address != "auto":
         _check_reachable(address)

@@ -239,12 +239,14 @@ def load_spec(path: str | os.PathLike) -> Spec:
         text = _read_spec_text(path)
     except OSError as error:
         raise SpecError(f"{path}: cannot read the spec: {error.strerror or error}") from None
+    except UnicodeDecodeError as error:
+        raise SpecError(f"{path}: not UTF-8 text (byte {error.start})") from None
     try:
         raw = _parse_yaml(text)
     except yaml.MarkedYAMLError as error:
         raise SpecError(f"{path}: not valid YAML: {_yaml_problem(error)}") from None
     except yaml.YAMLError as error:
-        raise SpecError(f"{path}: not valid YAML: {error}") from None
+        raise SpecError(f"{path}: not valid YAML: {_cut(' '.join(str(error).split()), 300)}") from None
     return parse_spec(raw, source=str(path))
 
 
@@ -300,13 +302,14 @@ def load_data(spec: Spec, spec_path: str):
         >>> data = load_data(load_spec("search_spaces/quickstart.yaml"), "quickstart.yaml")
     """
     from trainers.data import DataError, load_dataset  # torch and sklearn: only when data is needed
-    from trainers.models import ModelError, build_model
 
     fields = spec.data.model_dump(exclude={"source", "path"})
     try:
         data = load_dataset(spec.data.source, spec.data.path, seed=spec.train.seed, **fields)
     except DataError as error:
         raise SpecError(f"{spec_path}: data: {error}") from None
+    from trainers.models import ModelError, build_model
+
     try:
         build_model(
             spec.model.kind,
@@ -341,6 +344,8 @@ def domain_of(value: object) -> tuple[str, list]:
 
 
 def _space_problems(space, algorithm):
+    if not space:
+        return []
     from trainers.techniques import TECHNIQUES
 
     space_keys = (*TECHNIQUES, "workers")
@@ -523,7 +528,7 @@ def _parse_yaml(text):
         node = loader.get_single_node()
         if node is None:
             return None
-        if _expanded_size(node, {}) > MAX_EXPANDED_NODES:
+        if _expanded_size(node, {}, depth=0) > MAX_EXPANDED_NODES:
             raise yaml.composer.ComposerError(
                 None, None, f"its aliases expand to more than {MAX_EXPANDED_NODES:,} values", node.start_mark
             )
@@ -532,16 +537,19 @@ def _parse_yaml(text):
         loader.dispose()
 
 
-def _expanded_size(node, sizes):
+def _expanded_size(node, sizes, depth):
     # an alias is the same node object again: counting with a memo costs the number of distinct nodes;
-    # a node that contains itself expands forever, which the placeholder makes "too many"
+    # a node that contains itself expands forever, which the placeholder makes "too many". Aliases
+    # of aliases nest without the composer seeing it, so the depth is checked here too
+    if depth > MAX_DEPTH:
+        raise yaml.composer.ComposerError(None, None, f"its aliases nest more than {MAX_DEPTH} levels deep", node.start_mark)
     if id(node) not in sizes:
         sizes[id(node)] = MAX_EXPANDED_NODES + 1
         if isinstance(node, yaml.MappingNode):
             children = [child for pair in node.value for child in pair]
         else:
             children = node.value if isinstance(node, yaml.SequenceNode) else []
-        sizes[id(node)] = 1 + sum(_expanded_size(child, sizes) for child in children)
+        sizes[id(node)] = 1 + sum(_expanded_size(child, sizes, depth + 1) for child in children)
     return sizes[id(node)]
 
 

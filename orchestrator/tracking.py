@@ -16,6 +16,7 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
 from orchestrator.errors import UserError
+from orchestrator.mlflow_filters import quoted
 from orchestrator.spec import Spec
 from orchestrator.tags import (
     BASELINE_TAG,
@@ -107,7 +108,7 @@ def find_sweep_by_results_path(client: MlflowClient, results_path: str):
         >>> find_sweep_by_results_path(client, "/tmp/accelsweep_results/quickstart-20261128-015123")
     """
     experiments = [experiment.experiment_id for experiment in client.search_experiments()]
-    runs = client.search_runs(experiments, filter_string=f"tags.`{RESULTS_PATH_TAG}` = '{results_path}'")
+    runs = client.search_runs(experiments, filter_string=f"tags.`{RESULTS_PATH_TAG}` = {quoted(results_path)}")
     if not runs:
         raise TrackingError(f"no sweep in {client.tracking_uri} has its results in {results_path}")
     return runs[0]
@@ -218,7 +219,7 @@ class TrialRuns:
         experiment_id = self.client.get_run(self.parent_id).info.experiment_id
         existing = self.client.search_runs(
             [experiment_id],
-            filter_string=f"tags.{PARENT_TAG} = '{self.parent_id}' and tags.`{TRIAL_ID_TAG}` = '{trial_id}'",
+            filter_string=f"tags.{PARENT_TAG} = {quoted(self.parent_id)} and tags.`{TRIAL_ID_TAG}` = {quoted(trial_id)}",
         )
         if not existing:
             return None

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from trainers.sizes import memory_limit_bytes, too_large
+from trainers.sizes import too_large
 
 if TYPE_CHECKING:  # torch and scikit-learn load when data is loaded: `SOURCES` stays cheap to import
     import torch
@@ -40,8 +40,13 @@ _IDX_IMAGES_MAGIC = 2051  # unsigned bytes, 3 dimensions
 _IDX_LABELS_MAGIC = 2049  # unsigned bytes, 1 dimension
 _WORD = re.compile(r"\w+")
 _CSV_DELIMITERS = {",": "commas", ";": "semicolons", "\t": "tabs"}
-_FILE_KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
-               (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+_FILE_KINDS = (
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+)
 
 
 class DataError(ValueError):
@@ -184,10 +189,6 @@ def load_dataset(
         >>> ds.input_shape, ds.num_classes
         ((1, 8, 8), 10)
     """
-    import torch
-
-    from trainers.preprocess import Scale, standardisation
-
     _check_arguments(source, val_fraction, test_fraction, num_classes, text_features, n_samples, n_features)
     if source in _FILE_SOURCES:
         if path is None:
@@ -222,6 +223,10 @@ def load_dataset(
     class_count = num_classes or max(int(y.max()) for _, y in parts) + 1
     if class_count < 2:
         raise DataError(f"{name}: found only {class_count} class; a classifier needs at least 2")
+    import torch  # after every check of the arguments and files: a bad path is answered at once
+
+    from trainers.preprocess import Scale, standardisation
+
     transform = standardisation(parts[0][0]) if source in _STANDARDISED_SOURCES else Scale(_PIXEL_MAXIMA[source])
     tensors = [torch.from_numpy(np.ascontiguousarray(array)) for part in parts for array in part]
     dataset = Dataset(name, *tensors, num_classes=class_count, transforms=(transform,))
@@ -398,12 +403,11 @@ def _read_idx(path, expected_magic):
 
 
 def _read_gzip(path):
-    limit = memory_limit_bytes()
+    with gzip.open(path) as file:  # measured first, keeping nothing: a small file can unpack to terabytes
+        size = sum(len(chunk) for chunk in iter(lambda: file.read(1 << 20), b""))
+    _check_fits(size, f"{path}: decompressing it")
     with gzip.open(path) as file:
-        raw = file.read(limit + 1)
-    if len(raw) > limit:
-        _check_fits(len(raw), f"{path}: decompressing it")
-    return raw
+        return file.read()
 
 
 def _read_csv(path, label_column, num_classes):
@@ -508,7 +512,11 @@ def _read_npz(path, num_classes):
         raise DataError(f"{path}: not an .npz archive (as written by numpy.savez)")
     try:
         with zipfile.ZipFile(path) as archive:
-            _check_fits(sum(info.file_size for info in archive.infolist()), f"{path}: unpacking its arrays")
+            unpacked = sum(info.file_size for info in archive.infolist())
+    except (OSError, zipfile.BadZipFile) as error:
+        raise DataError(f"{path}: cannot read as .npz: {error}") from error
+    _check_fits(unpacked, f"{path}: unpacking its arrays")
+    try:
         with np.load(path, allow_pickle=False) as archive:
             arrays = {key: archive[key] for key in archive.files}
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:

@@ -35,6 +35,9 @@ def too_large(n_bytes: float) -> str | None:
 def human_bytes(n_bytes: float) -> str:
     """A byte count in decimal units.
 
+    Args:
+        n_bytes: the count.
+
     Example:
         >>> human_bytes(3.1e12)
         '3.1 TB'

@@ -7,6 +7,7 @@ import copy
 import io
 import math
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -32,7 +33,8 @@ LEFTOVERS = ("mlflow.db", "mlruns", "accelsweep_results")
 def assert_clean_user_error(result, cwd, *expected):
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr, result.stderr
-    lines = result.stderr.strip().splitlines()
+    progress = re.compile(r"\d\d:\d\d:\d\d ")  # timestamped log lines such as "Ray local: 2 CPUs"
+    lines = [line for line in result.stderr.strip().splitlines() if not progress.match(line)]
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("error: "), lines[0]
     assert len(lines[0]) <= 500, lines[0]
@@ -246,6 +248,7 @@ def test_report_of_an_unknown_sweep(accelsweep, in_tmp_path):
         assert_clean_user_error(result, in_tmp_path, "no sweep named or with run id")
 
 
+@pytest.mark.slow  # the MLflow server takes half a minute to answer on a loaded machine
 def test_ui_serves_without_an_mlflow_script_on_path(in_tmp_path):
     port = _unused_port()
     env = {**os.environ, "PATH": str(in_tmp_path)}  # no `mlflow` executable to be found
@@ -357,3 +360,20 @@ def test_validate_answers_any_spec_with_valid_or_short_error_lines(tmp_path_fact
     assert lines and lines[0].startswith(f"error: {path}: "), stderr.getvalue()[:2000]
     assert all(line.startswith("error: ") for line in lines), stderr.getvalue()[:2000]
     assert all(len(line) <= 500 for line in lines), max(lines, key=len)
+
+
+@pytest.mark.slow
+def test_run_stores_and_prints_the_spec_without_credentials(accelsweep, in_tmp_path, quickstart):
+    quickstart["space"] = {}
+    quickstart["train"]["epochs"] = 1
+    quickstart["search"]["num_samples"] = 1
+    text = "# mirror: https://alice:s3cret@mlflow.example.com\n" + yaml.safe_dump(quickstart, sort_keys=False)
+    (in_tmp_path / "spec.yaml").write_text(text)
+    result = accelsweep("run", "spec.yaml")
+    assert result.returncode == 0, result.stderr[-3000:]
+    client = MlflowClient(f"sqlite:///{in_tmp_path / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("quickstart").experiment_id
+    (parent,) = [run for run in client.search_runs([experiment]) if run.data.tags.get("accelsweep.kind") == "sweep"]
+    stored = Path(client.download_artifacts(parent.info.run_id, "spec.yaml", str(in_tmp_path))).read_text()
+    assert "# mirror: https://***@mlflow.example.com" in stored and "s3cret" not in stored
+    assert "s3cret" not in result.stdout + result.stderr

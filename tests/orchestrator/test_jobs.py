@@ -5,6 +5,7 @@ tests/cluster/test_local_cluster.py."""
 
 import argparse
 import socket
+import stat
 
 import pytest
 
@@ -15,6 +16,7 @@ from orchestrator.jobs import (
     JobError,
     add_job_commands,
     build_runtime_env,
+    check_transport,
     find_auth_token,
     jobs_address,
     jobs_client,
@@ -145,3 +147,48 @@ def test_job_commands_parse():
     assert (logs.job_id, logs.follow, logs.address) == ("quickstart-1", True, None)
     for action in ("list", "status x", "stop x"):
         assert callable(parser.parse_args(["jobs", *action.split()]).command)
+
+
+@pytest.mark.parametrize(
+    ("url", "token", "insecure", "refused"),
+    [
+        ("http://10.0.0.9:8265", "t0k3n", False, True),
+        ("http://head.example.com:8265", "t0k3n", False, True),
+        ("http://10.0.0.9:8265", "t0k3n", True, False),
+        ("https://10.0.0.9:8265", "t0k3n", False, False),
+        ("http://127.0.0.1:8265", "t0k3n", False, False),
+        ("http://localhost:8265", "t0k3n", False, False),
+        ("http://[::1]:8265", "t0k3n", False, False),
+        ("http://10.0.0.9:8265", None, False, False),
+    ],
+)
+def test_the_token_travels_in_clear_only_on_loopback_or_when_told(url, token, insecure, refused):
+    if refused:
+        with pytest.raises(JobError, match=f"refusing to send the Ray auth token over plain http to {url}.*--insecure"):
+            check_transport(url, token, insecure)
+    else:
+        check_transport(url, token, insecure)
+
+
+def test_jobs_refuse_a_remote_http_address_before_connecting(clean_env):
+    clean_env.setenv("RAY_AUTH_TOKEN", "t0k3n")
+    args = job_parser().parse_args(["jobs", "list", "--address", "http://192.0.2.7:8265"])  # TEST-NET: nothing there
+    with pytest.raises(JobError, match="refusing to send the Ray auth token"):
+        args.command(args)
+    assert job_parser().parse_args(["jobs", "list", "--address", "http://192.0.2.7:8265", "--insecure"]).insecure
+
+
+def test_a_token_file_readable_by_others_is_made_private(clean_env, tmp_path):
+    token_file = tmp_path / ".ray" / "auth_token"
+    token_file.parent.mkdir()
+    token_file.write_text("home-token\n")
+    token_file.chmod(0o644)  # as Ray writes it
+    assert find_auth_token() == ("home-token", "~/.ray/auth_token")
+    assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
+
+
+def test_a_tracking_uri_with_credentials_is_not_put_in_the_jobs_environment(clean_env, quickstart):
+    clean_env.setenv("MLFLOW_TRACKING_URI", "https://alice:s3cret@mlflow.example.com")
+    with pytest.raises(JobError, match="carries a user name or password.*MLFLOW_TRACKING_USERNAME") as caught:
+        submission_tracking_uri(parse_spec(quickstart))
+    assert "s3cret" not in str(caught.value)

@@ -370,3 +370,10 @@ def test_a_spec_larger_than_a_megabyte_is_refused(write_spec):
     path = write_spec("name: demo\n#" + "x" * 1_000_001 + "\n")
     with pytest.raises(SpecError, match="more than a spec's limit of 1,000,000"):
         load_spec(path)
+
+
+def test_a_spec_that_is_not_utf8_is_refused(tmp_path):
+    path = tmp_path / "binary.yaml"
+    path.write_bytes(b"name: demo\xff\n")
+    with pytest.raises(SpecError, match="not UTF-8 text"):
+        load_spec(path)
