@@ -227,7 +227,8 @@ def log_measurements(client: MlflowClient, parent_id: str, trials: list[TrialToM
     for trial in trials:
         figures = measured["trials"][trial.trial_id]
         metrics = _primary_metrics(figures.get(primary, {}))
-        tags = host_tags | {RUNTIME_TAG: primary}
+        measured_in_primary = "unavailable" not in figures.get(primary, {"unavailable": ""})
+        tags = host_tags | {RUNTIME_TAG: primary if measured_in_primary else f"none ({primary} unavailable)"}
         for runtime, by_batch in figures.items():
             if "unavailable" in by_batch:
                 tags[f"{RUNTIME_STATUS_TAG_PREFIX}{runtime}"] = f"unavailable: {by_batch['unavailable']}"[:5000]

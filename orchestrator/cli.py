@@ -203,8 +203,8 @@ def report_command(args: argparse.Namespace) -> int:
 
     client = tracking.connect(tracking_uri(args.uri), create=False)
     parent = report.find_sweep_run(client, args.sweep)
-    if args.register:  # the model is rebuilt from the stored spec: refuse one the user has not vouched for
-        trust.vouched_spec(client, parent, args.spec, args.trust_stored_spec)
+    if args.register:  # the model is rebuilt from the spec: refuse a stored one the user has not vouched for
+        spec, _ = trust.vouched_spec(client, parent, args.spec, args.trust_stored_spec)
     objectives = report.parse_objectives(args.objectives) if args.objectives else None
     rows = report.sweep_rows(client, parent, host=args.host, objectives=objectives, target_tolerance=args.target_tolerance)
     print(report.format_rows(rows, args.format, objectives))
@@ -223,7 +223,7 @@ def report_command(args: argparse.Namespace) -> int:
     if args.register:
         from orchestrator import registry  # imports torch: only when registering
 
-        version = registry.register_trial(client, parent, chosen, args.register).version
+        version = registry.register_trial(client, parent, spec, chosen, args.register).version
         print(f"registered as model {args.register!r} version {version}: models:/{args.register}/{version}", file=out)
     return 0
 
@@ -402,8 +402,8 @@ def _parser():
     report.add_argument(
         "--register",
         metavar="MODEL",
-        help="with --max-accuracy-drop: log the chosen trial's deployable model into its run and "
-        "register it in the MLflow Model Registry as MODEL",
+        help="with --max-accuracy-drop: register the chosen trial's shipped artifact (its model.onnx, with "
+        "MLflow's ONNX flavour, for an onnxruntime trial) in the MLflow Model Registry as MODEL",
     )
     report.add_argument(
         "--objectives",
