@@ -3,6 +3,7 @@ bad spec, data set, model or store exits 2 with one readable message, no traceba
 written. Also a property test: parse_spec on any mutation of the quickstart spec returns a Spec
 or raises SpecError, never anything else."""
 
+import contextlib
 import copy
 import io
 import math
@@ -249,7 +250,12 @@ def test_report_of_an_unknown_sweep(accelsweep, in_tmp_path):
 
 
 @pytest.mark.slow  # the MLflow server takes half a minute to answer on a loaded machine
-def test_ui_serves_without_an_mlflow_script_on_path(in_tmp_path):
+def test_ui_serves_without_an_mlflow_script_on_path(in_tmp_path, quickstart):
+    from orchestrator import tracking
+    from orchestrator.spec import parse_spec
+
+    store = tracking.connect(f"sqlite:///{in_tmp_path}/m.db")  # a sweep for the UI to show
+    tracking.start_sweep_run(store, parse_spec(quickstart), "name: quickstart\n", str(in_tmp_path / "results"))
     port = _unused_port()
     env = {**os.environ, "PATH": str(in_tmp_path)}  # no `mlflow` executable to be found
     ui = subprocess.Popen(
@@ -267,7 +273,8 @@ def test_ui_serves_without_an_mlflow_script_on_path(in_tmp_path):
                 time.sleep(1)
         pytest.fail(f"the MLflow UI never answered (exit {ui.poll()})")
     finally:
-        os.killpg(ui.pid, signal.SIGTERM)  # the UI and the server workers it started, in their own session
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(ui.pid, signal.SIGTERM)  # the UI and the server workers it started, in their own session
         ui.communicate(timeout=30)
 
 

@@ -235,7 +235,8 @@ def test_register_onnx_trial_registers_its_logged_model_onnx(sweep, tmp_path):
 
 def test_register_eager_trial_logs_its_module_as_a_pickle(sweep, tmp_path):
     client, parent, spec, run_ids = sweep
-    row = rows_by_trial(client, parent)["t3"]  # its runtime column names the sweep's primary, onnxruntime
+    row = rows_by_trial(client, parent)["t3"]
+    assert row["runtime"] == "none (onnxruntime unavailable)" and "latency_ms" not in row  # said, not hidden
     version = register_trial(client, parent, spec, row, "regdemo-eager")
     assert version.tags[RUNTIME_TAG] == "eager" and version.tags[MODE_TAG] == "q16"
 
