@@ -23,6 +23,7 @@ from mlflow.tracking import MlflowClient
 
 from orchestrator import report
 from orchestrator.tags import KIND_TAG, PARENT_TAG, STATUS_TAG, TRIAL_ID_TAG
+from trainers import metrics
 
 pytestmark = pytest.mark.slow
 
@@ -76,6 +77,7 @@ def _alive(pid, start_time):
     return stat is not None and stat[1] == start_time and stat[2] != "Z"
 
 
+TRAINING_METRICS = set(metrics.EPOCH_METRICS) | set(metrics.FINAL_METRICS) | {"trial_seconds"}
 STALL_S = 300
 """How long a sweep may show no progress at all before a test gives up on it."""
 
@@ -301,10 +303,11 @@ def _interrupted_spec():
 
 
 def _snapshot(client, children):
+    # what training logged (the quiet measurement after the resumed sweep times every trial anew)
     return {
         child.info.run_id: {
             "start_time": child.info.start_time,
-            "metrics": dict(child.data.metrics),
+            "metrics": {key: value for key, value in child.data.metrics.items() if key in TRAINING_METRICS},
             "val_accuracy_entries": len(client.get_metric_history(child.info.run_id, "val_accuracy")),
             "test_accuracy_entries": len(client.get_metric_history(child.info.run_id, "test_accuracy")),
         }

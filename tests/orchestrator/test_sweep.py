@@ -140,7 +140,7 @@ def test_report_reads_the_sweep_back_from_mlflow(finished_sweep):
     rows = json.loads(completed.stdout)
     assert len(rows) == 5
     assert rows[0]["mode"] == "baseline" and rows[0]["speedup"] == pytest.approx(1.0)
-    assert rows[0]["speedup_low"] == rows[0]["speedup_high"] == pytest.approx(1.0)  # paired with itself
+    assert rows[0]["speedup_low"] <= 1.0 <= rows[0]["speedup_high"]  # paired with itself, A/A error around it
     assert any(row["on_front"] is True for row in rows) and all(row["runtime"] == "onnxruntime" for row in rows)
     assert parents[0].data.tags[SWEEP_TAG] == "it-sweep"
 

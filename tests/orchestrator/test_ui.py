@@ -142,7 +142,7 @@ def test_sweep_description_is_the_report_table(store):
     client, parent = store
     note = client.get_run(parent.info.run_id).data.tags[NOTE_TAG]
     assert note.startswith("**Sweep demo**: 5 trials, 2 on the Pareto front: baseline, r8-q8.")
-    assert "| * | r8-q8 | t1 | finished | 0.8800 |" in note
+    assert "| * | r8-q8 | t1 | finished | eager | 0.8800 |" in note
     assert all(f"| {mode} |" in note for mode, *_ in TRIALS)
 
 
