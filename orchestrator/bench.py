@@ -18,6 +18,7 @@ import os
 import platform
 import socket
 import tempfile
+import time
 from dataclasses import dataclass
 
 from mlflow.entities import Metric, RunTag
@@ -235,7 +236,7 @@ def log_measurements(client: MlflowClient, parent_id: str, trials: list[TrialToM
                 continue
             tags[f"{RUNTIME_STATUS_TAG_PREFIX}{runtime}"] = "measured"
             metrics |= {runtime_latency_name(runtime, batch): figure["median_ms"] for batch, figure in by_batch.items()}
-        now = _now_ms()
+        now = int(time.time() * 1000)
         client.log_batch(
             trial.run_id,
             metrics=[Metric(key, float(value), now, 0) for key, value in metrics.items()],
@@ -297,7 +298,3 @@ def _cpu_model():
     return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores"
 
 
-def _now_ms():
-    import time
-
-    return int(time.time() * 1000)
