@@ -110,7 +110,7 @@ class Accelsweep:
 
     def progress(self):
         """Changes whenever the sweep does something: writes to its terminal or an MLflow store here."""
-        stores = sorted((path.name, path.stat().st_mtime_ns) for path in self.cwd.glob("*.db*"))
+        stores = sorted((path.name, _mtime(path)) for path in self.cwd.glob("*.db*"))  # sqlite's journals come and go
         return self.err_path.stat().st_size, self.out_path.stat().st_size, stores
 
     def _stalled(self, last_progress, stall_s):
@@ -186,6 +186,13 @@ def _query(db, sql, *args):
             return connection.execute(sql, args).fetchall()
     except sqlite3.OperationalError:
         return []
+
+
+def _mtime(path):
+    try:
+        return path.stat().st_mtime_ns
+    except FileNotFoundError:
+        return None
 
 
 def _tune_state_saved_after(cwd, moment):
