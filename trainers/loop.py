@@ -235,7 +235,7 @@ def scheduled_lr(schedule: str, lr: float, step: int, total_steps: int, warmup_s
     """The learning rate of one optimizer step under a schedule.
 
     Warm-up rises linearly to `lr` over the first `warmup_steps` steps ((step + 1) / warmup_steps of
-    it); then "constant" holds `lr`, "cosine" falls along a half cosine to 0 at the last step, and
+    it); then "constant" holds `lr`, "cosine" falls along a half cosine towards 0 (reached at `total_steps`), and
     "onecycle" is cosine whose warm-up defaults to 30% of the steps when `warmup_steps` is 0.
 
     Args:
@@ -271,6 +271,9 @@ def train_trial(
     a provisional latency there, and reports them with the checkpoint {"trained": state,
     "deployable": the runtime's Deployable (save it with its `save`)}. A loss that becomes NaN or inf
     stops the trial at once with {"diverged": 1, "diverged_epoch": epoch} (epochs count from 1).
+    With `recipe.target_accuracy`, the first epoch whose validation accuracy reaches it is the last:
+    the model is exported and measured as usual, and the final metrics say "epochs_trained" and
+    "reached_target" (1 or 0).
 
     Args:
         recipe: the trial's recipe.
@@ -346,7 +349,10 @@ def train_trial(
         epochs_trained = epoch + 1
         reached_target = recipe.target_accuracy is not None and val["accuracy"] >= recipe.target_accuracy
         if reached_target:
-            logger.info("validation accuracy %.4f reached the target %g in epoch %d: stopping", val["accuracy"], recipe.target_accuracy, epochs_trained)
+            logger.info(
+                "validation accuracy %.4f reached the target %g in epoch %d: stopping",
+                val["accuracy"], recipe.target_accuracy, epochs_trained,
+            )
             break
         if epochs_trained < recipe.epochs:
             report(epoch_metrics, {"trained": _trained_state(model, optimizer, epochs_trained)})
