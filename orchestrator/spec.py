@@ -80,6 +80,18 @@ class TrainSpec(_Section):
     optimizer: Literal["adamw", "adam", "sgd"] = "adamw"
     lr: float = Field(default=3e-3, gt=0)
     seed: int = Field(default=0, ge=0, lt=2**32)
+    schedule: Literal["constant", "cosine", "onecycle"] = "constant"
+    warmup_epochs: int = Field(default=0, ge=0)
+    clip_norm: float | None = Field(default=None, gt=0)
+    target_accuracy: float | None = Field(default=None, gt=0, le=1)
+
+    @field_validator("warmup_epochs")
+    @classmethod
+    def _warmup_within_training(cls, warmup_epochs, info):
+        epochs = info.data.get("epochs")  # absent when epochs itself is invalid (reported there)
+        if epochs is not None and warmup_epochs >= epochs:
+            raise ValueError(f"must be less than train.epochs ({epochs}), got {warmup_epochs}")
+        return warmup_epochs
 
 
 class SearchSpec(_Section):

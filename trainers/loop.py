@@ -36,6 +36,9 @@ Report = Callable[[dict[str, float], dict[str, Any] | None], None]
 """`report(metrics, checkpoint)`: checkpoint maps a file stem to an object to `torch.save`."""
 
 OPTIMIZERS = ("adamw", "adam", "sgd")
+SCHEDULES = ("constant", "cosine", "onecycle")
+ONECYCLE_WARMUP_FRACTION = 0.3
+"""onecycle's rise, as a fraction of all steps, when `warmup_epochs` is 0 (torch's OneCycleLR default)."""
 CALIBRATION_ROWS = 256
 """Training rows a runtime may calibrate static quantisation with."""
 
@@ -48,6 +51,10 @@ class TrialRecipe:
         model_kind: "mlp", "cnn" or "package.module:factory".
         choices: the trial's technique values by spec key, e.g. {"rank": 16, "quant_bits": 8}.
         epochs, batch_size, optimizer, lr, seed: the training settings.
+        schedule, warmup_epochs: the learning-rate schedule, stepped per batch (see `scheduled_lr`).
+        clip_norm: clip the gradients' global norm to this before each step; None = no clipping.
+        target_accuracy: stop after the first epoch whose validation accuracy reaches it (the
+            MLPerf rule); None = train every epoch.
         hidden, channels, model_options: passed to `build_model`.
         threads: intra-op threads for training on CPU.
         measure_threads: threads for the latency measurement (fixed, so trials compare).
@@ -68,6 +75,10 @@ class TrialRecipe:
     optimizer: str = "adamw"
     lr: float = 3e-3
     seed: int = 0
+    schedule: str = "constant"
+    warmup_epochs: int = 0
+    clip_norm: float | None = None
+    target_accuracy: float | None = None
     hidden: tuple[int, ...] = (64,)
     channels: tuple[int, ...] = (16, 32)
     model_options: dict = field(default_factory=dict)
@@ -240,6 +251,36 @@ def rebuild_deployable(recipe: TrialRecipe, data: Dataset, trained_path: str) ->
     return export_deployable(model, configs, model_data.preprocess(), example), model_data
 
 
+def scheduled_lr(schedule: str, lr: float, step: int, total_steps: int, warmup_steps: int = 0) -> float:
+    """The learning rate of one optimizer step under a schedule.
+
+    Warm-up rises linearly to `lr` over the first `warmup_steps` steps ((step + 1) / warmup_steps of
+    it); then "constant" holds `lr`, "cosine" falls along a half cosine towards 0 (reached at `total_steps`), and
+    "onecycle" is cosine whose warm-up defaults to 30% of the steps when `warmup_steps` is 0.
+
+    Args:
+        schedule: one of `SCHEDULES`.
+        lr: the peak learning rate.
+        step: the step, counted from 0 over the whole training.
+        total_steps: how many steps the training takes.
+        warmup_steps: how many steps the linear warm-up takes (0 = none).
+
+    Example:
+        >>> scheduled_lr("cosine", 0.1, step=50, total_steps=100)
+        0.05
+    """
+    if schedule not in SCHEDULES:
+        raise ValueError(f"train.schedule must be one of {SCHEDULES}, got {schedule!r}")
+    if schedule == "onecycle" and warmup_steps == 0:
+        warmup_steps = round(ONECYCLE_WARMUP_FRACTION * total_steps)
+    if step < warmup_steps:
+        return lr * (step + 1) / warmup_steps
+    if schedule == "constant":
+        return lr
+    progress = (step - warmup_steps) / max(total_steps - warmup_steps, 1)
+    return lr * 0.5 * (1 + math.cos(math.pi * progress))
+
+
 def train_trial(
     recipe: TrialRecipe, data: Dataset, report: Report, resume: dict | None = None
 ) -> dict[str, float]:
@@ -251,6 +292,9 @@ def train_trial(
     rows, size and a provisional latency there, and reports them with the checkpoint {"trained": state,
     "deployable": the runtime's Deployable (save it with its `save`)}. A loss that becomes NaN or inf
     stops the trial at once with {"diverged": 1, "diverged_epoch": epoch} (epochs count from 1).
+    With `recipe.target_accuracy`, the first epoch whose validation accuracy reaches it is the last:
+    the model is exported and measured as usual, and the final metrics say "epochs_trained" and
+    "reached_target" (1 or 0).
 
     Args:
         recipe: the trial's recipe.
@@ -291,13 +335,21 @@ def train_trial(
     )
     optimizer.zero_grad(set_to_none=True)
     shard_size = len(x_train) // world_size
+    # the schedule is a function of the step, and a resumed trial starts at an epoch boundary, so
+    # the step (epoch * steps_per_epoch) is all it needs: the trained state's "epoch" gives it
+    steps_per_epoch = math.ceil(shard_size / recipe.batch_size)
     epoch_metrics: dict[str, float] = {}
     train_seconds = 0.0
+    epochs_trained = start_epoch
+    reached_target = False
     for epoch in range(start_epoch, recipe.epochs):
         technique_metrics = techniques.epoch_start(model, configs, epoch, recipe.epochs)
         shard = _epoch_shard(len(x_train), recipe.seed, epoch, rank, world_size, shard_size, device)
+        first_step = epoch * steps_per_epoch
         started = time.perf_counter()
-        train_loss = _train_epoch(trained, model, optimizer, scaler, x_train, y_train, shard, recipe, configs)
+        train_loss = _train_epoch(
+            trained, model, optimizer, scaler, x_train, y_train, shard, recipe, configs, first_step, steps_per_epoch
+        )
         _synchronize(device)
         epoch_seconds = time.perf_counter() - started
         train_seconds += epoch_seconds
@@ -314,11 +366,20 @@ def train_trial(
             "val_accuracy": val["accuracy"],
             "epoch_seconds": epoch_seconds,
             "train_samples_per_s": shard_size * world_size / epoch_seconds,
+            "lr": optimizer.param_groups[0]["lr"],
         } | technique_metrics
-        if epoch + 1 < recipe.epochs:
-            report(epoch_metrics, {"trained": _trained_state(model, optimizer, epoch + 1)})
+        epochs_trained = epoch + 1
+        reached_target = recipe.target_accuracy is not None and val["accuracy"] >= recipe.target_accuracy
+        if reached_target:
+            logger.info(
+                "validation accuracy %.4f reached the target %g in epoch %d: stopping",
+                val["accuracy"], recipe.target_accuracy, epochs_trained,
+            )
+            break
+        if epochs_trained < recipe.epochs:
+            report(epoch_metrics, {"trained": _trained_state(model, optimizer, epochs_trained)})
 
-    trained_state = _trained_state(model, optimizer, recipe.epochs)
+    trained_state = _trained_state(model, optimizer, epochs_trained)
     final = epoch_metrics | wrap_metrics | _replica_agreement(model, world_size)
     exported = export_deployable(model, configs, data.preprocess(), data.x_test[:1].to(device))
     runtime_notes = {"runtime": recipe.runtime}
@@ -338,6 +399,7 @@ def train_trial(
     measured = measure_deployable(deployable, data, device, recipe.measure_threads)
     final |= exported.metrics | _provisional(measured) | {"runtime_max_abs_diff": difference}
     final |= {"world_size": world_size, "train_seconds": train_seconds, "resumed_from_epoch": start_epoch}
+    final |= {"epochs_trained": epochs_trained, "reached_target": float(reached_target)}
     logger.info("trial %s finished: %s", notes["mode"], final)
     notes |= exported.notes | getattr(deployable, "notes", {}) | runtime_notes
     report(final | {"notes": notes}, {"trained": trained_state, "deployable": deployable})
@@ -366,12 +428,16 @@ def _make_optimizer(recipe, groups):
     # fused: one kernel for the whole update instead of one per tensor (about 1.3x a training
     # step of a small MLP on CPU, see benchmarks/README.md)
     if recipe.optimizer == "adamw":
-        return torch.optim.AdamW(groups, lr=recipe.lr, fused=True)
-    if recipe.optimizer == "adam":
-        return torch.optim.Adam(groups, lr=recipe.lr, fused=True)
-    if recipe.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=recipe.lr, momentum=0.9, fused=True)
-    raise ValueError(f"train.optimizer must be one of {OPTIMIZERS}, got {recipe.optimizer!r}")
+        optimizer = torch.optim.AdamW(groups, lr=recipe.lr, fused=True)
+    elif recipe.optimizer == "adam":
+        optimizer = torch.optim.Adam(groups, lr=recipe.lr, fused=True)
+    elif recipe.optimizer == "sgd":
+        optimizer = torch.optim.SGD(groups, lr=recipe.lr, momentum=0.9, fused=True)
+    else:
+        raise ValueError(f"train.optimizer must be one of {OPTIMIZERS}, got {recipe.optimizer!r}")
+    for group in optimizer.param_groups:
+        group["initial_lr"] = group["lr"]  # the schedule's peak for this group (torch's lr_scheduler key)
+    return optimizer
 
 
 def _epoch_shard(n, seed, epoch, rank, world_size, shard_size, device):
@@ -380,10 +446,14 @@ def _epoch_shard(n, seed, epoch, rank, world_size, shard_size, device):
     return permutation[rank::world_size][:shard_size].to(device)
 
 
-def _train_epoch(trained, model, optimizer, scaler, x, y, shard, recipe, configs):
+def _train_epoch(trained, model, optimizer, scaler, x, y, shard, recipe, configs, first_step, steps_per_epoch):
     trained.train()
     total_loss = torch.zeros((), device=x.device)
-    for start in range(0, len(shard), recipe.batch_size):
+    total_steps = recipe.epochs * steps_per_epoch
+    warmup_steps = recipe.warmup_epochs * steps_per_epoch
+    for step, start in enumerate(range(0, len(shard), recipe.batch_size), start=first_step):
+        for group in optimizer.param_groups:
+            group["lr"] = scheduled_lr(recipe.schedule, group["initial_lr"], step, total_steps, warmup_steps)
         batch = shard[start : start + recipe.batch_size]
         with techniques.autocast(configs, x.device):
             logits = trained(x[batch])
@@ -393,6 +463,9 @@ def _train_epoch(trained, model, optimizer, scaler, x, y, shard, recipe, configs
             loss = loss + term
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
+        if recipe.clip_norm is not None:
+            scaler.unscale_(optimizer)  # clip the true gradients, not the loss-scaled ones
+            nn.utils.clip_grad_norm_(model.parameters(), recipe.clip_norm)
         scaler.step(optimizer)
         scaler.update()
     return float(total_loss) / max(len(shard), 1)

@@ -5,6 +5,7 @@ their ``nn.Linear``, ``nn.Conv2d`` and activation modules.
 """
 
 import importlib
+import inspect
 import logging
 import math
 from collections.abc import Sequence
@@ -41,8 +42,10 @@ def build_model(
     """Build an untrained classifier; its initial weights follow torch's global seed.
 
     Args:
-        kind: "mlp", "cnn", or "package.module:factory", a callable called as
-            ``factory(input_shape=..., num_classes=..., **options)`` that returns an nn.Module.
+        kind: "mlp", "cnn", or "package.module:factory", a callable that returns an nn.Module,
+            called with the keyword arguments it accepts among ``input_shape`` and
+            ``num_classes``, plus every option (a factory taking ``**kwargs`` gets all), so a
+            torchvision-style ``resnet18(num_classes=10)`` works.
         input_shape: shape of one example without the batch dimension, e.g. (1, 28, 28).
         num_classes: number of output logits.
         hidden: mlp only: width of each hidden Linear -> ReLU layer.
@@ -127,17 +130,42 @@ def _build_from_factory(kind, input_shape, num_classes, options):
     factory = getattr(module, factory_name)
     if not callable(factory):
         raise ModelError(f"model kind {kind!r}: {factory_name!r} is a {type(factory).__name__}, not callable")
+    arguments = _accepted_arguments(kind, factory, {"input_shape": tuple(input_shape), "num_classes": num_classes}, options)
     try:
-        model = factory(input_shape=tuple(input_shape), num_classes=num_classes, **options)
+        model = factory(**arguments)
     except TypeError as error:
-        raise ModelError(f"model kind {kind!r} rejected its arguments {sorted(options)}: {error}") from error
+        raise ModelError(f"model kind {kind!r} rejected its arguments {sorted(arguments)}: {error}") from error
     except (Exception, SystemExit) as error:
         logger.info("factory %s failed:", kind, exc_info=True)
         raise ModelError(f"factory {kind} raised {type(error).__name__}: {error}") from None
     if not isinstance(model, nn.Module):
         raise ModelError(f"model kind {kind!r} returned a {type(model).__name__}, not a torch.nn.Module")
-    logger.info("built model %s with options %s", kind, options)
+    logger.info("built model %s with arguments %s", kind, arguments)
     return model
+
+
+def _accepted_arguments(kind, factory, given, options):
+    # what we know (shape, classes) goes only where the factory takes it; the user's options all go,
+    # and a parameter without a default that we cannot fill is named here rather than as a TypeError
+    try:
+        parameters = inspect.signature(factory).parameters
+    except (TypeError, ValueError):  # builtins and some C extensions have no signature: pass everything
+        return given | options
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
+    arguments = {name: value for name, value in given.items() if takes_any or name in parameters} | options
+    missing = [
+        name
+        for name, p in parameters.items()
+        if p.default is inspect.Parameter.empty
+        and p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+        and name not in arguments
+    ]
+    if missing:
+        raise ModelError(
+            f"model kind {kind!r} needs argument(s) {missing} that accelsweep cannot give: "
+            f"it passes input_shape and num_classes; add the others under model.options"
+        )
+    return arguments
 
 
 def _check_widths(field, widths):

@@ -100,6 +100,11 @@ def _infinite_lr(spec, tmp_path):
     return ("bad.yaml: train.lr:", "finite number", "inf")
 
 
+def _warmup_past_training(spec, tmp_path):
+    spec["train"] |= {"epochs": 2, "warmup_epochs": 2}
+    return ("bad.yaml: train.warmup_epochs:", "must be less than train.epochs (2), got 2")
+
+
 def _infinite_space_value(spec, tmp_path):
     spec["space"]["weight_decay"] = {"choice": [0.0, math.inf]}
     return ("bad.yaml: space.weight_decay.choice[1]:", "finite number", "inf")
@@ -145,6 +150,7 @@ def _factory_exiting_on_import(spec, tmp_path):
 
 BAD_SPECS = [
     _unknown_key,
+    _warmup_past_training,
     _bad_value,
     _missing_data,
     _unimportable_model,

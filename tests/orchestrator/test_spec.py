@@ -152,6 +152,30 @@ def test_randint_accepts_a_range_of_valid_values(quickstart):
     assert parse_spec(quickstart).space["rank"] == {"randint": [2, 8]}
 
 
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("schedule", "linear", "train.schedule:"),
+        ("warmup_epochs", -1, "train.warmup_epochs:"),
+        ("warmup_epochs", 3, "train.warmup_epochs: must be less than train.epochs (3), got 3"),
+        ("clip_norm", 0, "train.clip_norm:"),
+        ("target_accuracy", 0, "train.target_accuracy:"),
+        ("target_accuracy", 1.5, "train.target_accuracy:"),
+    ],
+)
+def test_bad_training_settings_name_their_key(quickstart, key, value, message):
+    quickstart["train"] |= {"epochs": 3, key: value}
+    assert message in spec_error(quickstart)
+
+
+def test_training_settings_default_to_the_old_trainer_and_accept_their_values(quickstart):
+    train = parse_spec(quickstart).train
+    assert (train.schedule, train.warmup_epochs, train.clip_norm, train.target_accuracy) == ("constant", 0, None, None)
+    quickstart["train"] |= {"epochs": 3, "schedule": "onecycle", "warmup_epochs": 2, "clip_norm": 1.0, "target_accuracy": 1}
+    train = parse_spec(quickstart).train
+    assert (train.schedule, train.warmup_epochs, train.clip_norm, train.target_accuracy) == ("onecycle", 2, 1.0, 1)
+
+
 def test_several_metrics_need_optuna(quickstart):
     quickstart["search"] |= {"metric": ["val_accuracy", "latency_ms"], "mode": ["max", "min"]}
     message = spec_error(quickstart)

@@ -17,6 +17,7 @@ from trainers.loop import (
     deploy_to,
     export_deployable,
     rebuild_deployable,
+    scheduled_lr,
     train_trial,
 )
 from trainers.measure import evaluate
@@ -235,3 +236,77 @@ def test_every_deployable_takes_raw_rows_and_computes_what_was_trained(tmp_path,
     graph = onnx.load_from_string(shipped.model_bytes).graph
     assert graph_ops <= {node.op_type for node in graph.node}
     assert [dim.dim_value for dim in graph.input[0].type.tensor_type.shape.dim[1:]] == list(data.input_shape)
+
+
+@pytest.mark.parametrize(
+    ("schedule", "warmup_steps", "expected"),
+    [
+        ("constant", 0, {0: 0.1, 50: 0.1, 99: 0.1}),
+        ("cosine", 0, {0: 0.1, 50: 0.05, 100: 0.0}),
+        ("constant", 10, {0: 0.01, 4: 0.05, 9: 0.1, 10: 0.1, 99: 0.1}),
+        ("cosine", 20, {0: 0.005, 19: 0.1, 20: 0.1, 60: 0.05, 100: 0.0}),
+        ("onecycle", 0, {0: 0.1 / 30, 29: 0.1, 30: 0.1, 65: 0.05, 100: 0.0}),  # rises over 30% of the steps
+        ("onecycle", 10, {0: 0.01, 9: 0.1, 55: 0.05}),
+    ],
+)
+def test_schedules_follow_their_trajectory(schedule, warmup_steps, expected):
+    for step, lr in expected.items():
+        assert scheduled_lr(schedule, 0.1, step, total_steps=100, warmup_steps=warmup_steps) == pytest.approx(lr, abs=1e-12)
+
+
+def _steps_per_epoch(data, batch_size=64):
+    return math.ceil(len(data.x_train) / batch_size)
+
+
+@pytest.mark.parametrize(("schedule", "warmup_epochs"), [("constant", 1), ("cosine", 0), ("onecycle", 0)])
+def test_the_optimizer_steps_with_the_scheduled_lr(digits, schedule, warmup_epochs):
+    recorder = Recorder()
+    recipe = TrialRecipe(epochs=3, lr=0.01, schedule=schedule, warmup_epochs=warmup_epochs)
+    train_trial(recipe, digits, recorder)
+    steps = _steps_per_epoch(digits)
+    for epoch, (metrics, _) in enumerate(recorder.reports, start=1):  # "lr": the epoch's last step's
+        expected = scheduled_lr(schedule, 0.01, epoch * steps - 1, 3 * steps, warmup_epochs * steps)
+        assert metrics["lr"] == pytest.approx(expected)
+
+
+def test_resume_continues_the_schedule(digits):
+    recipe = TrialRecipe(epochs=3, schedule="cosine", warmup_epochs=1)
+    whole = Recorder()
+    train_trial(recipe, digits, whole)
+    resumed = Recorder()
+    train_trial(recipe, digits, resumed, resume=whole.reports[0][1]["trained"])
+    assert [m["lr"] for m, _ in resumed.reports] == pytest.approx([m["lr"] for m, _ in whole.reports[1:]])
+    assert [m["val_loss"] for m, _ in resumed.reports] == pytest.approx([m["val_loss"] for m, _ in whole.reports[1:]])
+
+
+def test_clipping_bounds_every_step(digits):
+    # SGD with momentum 0.9 moves the weights by at most lr * clip_norm / (1 - 0.9) per step when
+    # every gradient's norm is clipped to clip_norm
+    lr, clip_norm = 0.1, 1e-4
+    recipe = TrialRecipe(epochs=1, optimizer="sgd", lr=lr, schedule="constant", clip_norm=clip_norm)
+    initial, _, _, _ = build_trial_model(recipe, digits)
+    before = torch.cat([p.detach().flatten() for p in initial.parameters()])
+    recorder = Recorder()
+    train_trial(recipe, digits, recorder)
+    trained = recorder.reports[-1][1]["trained"]["model"]
+    after = torch.cat([trained[name].flatten() for name, _ in initial.named_parameters()])
+    bound = _steps_per_epoch(digits) * lr * clip_norm / (1 - 0.9)
+    assert 0 < (after - before).norm() <= bound
+    unclipped = Recorder()
+    train_trial(TrialRecipe(epochs=1, optimizer="sgd", lr=lr, schedule="constant"), digits, unclipped)
+    moved = torch.cat([unclipped.reports[-1][1]["trained"]["model"][n].flatten() for n, _ in initial.named_parameters()])
+    assert (moved - before).norm() > 100 * bound  # the bound is the clipping's doing
+
+
+def test_a_trial_stops_once_it_reaches_the_target_and_says_so(digits):
+    recorder = Recorder()
+    final = train_trial(TrialRecipe(epochs=5, target_accuracy=0.5), digits, recorder)
+    assert final["reached_target"] == 1 and final["epochs_trained"] == 1
+    assert [m["epoch"] for m, _ in recorder.reports] == [1]  # the epoch, reported once with the final figures
+    assert final["val_accuracy"] >= 0.5 and final["test_accuracy"] > 0.5
+    assert recorder.reports[-1][1]["trained"]["epoch"] == 1
+
+
+def test_a_trial_that_misses_the_target_trains_every_epoch_and_says_so(digits):
+    final = train_trial(TrialRecipe(epochs=2, target_accuracy=1.0, lr=1e-5), digits, Recorder())
+    assert final["reached_target"] == 0 and final["epochs_trained"] == 2

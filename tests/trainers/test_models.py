@@ -1,3 +1,5 @@
+import logging
+
 import pytest
 import torch
 from torch import nn
@@ -54,6 +56,19 @@ def test_factory_gets_shape_classes_and_options():
     assert model(torch.zeros(2, 1, 8, 8)).shape == (2, 3)
 
 
+def test_factory_gets_only_the_arguments_it_accepts(caplog):
+    caplog.set_level(logging.INFO, logger="trainers.models")
+    model = build_model("tests.trainers.toy_factory:make_torchvision_style", (1, 8, 8), 3, options={"width": 5})
+    assert model(torch.zeros(2, 1, 8, 8)).shape == (2, 3)
+    assert "with arguments {'num_classes': 3, 'width': 5}" in caplog.text
+
+
+def test_factory_taking_kwargs_gets_every_argument():
+    model = build_model("tests.trainers.toy_factory:make_from_kwargs", (1, 8, 8), 3, options={"width": 5})
+    assert model[1].out_features == 5
+    assert model(torch.zeros(2, 1, 8, 8)).shape == (2, 3)
+
+
 @pytest.mark.parametrize(
     ("kind", "options", "message"),
     [
@@ -61,7 +76,8 @@ def test_factory_gets_shape_classes_and_options():
         ("tests.trainers.toy_factory:missing", None, "has no attribute 'missing'"),
         ("tests.trainers.toy_factory:NOT_CALLABLE", None, "'NOT_CALLABLE' is a int, not callable"),
         ("tests.trainers.toy_factory:make_not_a_module", None, "returned a dict, not a torch.nn.Module"),
-        ("tests.trainers.toy_factory:make", {"depth": 2}, r"rejected its arguments \['depth'\]"),
+        ("tests.trainers.toy_factory:make", {"depth": 2}, r"rejected its arguments \['depth', 'input_shape', 'num_classes'\]"),
+        ("tests.trainers.toy_factory:make_needing_depth", None, r"needs argument\(s\) \['depth'\] that accelsweep cannot give"),
         ("toy_factory:", None, "must look like 'package.module:factory'"),
         ("tests.trainers.toy_exits_on_import:make", None, r"cannot import .*SystemExit\(0\)"),
     ],
