@@ -316,6 +316,37 @@ def wait_until_serving(server, port, log):
     pytest.fail(f"mlflow models serve did not answer /ping:\n{log.read_text()[-3000:]}")
 
 
+def live_members(group):
+    """PIDs in process group `group` that are running (zombies awaiting their reaper excluded)."""
+    members = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # exited while we looked
+            continue
+        state, process_group = fields[0], int(fields[2])
+        if process_group == group and state != "Z":
+            members.append(int(stat.parent.name))
+    return members
+
+
+def stop_process_group(server):
+    """SIGTERM the server's process group and wait until every process in it has exited.
+
+    The server's workers shut down gracefully after their parent, so waiting for the parent alone
+    leaves them answering for a moment; a worker still alive after the bound fails the test.
+    """
+    os.killpg(server.pid, signal.SIGTERM)
+    server.wait(timeout=120)
+    deadline = time.monotonic() + 120  # a bound on waiting, not a speed requirement
+    while time.monotonic() < deadline:
+        if not live_members(server.pid):
+            return
+        time.sleep(0.2)
+    os.killpg(server.pid, signal.SIGKILL)
+    pytest.fail("mlflow models serve left workers running 120 s after SIGTERM")
+
+
 @pytest.mark.slow
 def test_registered_onnx_model_serves_the_trials_logits_over_http(sweep, tmp_path):
     client, parent, spec, run_ids = sweep
@@ -343,8 +374,7 @@ def test_registered_onnx_model_serves_the_trials_logits_over_http(sweep, tmp_pat
         with urllib.request.urlopen(request, timeout=60) as response:
             body = json.load(response)
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=60)
+        stop_process_group(server)
 
     (output_name,) = mlflow.models.get_model_info("models:/regdemo-served/1").signature.outputs.input_names()
     assert list(body) == ["predictions"] and list(body["predictions"]) == [output_name]
