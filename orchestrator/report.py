@@ -238,7 +238,8 @@ def format_rows(rows: list[dict], fmt: str = "table", objectives: list[tuple[str
     Args:
         rows: from `sweep_rows`.
         fmt: one of FORMATS.
-        objectives: the front's objectives, named in the table's legend (None: the default).
+        objectives: the front's objectives, named in the table's legend and shown as columns
+            (None: the default).
 
     Example:
         >>> print(format_rows(rows, "markdown"))
@@ -251,8 +252,9 @@ def format_rows(rows: list[dict], fmt: str = "table", objectives: list[tuple[str
         writer.writeheader()
         writer.writerows(rows)
         return buffer.getvalue()
-    cells = [[_cell(key, row) for key in COLUMNS] for row in rows]
-    headers = [_header(key) for key in COLUMNS]
+    columns = COLUMNS + tuple(key for key, _ in objectives or () if key not in COLUMNS)  # the front's axes, shown
+    cells = [[_cell(key, row) for key in columns] for row in rows]
+    headers = [_header(key) for key in columns]
     widths = [max(len(text) for text in column) for column in zip(headers, *cells)]
     if fmt == "markdown":
         lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]

@@ -200,8 +200,13 @@ def test_validate_refuses_a_spec_that_is_a_fifo(accelsweep, in_tmp_path):
     assert_clean_user_error(result, in_tmp_path, "spec.yaml: cannot read the spec:", "is not a regular file")
 
 
+# `run` checks a spec with the same load_spec and load_data as `validate` (every case above), so here
+# one case per stage that could leave something behind: the YAML's keys, its values, the data, the model.
+RUN_BAD_SPECS = [_unknown_key, _infinite_space_value, _fifo_data, _data_beyond_memory, _factory_exiting_on_import]
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("breaks", BAD_SPECS, ids=lambda f: f.__name__.strip("_"))
+@pytest.mark.parametrize("breaks", RUN_BAD_SPECS, ids=lambda f: f.__name__.strip("_"))
 def test_run_refuses_a_bad_spec_before_anything_runs(accelsweep, in_tmp_path, quickstart, write_spec, breaks):
     expected = breaks(quickstart, in_tmp_path)
     write_spec(quickstart, "bad.yaml")
@@ -380,6 +385,7 @@ def test_run_stores_and_prints_the_spec_without_credentials(accelsweep, in_tmp_p
     quickstart["space"] = {}
     quickstart["train"]["epochs"] = 1
     quickstart["search"]["num_samples"] = 1
+    quickstart["deploy"] = {"runtimes": ["onnxruntime"], "rounds": 3}
     text = "# mirror: https://alice:s3cret@mlflow.example.com\n" + yaml.safe_dump(quickstart, sort_keys=False)
     (in_tmp_path / "spec.yaml").write_text(text)
     result = accelsweep("run", "spec.yaml")

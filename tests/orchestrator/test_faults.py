@@ -251,6 +251,7 @@ def _assert_complete_trial(client, child, epochs):
 def _spec(name, **sections):
     spec = {"name": name, "data": {"source": "digits"}, "model": {"kind": "mlp", "hidden": [32]}}
     spec["train"] = {"epochs": 2, "batch_size": 64, "seed": 0}
+    spec["deploy"] = {"runtimes": ["onnxruntime"], "rounds": 3}  # these tests are about faults, not timing
     return spec | sections
 
 

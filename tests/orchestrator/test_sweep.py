@@ -179,6 +179,7 @@ space:
   quant_bits: {choice: [32, 8, 4]}
 search: {algorithm: optuna, num_samples: 5, metric: [test_accuracy, latency_ms, size_bytes], mode: [max, min, min]}
 resources: {max_concurrent_trials: 2}
+deploy: {runtimes: [onnxruntime], rounds: 3}   # about the search, not the timing
 """
 
 
@@ -203,6 +204,7 @@ space:
   dropout: {uniform: [0.0, 0.6]}
 search: {algorithm: random, num_samples: 7, metric: val_accuracy, mode: max, scheduler: asha, grace_period: 1}
 resources: {max_concurrent_trials: 1}
+deploy: {runtimes: [onnxruntime], rounds: 3}   # about the search, not the timing
 """
 # One trial at a time: ASHA sees results in the trials' order, not in the order a loaded machine
 # happens to finish them, and seeded CPU training gives the same accuracies: the same trials stop.

@@ -86,7 +86,19 @@ def test_the_front_follows_the_chosen_objectives(client):
     rows = rows_of(client, {}, objectives=objectives)
     assert {trial for trial, row in rows.items() if row["on_front"]} == {"t1", "t3"}
     # t0 is as accurate as t3 but slower and dearer; t2 never reaches the target
-    assert "time_to_target_s down" in format_rows(list(rows.values()), objectives=objectives)
+    table = format_rows(list(rows.values()), objectives=objectives)
+    assert "time_to_target_s down" in table
+    header, *lines = table.splitlines()
+    assert header.split()[-1] == "cpu_s"  # an axis of the front that the table lacked is shown
+    assert lines[0].split()[-1] == "6.0"  # the baseline's 3 epochs of 2 s on one 1-CPU worker
+
+
+def test_the_markdown_table_shows_the_fronts_axes(client):
+    objectives = parse_objectives("test_accuracy,cost_cpu_s")
+    rows = rows_of(client, {}, objectives=objectives)
+    header = format_rows(list(rows.values()), "markdown", objectives=objectives).splitlines()[0]
+    assert header.endswith("| cpu_s |")
+    assert "cpu_s" not in format_rows(list(rows.values()), "markdown").splitlines()[0]
 
 
 @pytest.mark.parametrize(
