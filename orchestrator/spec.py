@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from orchestrator.errors import UserError
 from trainers.data import SOURCES  # numpy only: the techniques (torch) load when `space` values are checked
-from trainers.metrics import EPOCH_OBJECTIVES, OBJECTIVES
+from trainers.metrics import EPOCH_OBJECTIVES, FRONT_METRICS, OBJECTIVES
 
 SAMPLING_FORMS = ("choice", "grid", "uniform", "loguniform", "randint")
 MAX_SPEC_BYTES = 1_000_000
@@ -108,6 +108,12 @@ class SearchSpec(_Section):
     @classmethod
     def _known_metrics(cls, metric):
         for name in [metric] if isinstance(metric, str) else metric:
+            if name in FRONT_METRICS and name not in OBJECTIVES:
+                raise ValueError(
+                    f"{name!r} is worked out by the report after the sweep (from the trials' histories), so a "
+                    f"search cannot steer by it while trials run; search by one of {', '.join(OBJECTIVES)} "
+                    f"and draw the front over {name} with: accelsweep report SWEEP --objectives test_accuracy,{name}"
+                )
             if name not in OBJECTIVES:
                 raise ValueError(f"unknown metric{_did_you_mean(name, OBJECTIVES)}; valid: {', '.join(OBJECTIVES)}")
         return metric

@@ -255,9 +255,11 @@ def test_report_of_an_unknown_sweep(accelsweep, in_tmp_path):
     MlflowClient(uri).search_experiments()  # an empty store
     result = accelsweep("report", "nosuch", "--uri", uri)
     assert result.returncode == 2 and "no sweep named or with run id 'nosuch'" in result.stderr
-    for quoted_name in ("name'x", 'name"x', "both'\""):
-        result = accelsweep("report", quoted_name, "--uri", uri)  # a quote cannot break MLflow's filter string
-        assert_clean_user_error(result, in_tmp_path, "no sweep named or with run id")
+    for quoted_name in ("name'x", 'name"x', "both'\""):  # a quote cannot break MLflow's filter string
+        stderr = io.StringIO()
+        with redirect_stderr(stderr):  # in this process: the command's exit and output were checked above
+            code = main(["report", quoted_name, "--uri", uri])
+        assert code == 2 and stderr.getvalue().startswith("error: no sweep named or with run id"), stderr.getvalue()
 
 
 @pytest.mark.slow  # the MLflow server takes half a minute to answer on a loaded machine
@@ -378,21 +380,3 @@ def test_validate_answers_any_spec_with_valid_or_short_error_lines(tmp_path_fact
     assert lines and lines[0].startswith(f"error: {path}: "), stderr.getvalue()[:2000]
     assert all(line.startswith("error: ") for line in lines), stderr.getvalue()[:2000]
     assert all(len(line) <= 500 for line in lines), max(lines, key=len)
-
-
-@pytest.mark.slow
-def test_run_stores_and_prints_the_spec_without_credentials(accelsweep, in_tmp_path, quickstart):
-    quickstart["space"] = {}
-    quickstart["train"]["epochs"] = 1
-    quickstart["search"]["num_samples"] = 1
-    quickstart["deploy"] = {"runtimes": ["onnxruntime"], "rounds": 3}
-    text = "# mirror: https://alice:s3cret@mlflow.example.com\n" + yaml.safe_dump(quickstart, sort_keys=False)
-    (in_tmp_path / "spec.yaml").write_text(text)
-    result = accelsweep("run", "spec.yaml")
-    assert result.returncode == 0, result.stderr[-3000:]
-    client = MlflowClient(f"sqlite:///{in_tmp_path / 'mlflow.db'}")
-    experiment = client.get_experiment_by_name("quickstart").experiment_id
-    (parent,) = [run for run in client.search_runs([experiment]) if run.data.tags.get("accelsweep.kind") == "sweep"]
-    stored = Path(client.download_artifacts(parent.info.run_id, "spec.yaml", str(in_tmp_path))).read_text()
-    assert "# mirror: https://***@mlflow.example.com" in stored and "s3cret" not in stored
-    assert "s3cret" not in result.stdout + result.stderr

@@ -401,3 +401,10 @@ def test_a_spec_that_is_not_utf8_is_refused(tmp_path):
     path.write_bytes(b"name: demo\xff\n")
     with pytest.raises(SpecError, match="not UTF-8 text"):
         load_spec(path)
+
+
+def test_a_figure_worked_out_after_the_sweep_cannot_steer_the_search(quickstart):
+    quickstart["search"] = {"algorithm": "optuna", "metric": ["test_accuracy", "time_to_target_s"], "mode": ["max", "min"]}
+    message = spec_error(quickstart)
+    assert "search.metric: 'time_to_target_s' is worked out by the report after the sweep" in message
+    assert "accelsweep report SWEEP --objectives test_accuracy,time_to_target_s" in message

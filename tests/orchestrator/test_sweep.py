@@ -14,6 +14,7 @@ from orchestrator.spec import parse_spec
 from orchestrator.tags import KIND_TAG, MODE_TAG, PARENT_TAG, SWEEP_TAG
 
 SPEC = """\
+# mirror: https://alice:s3cret@mlflow.example.com
 name: it-sweep
 data: {source: digits}
 model: {kind: mlp, hidden: [32]}
@@ -24,6 +25,7 @@ space:
   dropout: 0.1
 search: {algorithm: grid, num_samples: 1, metric: val_accuracy, mode: max}
 resources: {workers_per_trial: 1, cpus_per_worker: 1, max_concurrent_trials: 2}
+deploy: {rounds: 3}   # both runtimes, fewest rounds: these tests check what is measured, not how well
 """
 
 FINAL_METRICS = (
@@ -111,6 +113,14 @@ def test_every_trial_has_its_measurements_epochs_and_model(finished_sweep):
         assert child.data.tags["accelsweep.runtime"] == "onnxruntime"
         assert child.data.tags["accelsweep.runtime.eager"] == "measured"
         assert child.info.status == "FINISHED"
+
+
+@pytest.mark.slow
+def test_the_stored_and_printed_spec_carry_no_credentials(finished_sweep, tmp_path):
+    _, completed, client, parents, _ = finished_sweep
+    stored = open(client.download_artifacts(parents[0].info.run_id, "spec.yaml", str(tmp_path))).read()
+    assert "# mirror: https://***@mlflow.example.com" in stored and "s3cret" not in stored
+    assert "s3cret" not in completed.stdout + completed.stderr
 
 
 @pytest.mark.slow
