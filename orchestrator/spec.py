@@ -110,7 +110,7 @@ class SearchSpec(_Section):
         for name in [metric] if isinstance(metric, str) else metric:
             if name in FRONT_METRICS and name not in OBJECTIVES:
                 raise ValueError(
-                    f"{name!r} is worked out by the report after the sweep (from the trials' histories), so a "
+                    f"{name!r} is worked out by the report after the sweep, against the baseline, so a "
                     f"search cannot steer by it while trials run; search by one of {', '.join(OBJECTIVES)} "
                     f"and draw the front over {name} with: accelsweep report SWEEP --objectives test_accuracy,{name}"
                 )
@@ -295,7 +295,7 @@ def parse_spec(raw: object, source: str = "<spec>") -> Spec:
     except ValidationError as error:  # the space is checked once the rest is right: it loads torch
         problems = [_describe(problem) for problem in error.errors()]
     else:
-        problems = _space_problems(spec.space, spec.search.algorithm)
+        problems = _space_problems(spec.space, spec.search.algorithm) + _target_problems(spec)
     if problems:
         raise SpecError("\n".join(f"{source}: {problem}" for problem in problems))
     return spec
@@ -359,6 +359,16 @@ def domain_of(value: object) -> tuple[str, list]:
         ((form, values),) = value.items()
         return form, list(values)
     return "fixed", [value]
+
+
+def _target_problems(spec):
+    if "time_to_target_s" not in spec.search.metrics or spec.train.target_accuracy is not None:
+        return []
+    return [
+        "search.metric: time_to_target_s needs train.target_accuracy (e.g. 0.88): without it the target is "
+        "the baseline's final accuracy minus a point, known only once the sweep is done; or draw the front "
+        "afterwards: accelsweep report SWEEP --objectives test_accuracy,time_to_target_s"
+    ]
 
 
 def _space_problems(space, algorithm):

@@ -1,11 +1,13 @@
 """Build and run the Ray Tune sweep for a spec: search space, search algorithm, scheduler,
 per-trial resources, concurrency, the dense fp32 baseline trial, and progress lines."""
 
+import functools
 import json
 import logging
 import math
 import os
 import time
+from collections.abc import Callable
 
 import ray
 from ray import cloudpickle, tune
@@ -15,6 +17,7 @@ from ray.tune.search.optuna import OptunaSearch
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from orchestrator.spec import Spec, domain_of
+from orchestrator.training_figures import search_figures
 from orchestrator.trial_logger import TrialLogger
 from orchestrator.trial import trial_driver, trial_mode, worker_resources, workers_of
 from trainers.data import Dataset
@@ -335,7 +338,13 @@ def search_algorithm(spec: Spec):
             optuna = OptunaSearch(metric=metrics[0], mode=modes[0], points_to_evaluate=baseline, seed=spec.train.seed)
         else:
             optuna = OptunaSearch(metric=metrics, mode=modes, points_to_evaluate=baseline, seed=spec.train.seed)
-        return DistinctConfigs(optuna)
+        add_figures = functools.partial(
+            search_figures,
+            cpus_per_worker=spec.resources.cpus_per_worker,
+            gpus_per_worker=spec.resources.gpus_per_worker,
+            target_accuracy=spec.train.target_accuracy,
+        )
+        return DistinctConfigs(optuna, add_figures=add_figures)
     return BasicVariantGenerator(
         points_to_evaluate=baseline,
         random_state=spec.train.seed,
@@ -369,18 +378,24 @@ class DistinctConfigs(Searcher):
     already seen finish, it is told that earlier result again (so its model stays right) and asked
     for another. (Optuna's TPE re-suggested a quarter of a 49-trial Fashion-MNIST sweep otherwise.)
 
+    It also hands the searcher each finished trial's result with the training figures it may
+    steer by added (`add_figures`), and a trial that lacks one of the searched metrics (it never
+    reached the target, or diverged) as pruned rather than as a result with a hole in it.
+
     Args:
         inner: the searcher to wrap (OptunaSearch).
         max_repeats: how many repeats in a row to skip before accepting one.
+        add_figures: result -> the figures to add to it (`training_figures.search_figures`), or None.
 
     Example:
         >>> search = DistinctConfigs(OptunaSearch(metric="val_accuracy", mode="max"))
     """
 
-    def __init__(self, inner: Searcher, max_repeats: int = 50):
+    def __init__(self, inner: Searcher, max_repeats: int = 50, add_figures: Callable[[dict], dict] | None = None):
         super().__init__(metric=inner.metric, mode=inner.mode)
         self.inner = inner
         self.max_repeats = max_repeats
+        self.add_figures = add_figures
         self.finished: dict[str, tuple[str, dict]] = {}  # config key -> (tune trial id, its result)
         self.inner_ids: dict[str, str] = {}  # tune trial id -> the id the inner searcher knows it by
         self.repeat_of: dict[str, str] = {}  # inner id of a skipped repeat -> the tune trial it repeats
@@ -398,7 +413,7 @@ class DistinctConfigs(Searcher):
                 return config
             original, result = self.finished[key]
             self.repeat_of[inner_id] = original
-            self.inner.on_trial_complete(inner_id, result=result)
+            self._tell(inner_id, result, error=False)
             logger.info("skipped a repeat of trial %s's configuration", original)
         return None
 
@@ -406,9 +421,17 @@ class DistinctConfigs(Searcher):
         self.inner.on_trial_result(self.inner_ids[trial_id], result)
 
     def on_trial_complete(self, trial_id, result=None, error=False):
-        self.inner.on_trial_complete(self.inner_ids[trial_id], result=result, error=error)
+        self._tell(self.inner_ids[trial_id], result, error)
         if result and not error and isinstance(result.get("config"), dict):
             self.finished[json.dumps(result["config"], sort_keys=True, default=str)] = (trial_id, result)
+
+    def _tell(self, inner_id, result, error):
+        if result and self.add_figures:
+            result = result | self.add_figures(result)
+        searched = self.inner.metric if isinstance(self.inner.metric, list) else [self.inner.metric]
+        if result and any(result.get(metric) is None for metric in searched):
+            result = None  # no result and no error: Optuna records the trial as pruned
+        self.inner.on_trial_complete(inner_id, result=result, error=error)
 
     def tune_trial_of(self, inner_id: str) -> str:
         """The Tune trial an inner searcher's trial id stands for (a skipped repeat: the original)."""

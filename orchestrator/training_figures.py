@@ -70,15 +70,65 @@ def add_training_figures(
             row["time_to_target_s"] = _time_to_target(client, row["run_id"], target)
             row["reached_target"] = row["time_to_target_s"] is not None
         if _is_number(row.get("train_seconds")):
-            workers = row.get("world_size") or 1
-            row["cost_cpu_s"] = row["train_seconds"] * workers * cpus
-            row["cost_gpu_s"] = row["train_seconds"] * workers * gpus
+            row |= worker_cost(row["train_seconds"], row.get("world_size") or 1, cpus, gpus)
     for row in rows:
         if baseline is not None and row["status"] == "finished":
             row["train_speedup"] = _ratio(row.get("train_samples_per_s"), baseline.get("train_samples_per_s"))
             row["time_to_target_speedup"] = _ratio(baseline.get("time_to_target_s"), row.get("time_to_target_s"))
         _add_scaling(row, rows)
     return target
+
+
+def worker_cost(train_seconds: float, workers: int, cpus_per_worker: float, gpus_per_worker: float) -> dict:
+    """A trial's training cost in worker-seconds, per device kind.
+
+    Args:
+        train_seconds: the trial's training time.
+        workers: how many workers trained it.
+        cpus_per_worker: CPUs each worker held.
+        gpus_per_worker: GPUs (or fractions) each worker held.
+
+    Returns:
+        {"cost_cpu_s": ..., "cost_gpu_s": ...}.
+
+    Example:
+        >>> worker_cost(10.0, 2, 1, 0.5)
+        {'cost_cpu_s': 20.0, 'cost_gpu_s': 10.0}
+    """
+    return {
+        "cost_cpu_s": train_seconds * workers * cpus_per_worker,
+        "cost_gpu_s": train_seconds * workers * gpus_per_worker,
+    }
+
+
+def search_figures(result: dict, cpus_per_worker: float, gpus_per_worker: float, target_accuracy: float | None) -> dict:
+    """The training figures a search may steer by, from one finished trial's last result alone.
+
+    The report's figures need every trial's history and the baseline's; a search needs them as
+    each trial ends. Cost needs nothing else. Time to target does when the spec states
+    `train.target_accuracy`: a trial stops at the first epoch that reaches it, so its training
+    seconds are its time to target (counted from where the trial last started: a trial resumed
+    from a checkpoint counts the epochs since). A trial that never reached it gets no time.
+
+    Args:
+        result: the trial's last result (its final metrics).
+        cpus_per_worker: see `worker_cost`.
+        gpus_per_worker: see `worker_cost`.
+        target_accuracy: the spec's `train.target_accuracy`, or None.
+
+    Returns:
+        Some of `cost_cpu_s`, `cost_gpu_s`, `time_to_target_s`.
+
+    Example:
+        >>> search_figures({"train_seconds": 8.0, "world_size": 1, "reached_target": 1.0}, 1, 0, 0.85)
+        {'cost_cpu_s': 8.0, 'cost_gpu_s': 0.0, 'time_to_target_s': 8.0}
+    """
+    if not _is_number(result.get("train_seconds")):
+        return {}
+    figures = worker_cost(result["train_seconds"], result.get("world_size") or 1, cpus_per_worker, gpus_per_worker)
+    if target_accuracy is not None and result.get("reached_target") == 1.0:
+        figures["time_to_target_s"] = result["train_seconds"]
+    return figures
 
 
 def _time_to_target(client, run_id, target):

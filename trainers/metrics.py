@@ -22,8 +22,10 @@ class Metric:
         unit: what the number counts, e.g. "fraction", "ms", "bytes", "s".
         header: the report column's header.
         fmt: the report cell's format: a format spec such as ".4f", "ratio" (1.23x) or "kB".
-        online: for a "bench" metric a search may optimise, the provisional metric the trials
-            report while the search runs (the quiet figure comes only after every trial ended).
+        online: for a "bench" or "report" metric a search may optimise, what the search sees
+            while it runs: a bench metric's provisional figure, which the trials report (the quiet
+            one comes only after every trial ended); for a report metric, the same figure worked
+            out from each finished trial alone (`training_figures.search_figures`).
 
     Example:
         >>> METRICS["latency_ms"].direction
@@ -75,11 +77,11 @@ _TABLE = (
     Metric("speedup_high", "bench", None, "ratio", "", "ratio"),
     Metric("accuracy_drop", "report", None, "fraction", "acc_drop"),
     Metric("compression", "report", None, "ratio", "compression", "ratio"),
-    Metric("time_to_target_s", "report", "min", "s", "t2t_s", ".2f"),
+    Metric("time_to_target_s", "report", "min", "s", "t2t_s", ".2f", online="time_to_target_s"),
     Metric("time_to_target_speedup", "report", "max", "ratio", "t2t_x", "ratio"),
     Metric("train_speedup", "report", "max", "ratio", "train_x", "ratio"),
-    Metric("cost_cpu_s", "report", "min", "CPU-seconds", "cpu_s", ".1f"),
-    Metric("cost_gpu_s", "report", "min", "GPU-seconds", "gpu_s", ".1f"),
+    Metric("cost_cpu_s", "report", "min", "CPU-seconds", "cpu_s", ".1f", online="cost_cpu_s"),
+    Metric("cost_gpu_s", "report", "min", "GPU-seconds", "gpu_s", ".1f", online="cost_gpu_s"),
     Metric("workers_speedup", "report", "max", "ratio", "workers_x", "ratio"),
     Metric("scaling_efficiency", "report", "max", "fraction", "scaling", ".2f"),
 )
@@ -90,11 +92,9 @@ FINAL_METRICS = tuple(m.name for m in _TABLE if m.phase == "final")
 BENCH_METRICS = tuple(m.name for m in _TABLE if m.phase == "bench")
 FRONT_METRICS = tuple(m.name for m in _TABLE if m.direction is not None)
 """What a report's front may be drawn over (`accelsweep report --objectives`)."""
-OBJECTIVES = tuple(
-    m.name for m in _TABLE if m.direction is not None and m.phase != "report" and (m.phase != "bench" or m.online)
-)
+OBJECTIVES = tuple(m.name for m in _TABLE if m.direction is not None and (m.phase in ("epoch", "final") or m.online))
 """What `search.metric` may name: measured metrics with a direction (a quiet latency is searched
-by its provisional figure: `online_name`)."""
+by its provisional figure: `online_name`; time to target and cost by each trial's own figure)."""
 EPOCH_OBJECTIVES = tuple(name for name in OBJECTIVES if METRICS[name].phase == "epoch")
 """What a scheduler that stops trials early (ASHA) may compare: reported after every epoch."""
 

@@ -403,8 +403,15 @@ def test_a_spec_that_is_not_utf8_is_refused(tmp_path):
         load_spec(path)
 
 
-def test_a_figure_worked_out_after_the_sweep_cannot_steer_the_search(quickstart):
-    quickstart["search"] = {"algorithm": "optuna", "metric": ["test_accuracy", "time_to_target_s"], "mode": ["max", "min"]}
+def test_a_figure_worked_out_against_the_baseline_cannot_steer_the_search(quickstart):
+    quickstart["search"] = {"algorithm": "optuna", "metric": ["test_accuracy", "train_speedup"], "mode": ["max", "max"]}
     message = spec_error(quickstart)
-    assert "search.metric: 'time_to_target_s' is worked out by the report after the sweep" in message
-    assert "accelsweep report SWEEP --objectives test_accuracy,time_to_target_s" in message
+    assert "search.metric: 'train_speedup' is worked out by the report after the sweep, against the baseline" in message
+    assert "accelsweep report SWEEP --objectives test_accuracy,train_speedup" in message
+
+
+def test_searching_by_time_to_target_needs_a_stated_target(quickstart):
+    quickstart["search"] = {"algorithm": "optuna", "metric": ["test_accuracy", "time_to_target_s"], "mode": ["max", "min"]}
+    assert "search.metric: time_to_target_s needs train.target_accuracy" in spec_error(quickstart)
+    quickstart["train"]["target_accuracy"] = 0.9
+    assert parse_spec(quickstart, source=SOURCE).search.metrics == ["test_accuracy", "time_to_target_s"]

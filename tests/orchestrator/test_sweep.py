@@ -230,3 +230,25 @@ def test_asha_stops_poor_trials_early_and_they_are_said_to_be(tmp_path):
         epochs = [m.step for m in client.get_metric_history(run.info.run_id, "val_accuracy")]
         assert max(epochs) < 6 and "test_accuracy" not in run.data.metrics
     assert "stopped early" in completed.stdout
+
+
+def test_optuna_steers_by_time_to_target_and_a_trial_that_never_reaches_it_is_pruned():
+    from optuna.trial import TrialState
+    from ray import tune
+
+    spec = parse_spec({
+        "name": "t", "data": {"source": "digits"}, "train": {"target_accuracy": 0.9},
+        "space": {"rank": {"choice": [None, 4, 8]}},
+        "search": {"algorithm": "optuna", "metric": ["test_accuracy", "time_to_target_s"], "mode": ["max", "min"]},
+        "resources": {"cpus_per_worker": 2},
+    })  # fmt: skip
+    search = sweep.search_algorithm(spec)
+    search.set_search_properties(None, None, {"rank": tune.choice([None, 4, 8])})
+    reached = {"config": search.suggest("t1"), "test_accuracy": 0.91, "train_seconds": 5.0, "reached_target": 1.0}
+    never = {"config": search.suggest("t2"), "test_accuracy": 0.85, "train_seconds": 9.0, "reached_target": 0.0}
+    search.on_trial_complete("t1", result=reached)
+    search.on_trial_complete("t2", result=never)
+    first, second = search.inner._ot_study.trials
+    assert (first.state, first.values) == (TrialState.COMPLETE, [0.91, 5.0])  # the trial's own time to target
+    assert second.state == TrialState.PRUNED
+    assert sweep.optuna_front(search) == ["t1"]

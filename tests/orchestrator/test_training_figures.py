@@ -6,6 +6,7 @@ from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 
 from orchestrator.report import ReportError, format_rows, parse_objectives, sweep_rows
+from orchestrator.training_figures import search_figures
 from orchestrator.tags import BASELINE_TAG, KIND_TAG, MODE_TAG, PARENT_TAG, STATUS_TAG, SWEEP_TAG, TRIAL_ID_TAG
 
 # (mode, trial id, world size, per-epoch (val_accuracy, epoch_seconds), train samples/s)
@@ -108,3 +109,12 @@ def test_the_markdown_table_shows_the_fronts_axes(client):
 def test_bad_objectives_are_refused(text, message):
     with pytest.raises(ReportError, match=message):
         parse_objectives(text)
+
+
+def test_a_search_sees_cost_and_the_time_to_a_stated_target_from_each_trial_alone():
+    reached = {"train_seconds": 12.0, "world_size": 2, "reached_target": 1.0}
+    figures = search_figures(reached, cpus_per_worker=2, gpus_per_worker=0.5, target_accuracy=0.9)
+    assert figures == {"cost_cpu_s": 48.0, "cost_gpu_s": 12.0, "time_to_target_s": 12.0}
+    assert "time_to_target_s" not in search_figures(reached | {"reached_target": 0.0}, 1, 0, 0.9)
+    assert "time_to_target_s" not in search_figures(reached, 1, 0, None)  # the baseline's target: after the sweep
+    assert search_figures({"epoch": 3}, 1, 0, 0.9) == {}  # a trial that ended without training figures
