@@ -63,6 +63,9 @@ class TrialRecipe:
             accuracy and the provisional latency are measured there, and its artifact is shipped.
         max_abs_diff: the largest difference allowed between the runtime's logits and the eager
             PyTorch model's, relative to the largest eager logit; beyond it the trial fails.
+        teacher_path: a `trained.pt` of the same model kind, trained on the same data without
+            technique (the sweep's baseline, or the spec's `train.teacher`), that distillation
+            (`distill` > 0) learns from; a distilling trial without one is refused before it trains.
 
     Example:
         >>> TrialRecipe(model_kind="mlp", choices={"rank": 8}, epochs=2)
@@ -87,6 +90,7 @@ class TrialRecipe:
     device: str = "cpu"
     runtime: str = "eager"
     max_abs_diff: float = 0.05
+    teacher_path: str | None = None
 
 
 def build_trial_model(recipe: TrialRecipe, data: Dataset) -> tuple[nn.Module, Dataset, dict, dict]:
@@ -104,7 +108,7 @@ def build_trial_model(recipe: TrialRecipe, data: Dataset) -> tuple[nn.Module, Da
     Example:
         >>> model, data, configs, notes = build_trial_model(TrialRecipe(), load_dataset("digits"))
     """
-    configs = techniques.techniques_from_choices(recipe.choices)
+    configs = techniques.techniques_from_choices(recipe.choices, {"teacher_path": recipe.teacher_path})
     data, data_notes = techniques.prepare_data(data, configs)
     torch.manual_seed(recipe.seed)
     model = build_model(
@@ -226,8 +230,9 @@ def runtime_difference(deployable: Deployable, eager: Deployable, x: torch.Tenso
 def rebuild_deployable(recipe: TrialRecipe, data: Dataset, trained_path: str) -> tuple[Exported, Dataset]:
     """Rebuild a finished trial's deployable model from its recipe and its `trained.pt` checkpoint.
 
-    The same steps as the trial itself took (build, load the trained weights, export), so the
-    result computes what the trial measured. The checkpoint is read with the checked reader.
+    The same steps as the trial itself took (build, the reshapes of the epochs it trained, load the
+    trained weights, export), so the result computes what the trial measured. The checkpoint is
+    read with the checked reader.
 
     Args:
         recipe: the trial's recipe (its device is where the deployable runs).
@@ -246,8 +251,13 @@ def rebuild_deployable(recipe: TrialRecipe, data: Dataset, trained_path: str) ->
         >>> deploy_to("onnxruntime", exported, model_data, torch.device("cpu"))
     """
     model, model_data, configs, _ = build_trial_model(recipe, data)
-    model.load_state_dict(load_trained(trained_path)["model"])
+    trained = load_trained(trained_path)
     example = model_data.x_test[:1].to(recipe.device)
+    preprocess = model_data.preprocess().to(recipe.device)
+    with torch.no_grad():
+        model_example = preprocess(example)
+    techniques.replay_reshapes(model, configs, trained["epoch"], recipe.epochs, model_example)
+    model.load_state_dict(trained["model"])
     return export_deployable(model, configs, model_data.preprocess(), example), model_data
 
 
@@ -315,25 +325,21 @@ def train_trial(
     torch.set_num_threads(recipe.threads)
     model, data, configs, notes = build_trial_model(recipe, data)
     logger.info("trial %s: %s", notes["mode"], notes)
-    optimizer = _make_optimizer(recipe, techniques.param_groups(model, configs))
-    scaler = techniques.grad_scaler(configs, device)
-    start_epoch = 0
-    if resume is not None:
-        model.load_state_dict(resume["model"])
-        optimizer.load_state_dict(resume["optimizer"])
-        start_epoch = resume["epoch"]
-        logger.info("resuming at epoch %d", start_epoch)
-
     model_inputs = data.preprocessed()
     x_train, y_train = model_inputs.x_train.to(device), data.y_train.to(device)
     x_val, y_val = model_inputs.x_val.to(device), data.y_val.to(device)
     first = slice(0, recipe.batch_size)
-    trained, wrap_metrics = techniques.wrap(
-        _wrap_ddp(model, device) if world_size > 1 else model,
-        configs,
-        lambda module: _forward_backward(module, x_train[first], y_train[first], configs),
-    )
-    optimizer.zero_grad(set_to_none=True)
+    start_epoch = 0
+    if resume is not None:
+        start_epoch = resume["epoch"]
+        techniques.replay_reshapes(model, configs, start_epoch, recipe.epochs, x_train[first])
+        model.load_state_dict(resume["model"])
+    optimizer = _make_optimizer(recipe, techniques.param_groups(model, configs))
+    if resume is not None:
+        optimizer.load_state_dict(resume["optimizer"])
+        logger.info("resuming at epoch %d", start_epoch)
+    scaler = techniques.grad_scaler(configs, device)
+    trained, wrap_metrics = _training_module(model, optimizer, configs, world_size, device, x_train[first], y_train[first])
     shard_size = len(x_train) // world_size
     # the schedule is a function of the step, and a resumed trial starts at an epoch boundary, so
     # the step (epoch * steps_per_epoch) is all it needs: the trained state's "epoch" gives it
@@ -343,7 +349,13 @@ def train_trial(
     epochs_trained = start_epoch
     reached_target = False
     for epoch in range(start_epoch, recipe.epochs):
-        technique_metrics = techniques.epoch_start(model, configs, epoch, recipe.epochs)
+        reshape_metrics = techniques.reshape(model, configs, epoch, recipe.epochs, x_train[first])
+        if reshape_metrics is not None:  # new parameters: a new optimizer, DDP wrapper and wrap phase
+            optimizer = _make_optimizer(recipe, techniques.param_groups(model, configs))
+            trained, wrap_metrics = _training_module(
+                model, optimizer, configs, world_size, device, x_train[first], y_train[first]
+            )
+        technique_metrics = (reshape_metrics or {}) | techniques.epoch_start(model, configs, epoch, recipe.epochs)
         shard = _epoch_shard(len(x_train), recipe.seed, epoch, rank, world_size, shard_size, device)
         first_step = epoch * steps_per_epoch
         started = time.perf_counter()
@@ -424,6 +436,16 @@ def _wrap_ddp(model, device):
     return nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
 
 
+def _training_module(model, optimizer, configs, world_size, device, x, y):
+    trained, wrap_metrics = techniques.wrap(
+        _wrap_ddp(model, device) if world_size > 1 else model,
+        configs,
+        lambda module: _forward_backward(module, x, y, configs),
+    )
+    optimizer.zero_grad(set_to_none=True)
+    return trained, wrap_metrics
+
+
 def _make_optimizer(recipe, groups):
     # fused: one kernel for the whole update instead of one per tensor (about 1.3x a training
     # step of a small MLP on CPU, see benchmarks/README.md)
@@ -455,11 +477,12 @@ def _train_epoch(trained, model, optimizer, scaler, x, y, shard, recipe, configs
         for group in optimizer.param_groups:
             group["lr"] = scheduled_lr(recipe.schedule, group["initial_lr"], step, total_steps, warmup_steps)
         batch = shard[start : start + recipe.batch_size]
+        inputs, targets = x[batch], y[batch]
         with techniques.autocast(configs, x.device):
-            logits = trained(x[batch])
-            loss = F.cross_entropy(logits, y[batch])
+            logits = trained(inputs)
+            loss = F.cross_entropy(logits, targets)
         total_loss.add_(loss.detach(), alpha=len(batch))
-        for term in techniques.loss_terms(model, configs, logits, y[batch]):
+        for term in techniques.loss_terms(model, configs, logits, targets, inputs):
             loss = loss + term
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()

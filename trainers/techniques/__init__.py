@@ -3,7 +3,8 @@
 Each technique is one module in this package: a frozen config dataclass (its first field is the
 swept value, `key` names the spec key, `active` says whether it does anything, `mode()` gives its
 short recipe string) and the hook functions it takes part in the trial with, registered with
-`register(Technique(...))`. Every module in the package is imported here, so a new technique moves
+`register(Technique(...))`. A config may have further fields with defaults; those named like a
+trial-wide setting (`teacher_path`) receive it from `techniques_from_choices`. Every module in the package is imported here, so a new technique moves
 in with its module (and its test): nothing else names it.
 
 The phases, in the order a trial meets them (a hook is called for every trial, active or not,
@@ -18,8 +19,16 @@ and does nothing when its config is inactive):
   `warmup(model)` runs one training step on it, for one-off costs;
 - autocast(cfg, device) -> context | None, grad_scaler(cfg, device) -> scaler | None: the
   training step's precision;
+- reshape(model, cfg, epoch, epochs, example) -> metrics | None: before every epoch, may change
+  the model's shapes in place (structured pruning), `example` being one batch of its inputs; it
+  returns None when it left the model alone, and when any hook returns metrics the loop builds a
+  new optimizer (and DDP wrapper, and wrap phase) over the new parameters. A resumed or rebuilt
+  trial replays the hooks of the epochs its checkpoint trained (`replay_reshapes`), so the model
+  has the checkpoint's shapes before the weights are loaded: a hook's new shapes may depend on
+  the shapes and the config only, never on the weights' values;
 - epoch_start(model, cfg, epoch, epochs) -> metrics: before every epoch (pruning schedule);
-- loss(model, cfg, logits, targets) -> tensor | None: a term added to every step's loss (L1);
+- loss(model, cfg, logits, targets, inputs) -> tensor | None: a term added to every step's loss
+  (L1), `inputs` being the batch the logits came from (what a teacher reads);
 - export(model, cfg, context) -> model: turn the trained model into the eager deployable and say
   in `context.fmt` how the weights are stored, for the other runtimes.
 
@@ -51,7 +60,7 @@ class Technique:
         position: its place in a trial's mode string and, by default, in every phase.
         after: keys of techniques whose hooks must run before this one's.
         export_yields_to: keys of techniques whose export wins over this one's when both are active.
-        data, build, param_groups, wrap, autocast, grad_scaler, epoch_start, loss, export: the
+        data, build, param_groups, wrap, autocast, grad_scaler, reshape, epoch_start, loss, export: the
             phase hooks (see the package docstring); None where it takes no part.
 
     Example:
@@ -68,6 +77,7 @@ class Technique:
     wrap: Callable | None = None
     autocast: Callable | None = None
     grad_scaler: Callable | None = None
+    reshape: Callable | None = None
     epoch_start: Callable | None = None
     loss: Callable | None = None
     export: Callable | None = None
@@ -146,13 +156,15 @@ def techniques() -> list[Technique]:
 
 
 
-def techniques_from_choices(choices: dict) -> dict[str, object]:
+def techniques_from_choices(choices: dict, settings: dict | None = None) -> dict[str, object]:
     """Build every technique's config from one trial's sampled values.
 
     Args:
         choices: the trial's values by spec key, e.g. {"rank": 16, "quant_bits": 8}. Keys that are
             not techniques (such as "workers") are ignored; techniques not named get their
             default, inactive config.
+        settings: trial-wide values by config field name, e.g. {"teacher_path": "baseline/trained.pt"};
+            every config with a field of that name receives it.
 
     Returns:
         The configs by key, one for every registered technique, in registry order.
@@ -161,9 +173,12 @@ def techniques_from_choices(choices: dict) -> dict[str, object]:
         >>> techniques_from_choices({"rank": 16})["rank"]
         LowRank(rank=16)
     """
-    return {
-        key: cls(choices[key]) if key in choices else cls() for key, cls in TECHNIQUES.items()
-    }
+    settings = settings or {}
+    configs = {}
+    for key, cls in TECHNIQUES.items():
+        given = {name: settings[name] for name in (field.name for field in fields(cls)[1:]) if name in settings}
+        configs[key] = cls(choices[key], **given) if key in choices else cls(**given)
+    return configs
 
 
 def off_value(key: str) -> object:
@@ -303,6 +318,40 @@ def grad_scaler(configs: dict, device: torch.device) -> torch.amp.GradScaler:
     return torch.amp.GradScaler(device.type, enabled=False)
 
 
+def reshape(model: nn.Module, configs: dict, epoch: int, epochs: int, example: torch.Tensor) -> dict | None:
+    """Run the reshape phase before epoch `epoch` (0-based), in place.
+
+    Returns:
+        The metrics of the hooks that changed the model's shapes, or None when none did (then
+        the optimizer's parameters are still the model's).
+
+    Example:
+        >>> if reshape(model, configs, epoch, epochs, x_train[:64]) is not None:
+        ...     optimizer = torch.optim.AdamW(param_groups(model, configs))
+    """
+    metrics = None
+    for technique in phase_order("reshape"):
+        more = technique.reshape(model, configs[technique.key], epoch, epochs, example)
+        if more is not None:
+            metrics = (metrics or {}) | more
+    return metrics
+
+
+def replay_reshapes(model: nn.Module, configs: dict, epochs_done: int, epochs: int, example: torch.Tensor) -> None:
+    """Give a freshly built model the shapes a checkpoint taken after `epochs_done` epochs has.
+
+    Runs the reshape phase of every epoch before `epochs_done`, so that the checkpoint's weights
+    load into the model (they replace whatever values the replay chose).
+
+    Example:
+        >>> state = load_trained(path)
+        >>> replay_reshapes(model, configs, state["epoch"], recipe.epochs, x[:64])
+        >>> model.load_state_dict(state["model"])
+    """
+    for epoch in range(epochs_done):
+        reshape(model, configs, epoch, epochs, example)
+
+
 def epoch_start(model: nn.Module, configs: dict, epoch: int, epochs: int) -> dict:
     """Run the epoch_start phase before epoch `epoch` (0-based). Returns the metrics it reports.
 
@@ -316,15 +365,17 @@ def epoch_start(model: nn.Module, configs: dict, epoch: int, epochs: int) -> dic
     return metrics
 
 
-def loss_terms(model: nn.Module, configs: dict, logits: torch.Tensor, targets: torch.Tensor) -> list[torch.Tensor]:
+def loss_terms(
+    model: nn.Module, configs: dict, logits: torch.Tensor, targets: torch.Tensor, inputs: torch.Tensor
+) -> list[torch.Tensor]:
     """The terms the active techniques add to a step's loss.
 
     Example:
         >>> logits = model(x)
-        >>> loss = sum(loss_terms(model, configs, logits, y), F.cross_entropy(logits, y))
+        >>> loss = sum(loss_terms(model, configs, logits, y, x), F.cross_entropy(logits, y))
     """
     terms = (
-        technique.loss(model, configs[technique.key], logits, targets) for technique in phase_order("loss")
+        technique.loss(model, configs[technique.key], logits, targets, inputs) for technique in phase_order("loss")
     )
     return [term for term in terms if term is not None]
 

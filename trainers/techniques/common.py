@@ -81,12 +81,27 @@ def bake_weight_transforms(model: nn.Module) -> nn.Module:
     """
     for name, module in model.named_modules():
         if parametrize.is_parametrized(module):
-            # A deep copy shares the module's generated Parametrized* class, and removing a
-            # parametrization deletes a property from that class: give this module its own class
-            # first, so that baking a copy leaves the original (and other copies) working.
-            shared_class = type(module)
-            module.__class__ = type(shared_class.__name__, shared_class.__bases__, dict(vars(shared_class)))
             for tensor_name in list(module.parametrizations.keys()):
-                parametrize.remove_parametrizations(module, tensor_name, leave_parametrized=True)
+                remove_parametrizations_alone(module, tensor_name, leave_parametrized=True)
                 logger.debug("baked the parametrization of %s.%s", name, tensor_name)
     return model
+
+
+def remove_parametrizations_alone(module: nn.Module, tensor_name: str, leave_parametrized: bool) -> None:
+    """`parametrize.remove_parametrizations`, leaving deep copies of the module working.
+
+    A deep copy shares the module's generated Parametrized* class, and removing a parametrization
+    deletes a property from that class: the module gets its own class first, so removing it here
+    leaves the original (and other copies) as they were.
+
+    Args:
+        module: a module with a parametrization on `tensor_name`.
+        tensor_name: the parametrized tensor, e.g. "weight".
+        leave_parametrized: keep the transformed values (True) or the original tensor (False).
+
+    Example:
+        >>> remove_parametrizations_alone(layer, "weight", leave_parametrized=False)
+    """
+    shared_class = type(module)
+    module.__class__ = type(shared_class.__name__, shared_class.__bases__, dict(vars(shared_class)))
+    parametrize.remove_parametrizations(module, tensor_name, leave_parametrized=leave_parametrized)

@@ -65,7 +65,7 @@ def l1_penalty(model: nn.Module, cfg: L1) -> torch.Tensor:
     return cfg.l1 * sum(weight.abs().sum() for weight in weights)
 
 
-def _loss_term(model, cfg, logits, targets):
+def _loss_term(model, cfg, logits, targets, inputs):
     return l1_penalty(model, cfg) if cfg.active else None
 
 

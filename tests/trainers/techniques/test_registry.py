@@ -92,7 +92,7 @@ def test_the_readme_technique_moves_in_with_its_module_alone(isolated_registry, 
 
     assert "label_smoothing" in techniques.TECHNIQUES
     assert techniques.off_value("label_smoothing") == 0.0
-    assert keys("loss") == ["l1", "label_smoothing"]
+    assert keys("loss") == ["distill", "l1", "label_smoothing"]
     digits = load_dataset("digits")
     reports = []
     final = train_trial(
@@ -113,5 +113,7 @@ def test_hooks_are_called_for_inactive_configs_and_do_nothing():
     configs = techniques_from_choices({})
     assert techniques.build(model, configs) == {}
     assert techniques.epoch_start(model, configs, 0, 2) == {"sparsity": 0.0}
-    assert techniques.loss_terms(model, configs, torch.zeros(2, 10), torch.zeros(2, dtype=torch.long)) == []
+    inputs, logits, targets = torch.zeros(2, 64), torch.zeros(2, 10), torch.zeros(2, dtype=torch.long)
+    assert techniques.loss_terms(model, configs, logits, targets, inputs) == []
+    assert techniques.reshape(model, configs, 0, 2, inputs) is None
     assert all(torch.equal(before[name], tensor) for name, tensor in model.state_dict().items())

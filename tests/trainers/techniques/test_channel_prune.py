@@ -1,0 +1,195 @@
+"""Structured pruning: real channels removed on the zoo's architectures, trained, exported, resumed."""
+
+import copy
+
+import onnx
+import pytest
+import torch
+from onnx import numpy_helper
+from torch import nn
+
+from tests.trainers.zoo import ZOO
+from trainers.checkpoints import save_atomically
+from trainers.data import load_dataset
+from trainers.loop import TrialRecipe, deploy_to, rebuild_deployable, runtime_difference, train_trial
+from trainers.models import build_model
+from trainers.techniques import build, techniques_from_choices
+from trainers.techniques.channel_prune import ChannelPrune, apply_channel_pruning, pruning_epoch
+
+SHAPE, CLASSES = (1, 8, 8), 10
+ZOO_KINDS = {name: f"tests.trainers.zoo:{name}" for name in ZOO}
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_dataset("digits")
+
+
+def parameter_count(model):
+    return sum(parameter.numel() for parameter in model.parameters())
+
+
+def model_of(kind):
+    torch.manual_seed(0)
+    if kind in ("mlp", "cnn"):
+        return build_model(kind, SHAPE, CLASSES, hidden=(32, 16), channels=(8, 16))
+    return ZOO[kind](SHAPE, CLASSES)
+
+
+def layers(model):
+    return [module for module in model.modules() if isinstance(module, (nn.Linear, nn.Conv2d))]
+
+
+def pruned(kind, sparsity=0.5):
+    model = model_of(kind)
+    before = parameter_count(model)
+    apply_channel_pruning(model, ChannelPrune(sparsity), torch.randn(4, *SHAPE))
+    return model, before
+
+
+def test_the_config_checks_its_value_says_its_mode_and_what_it_does():
+    assert ChannelPrune(0.5).mode() == "cp50" and ChannelPrune(0.125).mode() == "cp12.5"
+    assert ChannelPrune().mode() == "" and not ChannelPrune().active
+    assert ChannelPrune(0.5).describe() == "structured pruning: 50% of channels, neurons and heads removed"
+    with pytest.raises(ValueError, match="ChannelPrune.channel_sparsity"):
+        ChannelPrune(0.95)
+
+
+def test_pruning_happens_halfway_after_dense_training():
+    assert [pruning_epoch(epochs) for epochs in (1, 2, 5, 6)] == [0, 1, 2, 3]
+
+
+@pytest.mark.parametrize("kind", ["mlp", "cnn", *ZOO])
+def test_pruned_models_are_smaller_and_keep_their_input_and_output(kind):
+    model, before = pruned(kind)
+    first, last = layers(model)[0], layers(model)[-1]
+    reference = layers(model_of(kind))
+    assert parameter_count(model) < 0.6 * before
+    assert first.weight.shape[1] == reference[0].weight.shape[1]  # the model's input is untouched
+    assert last.weight.shape[0] == CLASSES  # so is the classifier's output
+    assert model(torch.randn(3, *SHAPE)).shape == (3, CLASSES)
+
+
+def test_a_resnets_residual_groups_shrink_together():
+    model, _ = pruned("resnet")
+    # a residual add ties the block's output conv, its projection and the next block's output
+    assert model.layer2.conv2.out_channels == model.layer2.shortcut[0].out_channels == model.layer3.conv2.out_channels == 16
+    assert model.layer2.bn2.num_features == model.layer2.shortcut[1].num_features == 16
+    assert model.layer1.conv1.out_channels == model.layer1.bn1.num_features == model.layer1.conv2.in_channels == 8
+    assert model.stem[0].out_channels == model.layer1.conv2.out_channels == 8  # layer1's identity shortcut
+    assert model.fc.in_features == 16 and model.fc.out_features == CLASSES
+
+
+def test_a_mobilenets_depthwise_convs_follow_the_channels_feeding_them():
+    model, _ = pruned("mobilenet")
+    for block in model.features[3:]:
+        depthwise = block.depthwise
+        assert depthwise.groups == depthwise.in_channels == depthwise.out_channels == block.bn1.num_features
+    assert model.features[3].depthwise.in_channels == model.features[0].out_channels == 8
+
+
+def test_a_transformers_stream_and_feed_forward_shrink_with_its_positional_parameter():
+    model, _ = pruned("transformer")
+    layer = model.encoder.layers[0]
+    assert model.embed.out_features == model.position.shape[-1] == layer.self_attn.embed_dim == 16
+    assert layer.linear1.out_features == 32 and model.norm.normalized_shape == (16,)
+
+
+def test_the_kept_channels_are_the_largest():
+    model = nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 2))
+    with torch.no_grad():
+        model[0].weight.copy_(torch.diag(torch.tensor([1.0, 5.0, 0.1, 3.0])))
+        model[0].bias.zero_()
+        model[2].weight.copy_(torch.tensor([[1.0, 2.0, 3.0, 4.0], [1.0, 2.0, 3.0, 4.0]]) / 10)
+    apply_channel_pruning(model, ChannelPrune(0.5), torch.randn(2, 4))
+    # neurons 1 and 3 have the largest weights: they stay, with the next layer's columns 1 and 3
+    assert torch.equal(model[0].weight, torch.tensor([[0.0, 5.0, 0.0, 0.0], [0.0, 0.0, 0.0, 3.0]]))
+    assert torch.equal(model[2].weight, torch.tensor([[2.0, 4.0], [2.0, 4.0]]) / 10)
+
+
+def test_fake_quantisation_is_put_back_after_pruning_and_a_pruning_mask_is_refused():
+    model = model_of("cnn")
+    configs = techniques_from_choices({"quant_bits": 4, "channel_sparsity": 0.5})
+    build(model, configs)
+    apply_channel_pruning(model, configs["channel_sparsity"], torch.randn(4, *SHAPE))
+    weight = layers(model)[1].weight
+    assert weight.shape[0] == 8 and len(torch.unique(weight[0])) <= 15  # smaller, still on the 4-bit grid
+    masked = model_of("cnn")
+    with pytest.raises(ValueError, match="channel_sparsity cannot compose with WeightMask"):
+        build(masked, techniques_from_choices({"sparsity": 0.5, "channel_sparsity": 0.5}))
+
+
+def onnx_weights(deployable):
+    graph = onnx.load_from_string(deployable.model_bytes).graph
+    return sum(numpy_helper.to_array(tensor).size for tensor in graph.initializer)
+
+
+class Checkpoints:
+    """Keeps every report, with a copy of its training state (the loop's state_dict tensors live on)."""
+
+    def __init__(self):
+        self.reports = []
+
+    def __call__(self, metrics, checkpoint):
+        kept = None if checkpoint is None else checkpoint | {"trained": copy.deepcopy(checkpoint["trained"])}
+        self.reports.append((metrics, kept))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["resnet", "mobilenet", "transformer"])
+def test_a_pruned_trial_trains_exports_smaller_and_onnx_runtime_agrees(digits, kind, tmp_path):
+    graphs = {}
+    for choices in ({}, {"channel_sparsity": 0.5}):
+        recipe = TrialRecipe(model_kind=ZOO_KINDS[kind], epochs=2, choices=choices, runtime="onnxruntime")
+        recorder = Checkpoints()
+        final = train_trial(recipe, digits, recorder)
+        graphs[bool(choices)] = onnx_weights(recorder.reports[-1][1]["deployable"])
+        assert final["runtime_max_abs_diff"] < 1e-4
+    assert final["test_accuracy"] > 0.3  # pruned at epoch 1, fine-tuned for one epoch: well above chance
+    assert recorder.reports[-1][0]["notes"]["mode"] == "cp50"
+    assert graphs[True] < 0.6 * graphs[False]  # the ONNX graph holds the smaller shapes
+
+
+@pytest.mark.slow
+def test_a_shrunk_trial_resumes_and_rebuilds_with_the_pruned_shapes(digits, tmp_path):
+    recipe = TrialRecipe(model_kind=ZOO_KINDS["resnet"], epochs=4, choices={"channel_sparsity": 0.5}, runtime="onnxruntime")
+    first = Checkpoints()
+    train_trial(recipe, digits, first)
+    states = [checkpoint["trained"] for _, checkpoint in first.reports[:-1]]
+    # pruned at the start of epoch 3 (index 2): the checkpoints after epochs 1 and 2 are dense
+    assert [state["model"]["fc.weight"].shape[1] for state in states] == [32, 32, 16]
+    assert first.reports[2][0]["parameters_after_pruning"] < first.reports[2][0]["parameters_before_pruning"]
+    # the fine-tuning epoch moved the pruned weights: the new optimizer holds the new parameters
+    assert not torch.equal(first.reports[-1][1]["trained"]["model"]["fc.weight"], states[2]["model"]["fc.weight"])
+
+    for state in (states[0], states[2]):  # before and after the shrink
+        resumed = Checkpoints()
+        final = train_trial(recipe, digits, resumed, resume=state)
+        assert [metrics["epoch"] for metrics, _ in resumed.reports] == list(range(state["epoch"] + 1, 5))
+        assert resumed.reports[-1][1]["trained"]["model"]["fc.weight"].shape == (10, 16)
+        assert final["test_accuracy"] > 0.5
+
+    trained_path = str(tmp_path / "trained.pt")
+    save_atomically(first.reports[-1][1]["trained"], trained_path)
+    exported, data = rebuild_deployable(recipe, digits, trained_path)
+    rebuilt = deploy_to("onnxruntime", exported, data, torch.device("cpu"))
+    shipped = first.reports[-1][1]["deployable"]
+    assert runtime_difference(rebuilt, shipped, digits.x_test) < 1e-5
+    assert runtime_difference(rebuilt, exported.eager, digits.x_test) < 1e-4
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("choices", [{"rank": 0.5}, {"quant_bits": 8}, {"dropout": 0.1, "l1": 1e-5}])
+def test_channel_pruning_composes_with_other_techniques(digits, choices):
+    recipe = TrialRecipe(model_kind="cnn", epochs=2, choices=choices | {"channel_sparsity": 0.5}, runtime="onnxruntime")
+    recorder = Checkpoints()
+    final = train_trial(recipe, digits, recorder)  # pruned at the start of its last epoch
+    assert final["parameters_after_pruning"] < 0.6 * final["parameters_before_pruning"]
+    assert final["runtime_max_abs_diff"] < recipe.max_abs_diff and final["test_accuracy"] > 0.3
+
+
+def test_a_pruning_mask_is_refused_before_training(digits):
+    reports = []
+    with pytest.raises(ValueError, match="sweep channel_sparsity and sparsity in separate trials"):
+        train_trial(TrialRecipe(epochs=1, choices={"sparsity": 0.5, "channel_sparsity": 0.5}), digits, lambda m, c: reports.append(m))
+    assert reports == []

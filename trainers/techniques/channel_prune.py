@@ -1,0 +1,234 @@
+"""Structured pruning: whole output channels, neurons and attention heads removed, for a smaller dense model.
+
+torch-pruning's dependency graph finds what must shrink together (the next layer's inputs, a
+BatchNorm, both sides of a residual add, a depthwise conv and the layer feeding it, a learned
+positional parameter) and cuts every such group by the same channels, ranked by the L2 norm of
+their weights (`MagnitudeImportance`). The pruned model is an ordinary dense model with smaller
+shapes: its exported ONNX graph has them, so it is faster and smaller on every runtime. The
+model's input and the classifier's output (the last Linear or Conv2d to run) are never pruned.
+
+When: magnitude only means something on trained weights, so a trial trains dense for the first
+half of its epochs, is pruned once at the start of epoch `epochs // 2` (the `reshape` phase), and
+fine-tunes for the rest: the loop then builds a new optimizer over the smaller parameters (Adam's
+moments restart). A one-epoch trial is pruned before it trains, by the initial weights' norms.
+
+Every DDP rank prunes identically: the number of channels cut from each group depends on the
+ratio and the shapes only (local pruning, not global), the ranked weights are the same on every
+replica, and the new DDP wrapper broadcasts rank 0's weights. For the same reason a resumed or
+rebuilt trial gets the checkpoint's shapes by pruning a fresh model (`replay_reshapes`) before
+the weights load.
+
+Composes with low rank (the factors' inner rank shrinks too), fake quantisation (the stateless
+FakeQuantize is lifted off, the weights pruned, and put back), dropout, weight decay, L1,
+precision, feature selection, distillation and compile (recompiled after pruning). It refuses,
+before training, a weight parametrization that holds tensors shaped like the weight: the
+unstructured pruning mask (`sparsity`), which cannot follow the channels being removed.
+"""
+
+import logging
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+import torch_pruning as tp
+from torch import nn
+from torch.nn.utils import parametrize
+
+from trainers.techniques import Technique, register
+from trainers.techniques.common import check_number, format_number, remove_parametrizations_alone
+
+logger = logging.getLogger(__name__)
+
+PRUNED_LAYERS = (nn.Linear, nn.Conv2d)
+MAX_CHANNEL_SPARSITY = 0.9
+
+
+@dataclass(frozen=True)
+class ChannelPrune:
+    """Structured pruning of convolution channels, Linear neurons and attention heads.
+
+    Attributes:
+        channel_sparsity: the fraction of each prunable group's channels removed,
+            0 <= channel_sparsity <= 0.9; 0 is off.
+    """
+
+    key: ClassVar[str] = "channel_sparsity"
+    channel_sparsity: float = 0.0
+
+    def __post_init__(self) -> None:
+        check_number("ChannelPrune.channel_sparsity", self.channel_sparsity, 0.0, MAX_CHANNEL_SPARSITY)
+
+    @property
+    def active(self) -> bool:
+        """Whether the config changes the model (channel_sparsity > 0)."""
+        return self.channel_sparsity > 0
+
+    def mode(self) -> str:
+        """Short recipe text: the removed fraction in percent, e.g. "cp50"; "" when off.
+
+        Example:
+            >>> ChannelPrune(0.5).mode()
+            'cp50'
+        """
+        return f"cp{format_number(round(self.channel_sparsity * 100, 1))}" if self.active else ""
+
+    def describe(self) -> str:
+        """One sentence on what the config does.
+
+        Example:
+            >>> ChannelPrune(0.5).describe()
+            'structured pruning: 50% of channels, neurons and heads removed'
+        """
+        return f"structured pruning: {format_number(round(self.channel_sparsity * 100, 1))}% of channels, neurons and heads removed"
+
+
+def pruning_epoch(epochs: int) -> int:
+    """The epoch (0-based) at whose start the model is pruned: dense training before, fine-tuning after.
+
+    Example:
+        >>> pruning_epoch(6), pruning_epoch(1)
+        (3, 0)
+    """
+    return epochs // 2
+
+
+def check_composable(model: nn.Module, cfg: ChannelPrune) -> dict[str, str]:
+    """Refuse, before training, weight parametrizations that cannot follow a change of shape.
+
+    Args:
+        model: the model after the other techniques' build phase.
+        cfg: the config; an inactive one checks nothing.
+
+    Returns:
+        No notes (an empty dict).
+
+    Raises:
+        ValueError: a parametrization holds tensors (the unstructured pruning mask of `sparsity`).
+
+    Example:
+        >>> check_composable(nn.Sequential(nn.Linear(4, 2)), ChannelPrune(0.5))
+        {}
+    """
+    if not cfg.active:
+        return {}
+    for name, module in model.named_modules():
+        if not parametrize.is_parametrized(module):
+            continue
+        for tensor_name, chain in module.parametrizations.items():
+            holding = [type(p).__name__ for p in chain if list(p.parameters()) or list(p.buffers())]
+            if holding:
+                raise ValueError(
+                    f"channel_sparsity cannot compose with {', '.join(holding)} on {name}.{tensor_name}: it holds "
+                    "tensors shaped like the weight (the unstructured `sparsity` mask), which cannot follow the "
+                    "removed channels; sweep channel_sparsity and sparsity in separate trials"
+                )
+    return {}
+
+
+def apply_channel_pruning(model: nn.Module, cfg: ChannelPrune, example: torch.Tensor) -> dict[str, float]:
+    """Remove `cfg.channel_sparsity` of the channels of every prunable group, for real, in place.
+
+    The model is traced on `example` (in eval mode, so BatchNorm statistics are not touched) to
+    build torch-pruning's dependency graph; every group's channels with the smallest L2 norms are
+    cut from all the layers that share them. Stateless weight parametrizations (fake
+    quantisation) are lifted off for the cut and put back. The parameters are new tensors after
+    this: build a new optimizer.
+
+    Args:
+        model: the model (not DDP-wrapped); its weights should be trained.
+        cfg: the ratio; an inactive config leaves the model alone.
+        example: one batch of the model's inputs, on its device.
+
+    Returns:
+        {"parameters_before_pruning", "parameters_after_pruning"}; empty when inactive.
+
+    Example:
+        >>> model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 2))
+        >>> apply_channel_pruning(model, ChannelPrune(0.5), torch.randn(4, 8))
+        {'parameters_before_pruning': 178.0, 'parameters_after_pruning': 90.0}
+        >>> model[0].out_features, model[2].out_features
+        (8, 2)
+    """
+    if not cfg.active:
+        return {}
+    before = _parameter_count(model)
+    was_training = model.training
+    model.eval()
+    lifted = _lift_parametrizations(model)
+    pruner = tp.pruner.MetaPruner(
+        model,
+        example,
+        importance=tp.importance.MagnitudeImportance(p=2),
+        pruning_ratio=cfg.channel_sparsity,
+        ignored_layers=[_output_layer(model, example)],
+        unwrapped_parameters=_bare_parameters(model),
+    )
+    pruner.step()
+    for module, tensor_name, chain in lifted:
+        for parametrization in chain:
+            parametrize.register_parametrization(module, tensor_name, parametrization)
+    model.train(was_training)
+    after = _parameter_count(model)
+    logger.info("channel pruning %s: %d -> %d parameters", cfg.mode(), before, after)
+    return {"parameters_before_pruning": float(before), "parameters_after_pruning": float(after)}
+
+
+def _parameter_count(model):
+    return sum(parameter.numel() for parameter in model.parameters())
+
+
+def _lift_parametrizations(model):
+    lifted = []
+    for module in model.modules():
+        if parametrize.is_parametrized(module):
+            for tensor_name in list(module.parametrizations.keys()):
+                chain = list(module.parametrizations[tensor_name])
+                remove_parametrizations_alone(module, tensor_name, leave_parametrized=False)
+                lifted.append((module, tensor_name, chain))
+    return lifted
+
+
+def _output_layer(model, example):
+    order = []
+    handles = [
+        module.register_forward_hook(lambda module, inputs, output: order.append(module))
+        for module in model.modules()
+        if isinstance(module, PRUNED_LAYERS)
+    ]
+    try:
+        with torch.no_grad():
+            model(example)
+    finally:
+        for handle in handles:
+            handle.remove()
+    if not order:
+        raise ValueError("channel_sparsity found no nn.Linear or nn.Conv2d layer to prune")
+    return order[-1]
+
+
+def _bare_parameters(model):
+    # parameters used directly in a user module's forward (a learned positional embedding): their
+    # last dimension is the feature one, the one that follows the layers producing those features
+    return [
+        (parameter, parameter.dim() - 1)
+        for module in model.modules()
+        if not type(module).__module__.startswith("torch.")
+        for parameter in module.parameters(recurse=False)
+    ]
+
+
+def _reshape(model, cfg, epoch, epochs, example):
+    if not cfg.active or epoch != pruning_epoch(epochs):
+        return None
+    return apply_channel_pruning(model, cfg, example)
+
+
+TECHNIQUE = register(
+    Technique(
+        config=ChannelPrune,
+        position=35,
+        after=("rank", "sparsity", "quant_bits", "dropout"),  # checks the parametrizations they leave
+        build=check_composable,
+        reshape=_reshape,
+    )
+)
