@@ -13,6 +13,10 @@ and does nothing when its config is inactive):
   transform with `data.with_transform(module)` (feature selection); the raw rows stay as they are,
   and the deployable carries every transform, so it still takes raw rows;
 - build(model, cfg) -> notes: change the model before training (dropout, low rank, masks, QAT);
+  when an active technique has `needs_explicit_attention`, the phase first rewrites torch's fused
+  attention modules into plain ones with explicit q/k/v/out nn.Linear projections
+  (`trainers.attention.rewrite_attention`), so that the technique reaches them and its
+  replacement layers do not break the fused modules' direct weight reads;
 - param_groups(model, cfg) -> groups | None: the optimizer's parameter groups (weight decay);
 - wrap(model, cfg, warmup) -> (model, metrics): wrap the training model (torch.compile);
   `warmup(model)` runs one training step on it, for one-off costs;
@@ -38,6 +42,7 @@ from typing import Callable
 import torch
 from torch import nn
 
+from trainers.attention import rewrite_attention
 from trainers.deployable import DeployFormat
 
 
@@ -51,6 +56,8 @@ class Technique:
         position: its place in a trial's mode string and, by default, in every phase.
         after: keys of techniques whose hooks must run before this one's.
         export_yields_to: keys of techniques whose export wins over this one's when both are active.
+        needs_explicit_attention: its build replaces or wraps nn.Linear layers (or walks activation
+            modules), so when it is active the build phase rewrites attention first.
         data, build, param_groups, wrap, autocast, grad_scaler, epoch_start, loss, export: the
             phase hooks (see the package docstring); None where it takes no part.
 
@@ -62,6 +69,7 @@ class Technique:
     position: int
     after: tuple[str, ...] = ()
     export_yields_to: tuple[str, ...] = ()
+    needs_explicit_attention: bool = False
     data: Callable | None = None
     build: Callable | None = None
     param_groups: Callable | None = None
@@ -240,10 +248,17 @@ def prepare_data(data, configs: dict):
 def build(model: nn.Module, configs: dict) -> dict:
     """Run the build phase on `model` in place. Returns the notes for the trial's tags.
 
+    When any active technique `needs_explicit_attention`, attention modules are rewritten first
+    (`rewrite_attention`), and the notes name them under "attention_rewritten".
+
     Example:
         >>> notes = build(model, techniques_from_choices({"rank": 8, "quant_bits": 8}))
     """
     notes = {}
+    if any(technique.needs_explicit_attention and configs[technique.key].active for technique in techniques()):
+        rewritten = rewrite_attention(model)
+        if rewritten:
+            notes["attention_rewritten"] = ",".join(rewritten)
     for technique in phase_order("build"):
         notes |= technique.build(model, configs[technique.key])
     return notes
