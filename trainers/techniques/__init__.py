@@ -14,6 +14,10 @@ and does nothing when its config is inactive):
   transform with `data.with_transform(module)` (feature selection); the raw rows stay as they are,
   and the deployable carries every transform, so it still takes raw rows;
 - build(model, cfg) -> notes: change the model before training (dropout, low rank, masks, QAT);
+  before the first active technique that has `needs_explicit_attention`, the phase rewrites torch's fused
+  attention modules into plain ones with explicit q/k/v/out nn.Linear projections
+  (`trainers.attention.rewrite_attention`), so that the technique reaches them and its
+  replacement layers do not break the fused modules' direct weight reads;
 - param_groups(model, cfg) -> groups | None: the optimizer's parameter groups (weight decay);
 - wrap(model, cfg, warmup) -> (model, metrics): wrap the training model (torch.compile);
   `warmup(model)` runs one training step on it, for one-off costs;
@@ -47,6 +51,7 @@ from typing import Callable
 import torch
 from torch import nn
 
+from trainers.attention import rewrite_attention
 from trainers.deployable import DeployFormat
 
 
@@ -60,6 +65,8 @@ class Technique:
         position: its place in a trial's mode string and, by default, in every phase.
         after: keys of techniques whose hooks must run before this one's.
         export_yields_to: keys of techniques whose export wins over this one's when both are active.
+        needs_explicit_attention: its build replaces or wraps nn.Linear layers (or walks activation
+            modules), so when it is active the build phase rewrites attention first.
         data, build, param_groups, wrap, autocast, grad_scaler, reshape, epoch_start, loss, export: the
             phase hooks (see the package docstring); None where it takes no part.
 
@@ -71,6 +78,7 @@ class Technique:
     position: int
     after: tuple[str, ...] = ()
     export_yields_to: tuple[str, ...] = ()
+    needs_explicit_attention: bool = False
     data: Callable | None = None
     build: Callable | None = None
     param_groups: Callable | None = None
@@ -255,12 +263,23 @@ def prepare_data(data, configs: dict):
 def build(model: nn.Module, configs: dict) -> dict:
     """Run the build phase on `model` in place. Returns the notes for the trial's tags.
 
+    Before the hook of the first active technique that `needs_explicit_attention`, attention
+    modules are rewritten (`rewrite_attention`), and the notes name them under
+    "attention_rewritten"; the hooks before it see the model as built (distillation keeps that
+    architecture for its teacher, whose checkpoint has the fused modules' weights).
+
     Example:
         >>> notes = build(model, techniques_from_choices({"rank": 8, "quant_bits": 8}))
     """
     notes = {}
+    rewritten = None
     for technique in phase_order("build"):
-        notes |= technique.build(model, configs[technique.key])
+        cfg = configs[technique.key]
+        if rewritten is None and technique.needs_explicit_attention and cfg.active:
+            rewritten = rewrite_attention(model)
+            if rewritten:
+                notes["attention_rewritten"] = ",".join(rewritten)
+        notes |= technique.build(model, cfg)
     return notes
 
 

@@ -78,4 +78,4 @@ def apply_dropout(model: nn.Module, cfg: Dropout) -> dict[str, str]:
     return {"dropout_after": ",".join(wrapped) or "none"}
 
 
-TECHNIQUE = register(Technique(config=Dropout, position=40, build=apply_dropout))
+TECHNIQUE = register(Technique(config=Dropout, position=40, needs_explicit_attention=True, build=apply_dropout))

@@ -139,4 +139,4 @@ def _factorise(module: nn.Linear | nn.Conv2d, rank: int) -> nn.Sequential:
     return nn.Sequential(first, second)
 
 
-TECHNIQUE = register(Technique(config=LowRank, position=10, build=apply_low_rank))
+TECHNIQUE = register(Technique(config=LowRank, position=10, needs_explicit_attention=True, build=apply_low_rank))

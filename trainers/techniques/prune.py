@@ -317,6 +317,7 @@ TECHNIQUE = register(
         config=Prune,
         position=30,
         after=("rank",),  # masks go on the factorised layers
+        needs_explicit_attention=True,
         export_yields_to=("quant_bits",),  # quantised weights are stored dense: int8 beats CSR below ~75% sparsity
         build=apply_pruning,
         epoch_start=_epoch_start,

@@ -403,6 +403,7 @@ TECHNIQUE = register(
         config=Quantize,
         position=20,
         after=("rank", "sparsity"),  # fake quantisation acts on the masked, factorised weight
+        needs_explicit_attention=True,
         build=apply_fake_quant,
         export=_export,
     )
