@@ -113,19 +113,22 @@ def test_resume_continues_from_the_checkpoint(digits):
     assert resumed.reports[-1][0]["test_accuracy"] > 0.8
 
 
-def _ddp_rank(rank, world_size, init_file, results):
+def _ddp_rank(rank, world_size, init_file, results, choices):
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world_size)
     try:
         data = load_dataset("synthetic", n_samples=600, n_features=16)
-        final = train_trial(TrialRecipe(epochs=2, hidden=(16,), batch_size=32), data, lambda m, c: None)
+        recipe = TrialRecipe(epochs=2, hidden=(16,), batch_size=32, choices=choices)
+        final = train_trial(recipe, data, lambda m, c: None)
         results[rank] = final
     finally:
         dist.destroy_process_group()
 
 
-def test_two_ranks_train_with_averaged_gradients(tmp_path):
+# channel pruning shrinks the model at the start of epoch 2: a new DDP wrapper trains the smaller one
+@pytest.mark.parametrize("choices", [{}, pytest.param({"channel_sparsity": 0.5}, marks=pytest.mark.slow)])
+def test_two_ranks_train_with_averaged_gradients(tmp_path, choices):
     results = mp.Manager().dict()
-    mp.spawn(_ddp_rank, args=(2, str(tmp_path / "init"), results), nprocs=2, join=True)
+    mp.spawn(_ddp_rank, args=(2, str(tmp_path / "init"), results, choices), nprocs=2, join=True)
     for rank in (0, 1):
         # Both ranks trained on different shards, yet their weights agree exactly: only
         # averaged gradients (DDP's all-reduce) can do that.
@@ -133,6 +136,9 @@ def test_two_ranks_train_with_averaged_gradients(tmp_path):
         assert results[rank]["ddp_replica_checksum_spread"] == 0
         assert results[rank]["world_size"] == 2
         assert math.isfinite(results[rank]["test_accuracy"])
+        if choices:
+            pruned = results[rank]["parameters_after_pruning"]
+            assert pruned == results[0]["parameters_after_pruning"] < results[rank]["parameters_before_pruning"]
 
 
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])

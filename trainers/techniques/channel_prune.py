@@ -34,6 +34,7 @@ import torch_pruning as tp
 from torch import nn
 from torch.nn.utils import parametrize
 
+from trainers.attention import Attention
 from trainers.techniques import Technique, register
 from trainers.techniques.common import check_number, format_number, remove_parametrizations_alone
 
@@ -130,7 +131,9 @@ def apply_channel_pruning(model: nn.Module, cfg: ChannelPrune, example: torch.Te
 
     The model is traced on `example` (in eval mode, so BatchNorm statistics are not touched) to
     build torch-pruning's dependency graph; every group's channels with the smallest L2 norms are
-    cut from all the layers that share them. Stateless weight parametrizations (fake
+    cut from all the layers that share them. In attention rewritten into explicit projections
+    (`trainers.attention.Attention`) whole heads are removed (the same ones from q, k and v, and
+    out's inputs) and the module's `num_heads` follows. Stateless weight parametrizations (fake
     quantisation) are lifted off for the cut and put back. The parameters are new tensors after
     this: build a new optimizer.
 
@@ -155,6 +158,12 @@ def apply_channel_pruning(model: nn.Module, cfg: ChannelPrune, example: torch.Te
     was_training = model.training
     model.eval()
     lifted = _lift_parametrizations(model)
+    attentions = [module for module in model.modules() if isinstance(module, Attention)]
+    heads = {
+        _head_layer(projection): attention.num_heads
+        for attention in attentions
+        for projection in (attention.q_proj, attention.k_proj, attention.v_proj)
+    }
     pruner = tp.pruner.MetaPruner(
         model,
         example,
@@ -162,8 +171,15 @@ def apply_channel_pruning(model: nn.Module, cfg: ChannelPrune, example: torch.Te
         pruning_ratio=cfg.channel_sparsity,
         ignored_layers=[_output_layer(model, example)],
         unwrapped_parameters=_bare_parameters(model),
+        num_heads=heads,
+        prune_num_heads=bool(heads),
+        prune_head_dims=False,  # whole heads go; each kept head keeps its width
+        head_pruning_ratio=cfg.channel_sparsity,
     )
     pruner.step()
+    for attention in attentions:
+        attention.embed_dim = _head_layer(attention.q_proj).out_features
+        attention.num_heads = attention.embed_dim // attention.head_dim
     for module, tensor_name, chain in lifted:
         for parametrization in chain:
             parametrize.register_parametrization(module, tensor_name, parametrization)
@@ -186,6 +202,11 @@ def _lift_parametrizations(model):
                 remove_parametrizations_alone(module, tensor_name, leave_parametrized=False)
                 lifted.append((module, tensor_name, chain))
     return lifted
+
+
+def _head_layer(projection):
+    # the Linear whose outputs are the heads (the second factor of a low-rank projection)
+    return [module for module in projection.modules() if isinstance(module, nn.Linear)][-1]
 
 
 def _output_layer(model, example):
@@ -229,6 +250,7 @@ TECHNIQUE = register(
         position=35,
         after=("rank", "sparsity", "quant_bits", "dropout"),  # checks the parametrizations they leave
         build=check_composable,
+        needs_explicit_attention=True,  # torch-pruning cuts heads of explicit q/k/v/out projections
         reshape=_reshape,
     )
 )

@@ -9,6 +9,7 @@ from onnx import numpy_helper
 from torch import nn
 
 from tests.trainers.zoo import ZOO
+from trainers.attention import Attention
 from trainers.checkpoints import save_atomically
 from trainers.data import load_dataset
 from trainers.loop import TrialRecipe, deploy_to, rebuild_deployable, runtime_difference, train_trial
@@ -88,11 +89,47 @@ def test_a_mobilenets_depthwise_convs_follow_the_channels_feeding_them():
     assert model.features[3].depthwise.in_channels == model.features[0].out_channels == 8
 
 
-def test_a_transformers_stream_and_feed_forward_shrink_with_its_positional_parameter():
-    model, _ = pruned("transformer")
+def test_a_transformer_loses_half_its_heads_and_its_stream_shrinks_with_its_positional_parameter():
+    model = model_of("transformer")
+    notes = build(model, techniques_from_choices({"channel_sparsity": 0.5}))
+    assert "encoder.layers.0.self_attn" in notes["attention_rewritten"]  # explicit q/k/v/out projections
+    apply_channel_pruning(model, ChannelPrune(0.5), torch.randn(4, *SHAPE))
     layer = model.encoder.layers[0]
-    assert model.embed.out_features == model.position.shape[-1] == layer.self_attn.embed_dim == 16
+    attention = layer.self_attn
+    assert (attention.num_heads, attention.head_dim) == (2, 8)  # 4 heads of 8 -> 2 heads of 8
+    assert attention.q_proj.out_features == attention.k_proj.out_features == attention.v_proj.out_features == 16
+    assert attention.out_proj.in_features == 16
+    assert model.embed.out_features == model.position.shape[-1] == attention.q_proj.in_features == 16
     assert layer.linear1.out_features == 32 and model.norm.normalized_shape == (16,)
+    assert model(torch.randn(3, *SHAPE)).shape == (3, CLASSES)
+
+
+class SelfAttention(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.attention = Attention(nn.MultiheadAttention(16, 4, batch_first=True))
+
+    def forward(self, x):
+        return self.attention(x, x, x, need_weights=False)[0]
+
+
+def test_the_heads_removed_are_the_weakest_and_q_k_v_out_lose_the_same_ones():
+    torch.manual_seed(0)
+    model = SelfAttention().eval()
+    attention = model.attention
+    with torch.no_grad():  # heads 0 and 2 (features 0-3 and 8-11) contribute nothing
+        for head in (0, 2):
+            rows = slice(4 * head, 4 * head + 4)
+            for projection in (attention.q_proj, attention.k_proj, attention.v_proj):
+                projection.weight[rows] = 0
+                projection.bias[rows] = 0
+            attention.out_proj.weight[:, rows] = 0
+    x = torch.randn(2, 5, 16)
+    expected = model(x)
+    apply_channel_pruning(model, ChannelPrune(0.5), x)
+    assert (attention.num_heads, attention.q_proj.out_features) == (2, 8)
+    assert attention.q_proj.in_features == attention.out_proj.out_features == 16  # the model's input and output
+    torch.testing.assert_close(model(x), expected)  # heads 1 and 3 kept, whole, in q, k, v and out
 
 
 def test_the_kept_channels_are_the_largest():
