@@ -155,8 +155,8 @@ def techniques() -> list[Technique]:
     """The registered techniques in registry order (by `position`).
 
     Example:
-        >>> [technique.key for technique in techniques()][:2]
-        ['rank', 'quant_bits']
+        >>> [technique.key for technique in techniques()][:3]
+        ['distill', 'rank', 'quant_bits']
     """
     return sorted(_REGISTRY.values(), key=lambda technique: technique.position)
 
@@ -229,7 +229,7 @@ def phase_order(phase: str) -> list[Technique]:
 
     Example:
         >>> [technique.key for technique in phase_order("build")]
-        ['rank', 'dropout', 'sparsity', 'quant_bits']
+        ['distill', 'rank', 'sparsity', 'quant_bits', 'dropout', 'channel_sparsity']
     """
     pending = [technique for technique in techniques() if getattr(technique, phase) is not None]
     keys = {technique.key for technique in pending}
