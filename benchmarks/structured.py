@@ -1,0 +1,123 @@
+"""Structured pruning and distillation on the zoo's ResNet: accuracy in ONNX Runtime, paired latency.
+
+Data: 6,000 Fashion-MNIST training images (the first 6,000 of the loader's training split), 1,000
+validation images (the first of its validation split) and the full 10,000-image test split, from
+`/usr/share/datasets/fashion-mnist/`; without it, scikit-learn's digits (the output says which).
+
+Trials, each a real `trainers.loop.train_trial` on the zoo's ResNet (`tests.trainers.zoo:resnet`,
+width 16) with ONNX Runtime as the primary runtime, so the test accuracy printed is the ONNX
+Runtime artifact's: the dense baseline; `channel_sparsity` 0.5 and 0.75 (dense for the first half
+of the epochs, pruned, fine-tuned for the rest); then, on whichever of those lost the most
+accuracy, the same trial with `distill` (teacher = the baseline just trained, its `trained.pt`).
+
+Latency: every trial's ONNX Runtime artifact and a second export of the baseline (an A/A control)
+timed by `trainers.measure.paired_latencies` in one process: interleaved rounds whose order
+rotates, one thread, batch 1 and 256; speedup = median per-round ratio against the baseline, with
+its 95% bootstrap interval widened by the control's spread.
+
+Targets: channel_sparsity 0.5 at least 1.5x faster at batch 256 within 2 accuracy points;
+distillation recovers at least a third of the points the most-hurt trial lost.
+
+Run: python benchmarks/structured.py   (about 8 minutes on 2 shared cores)
+"""
+
+import dataclasses
+import logging
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+
+from trainers.checkpoints import save_atomically
+from trainers.data import load_dataset
+from trainers.loop import TrialRecipe, deploy_to, rebuild_deployable, train_trial
+from trainers.measure import paired_latencies
+
+FASHION = Path("/usr/share/datasets/fashion-mnist")
+TRAIN_IMAGES = 6000
+VAL_IMAGES = 1000
+BASE = TrialRecipe(
+    model_kind="tests.trainers.zoo:resnet", epochs=4, batch_size=64, lr=3e-3, schedule="cosine", threads=2, runtime="onnxruntime"
+)
+COMPRESSED = {"cp50": {"channel_sparsity": 0.5}, "cp75": {"channel_sparsity": 0.75}}
+DISTILL = 0.5
+ROUNDS = 9
+
+
+def fashion_subset():
+    if not FASHION.is_dir():
+        return load_dataset("digits"), "scikit-learn digits (Fashion-MNIST not installed)"
+    full = load_dataset("idx", str(FASHION))
+    subset = dataclasses.replace(
+        full,
+        x_train=full.x_train[:TRAIN_IMAGES],
+        y_train=full.y_train[:TRAIN_IMAGES],
+        x_val=full.x_val[:VAL_IMAGES],
+        y_val=full.y_val[:VAL_IMAGES],
+    )
+    return subset, f"Fashion-MNIST: {TRAIN_IMAGES} training, {VAL_IMAGES} validation, {len(full.x_test)} test images"
+
+
+def trial(recipe, data):
+    kept = {}
+
+    def report(metrics, checkpoint):
+        if checkpoint is not None:
+            kept.update(checkpoint)
+
+    final = train_trial(recipe, data, report)
+    return final, kept
+
+
+def main():
+    logging.disable(logging.WARNING)
+    data, described = fashion_subset()
+    print(described)
+    results, artifacts = {}, {}
+    results["baseline"], baseline = trial(BASE, data)
+    artifacts["baseline"] = baseline["deployable"]
+    teacher_path = os.path.join(tempfile.mkdtemp(prefix="structured-"), "trained.pt")
+    save_atomically(baseline["trained"], teacher_path)
+    for name, choices in COMPRESSED.items():
+        results[name], kept = trial(dataclasses.replace(BASE, choices=choices), data)
+        artifacts[name] = kept["deployable"]
+    most_hurt = min(COMPRESSED, key=lambda name: results[name]["test_accuracy"])
+    distilled = f"{most_hurt}-kd{DISTILL}"
+    recipe = dataclasses.replace(BASE, choices=COMPRESSED[most_hurt] | {"distill": DISTILL}, teacher_path=teacher_path)
+    results[distilled], kept = trial(recipe, data)
+    artifacts[distilled] = kept["deployable"]
+
+    # the A/A control: the baseline exported again, from the same trained weights
+    rebuilt, _ = rebuild_deployable(BASE, data, teacher_path)
+    artifacts["baseline (A/A)"] = deploy_to("onnxruntime", rebuilt, data, torch.device("cpu"))
+    samples = {name: data.x_test[:256] for name in artifacts}
+    figures = paired_latencies(artifacts, "baseline", samples, rounds=ROUNDS, control="baseline (A/A)")
+
+    print(f"\nzoo ResNet (width 16), {BASE.epochs} epochs, batch {BASE.batch_size}; ONNX Runtime, 1 thread, "
+          f"{ROUNDS} interleaved rounds; speedup = median per-round ratio vs baseline [95% interval]")
+    print(f"  {'trial':16s} {'test acc':>8s} {'params':>8s} {'KiB':>7s} {'b1 ms':>7s} {'speedup':>20s} "
+          f"{'b256 ms':>8s} {'speedup':>20s} {'train s':>7s}")
+    for name, deployable in artifacts.items():
+        final = results.get(name, results["baseline"])
+        row = [f"  {name:16s} {final['test_accuracy']:8.4f} {deployable.parameter_count():8d} "
+               f"{deployable.stored_bytes() / 1024:7.1f}"]
+        for batch in (1, 256):
+            figure = figures[name][batch]
+            interval = f"{figure['speedup']:.2f}x [{figure['speedup_low']:.2f}-{figure['speedup_high']:.2f}]"
+            row.append(f"{figure['median_ms']:{7 if batch == 1 else 8}.3f} {interval:>20s}")
+        row.append(f"{final['train_seconds']:7.1f}")
+        print(" ".join(row))
+
+    base_accuracy = results["baseline"]["test_accuracy"]
+    cp50 = base_accuracy - results["cp50"]["test_accuracy"], figures["cp50"][256]["speedup"]
+    print(f"\ncp50: {cp50[1]:.2f}x at batch 256 (target >= 1.5x), {100 * cp50[0]:.2f} points lost (target <= 2)")
+    lost = base_accuracy - results[most_hurt]["test_accuracy"]
+    recovered = results[distilled]["test_accuracy"] - results[most_hurt]["test_accuracy"]
+    print(f"{distilled}: the most-hurt trial {most_hurt} lost {100 * lost:.2f} points; distillation recovered "
+          f"{100 * recovered:.2f} ({recovered / lost:.0%} of them; target >= 33%)" if lost > 0 else
+          f"{most_hurt} lost no accuracy: nothing for distillation to recover")
+
+
+if __name__ == "__main__":
+    main()
