@@ -131,7 +131,7 @@ class OnnxRuntimeDeployable(Deployable):
         self.input_name = self.session.get_inputs()[0].name
 
     def __call__(self, inputs: torch.Tensor) -> torch.Tensor:
-        array = inputs.detach().to("cpu", torch.float32).numpy()
+        array = _as_input(inputs).numpy()
         logits = self.session.run(None, {self.input_name: array})[0]
         return torch.from_numpy(logits).to(inputs.device)
 
@@ -221,9 +221,15 @@ def _provider(device):
     return "CUDAExecutionProvider"
 
 
+def _as_input(rows):
+    # float rows go in as float32; integer rows (token ids) keep their dtype
+    rows = rows.detach().cpu()
+    return rows.float() if rows.is_floating_point() else rows
+
+
 def _export_onnx(model, example):
     model = copy.deepcopy(model).cpu().eval()
-    example = example.detach().cpu().float()
+    example = _as_input(example)
     batch = torch.export.Dim("batch")
     with _quiet_exporter():
         program = torch.onnx.export(
@@ -280,11 +286,23 @@ def _matmuls_not_gemms(model):
 
 def _without_unused_initializers(model):
     graph = model.graph
-    used = {name for node in graph.node for name in node.input}
+    used = _used_names(graph)
     kept = [tensor for tensor in graph.initializer if tensor.name in used]
     graph.ClearField("initializer")
     graph.initializer.extend(kept)
     return model
+
+
+def _used_names(graph):
+    # subgraphs (a Loop's body: nn.EmbeddingBag exports as one) read the outer graph's initializers too
+    names = set()
+    for node in graph.node:
+        names.update(node.input)
+        for attribute in node.attribute:
+            subgraphs = [attribute.g] if attribute.type == onnx.AttributeProto.GRAPH else attribute.graphs
+            for subgraph in subgraphs:
+                names |= _used_names(subgraph)
+    return names
 
 
 def _quantize_int8(model):

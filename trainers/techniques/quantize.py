@@ -393,7 +393,7 @@ class PackedConv2d(PackedWeight):
 
 
 class LowPrecisionModel(nn.Module):
-    """Runs a model in a 16-bit dtype behind a float32 interface.
+    """Runs a model in a 16-bit dtype behind a float32 interface (integer inputs, token ids, pass as they are).
 
     Args:
         model: the float32 model, converted in place to `dtype`.
@@ -411,7 +411,7 @@ class LowPrecisionModel(nn.Module):
         self.dtype = dtype
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x.to(self.dtype)).float()
+        return self.model(x.to(self.dtype) if x.is_floating_point() else x).float()
 
 
 class DynamicInt8Linear(dynamic_quantized.Linear):
