@@ -509,6 +509,16 @@ def export_quantized(
     return model, notes
 
 
+def _refusals(model, cfg):
+    if cfg.bits not in FAKE_QUANT_BITS:
+        return []
+    return [
+        f"quant_bits on {name} (nn.Conv2d, padding_mode={module.padding_mode!r}): the {cfg.bits}-bit conv kernels pad with zeros only"
+        for name, module in model.named_modules()
+        if isinstance(module, nn.Conv2d) and module.padding_mode != "zeros"
+    ]
+
+
 def _export(model, cfg, context):
     if not cfg.active:
         return model
@@ -524,6 +534,9 @@ TECHNIQUE = register(
         position=20,
         after=("rank", "sparsity"),  # fake quantisation acts on the masked, factorised weight
         needs_explicit_attention=True,
+        applies_to=lambda module: isinstance(module, (nn.Linear, nn.Conv2d)),
+        covers="nn.Linear and nn.Conv2d",
+        refusals=_refusals,
         build=apply_fake_quant,
         export=_export,
     )
