@@ -49,6 +49,8 @@ class DataSpec(_Section):
     val_fraction: float = Field(default=0.1, gt=0, lt=1)
     test_fraction: float = Field(default=0.2, gt=0, lt=1)
     text_features: int = Field(default=1024, ge=1)
+    text_encoding: Literal["bag", "tokens"] = "bag"
+    text_length: int = Field(default=64, ge=1)
     n_samples: int = Field(default=2000, ge=10)
     n_features: int = Field(default=32, ge=1)
 

@@ -33,6 +33,7 @@ if TYPE_CHECKING:  # torch and scikit-learn load when data is loaded: `SOURCES` 
 logger = logging.getLogger(__name__)
 
 SOURCES = ("digits", "idx", "csv", "npz", "text", "synthetic")
+TEXT_ENCODINGS = ("bag", "tokens")
 _FILE_SOURCES = ("idx", "csv", "npz", "text")
 _STANDARDISED_SOURCES = ("csv", "npz", "text", "synthetic")
 _PIXEL_MAXIMA = {"digits": 16.0, "idx": 255.0}  # images are scaled from their stored range to [0, 1]
@@ -58,7 +59,7 @@ class Dataset:
     """Train/validation/test splits as the user stores them, and how the model reads them.
 
     Features are float32 (N, *input_shape) holding the values as stored (pixels 0-255, a CSV's
-    columns as written): what a deployable takes. Labels are int64 (N,). `transforms` turn raw
+    columns as written), or int64 token ids (text with the "tokens" encoding): what a deployable takes. Labels are int64 (N,). `transforms` turn raw
     rows into the model's inputs, in order: the data set's own preprocessing (scaling or
     standardisation, see `trainers.preprocess`), then each data-phase technique's input transform
     (feature selection). Training reads `preprocessed()`; a deployable carries `preprocess()`.
@@ -152,6 +153,8 @@ def load_dataset(
     label_column: str | None = None,
     num_classes: int | None = None,
     text_features: int = 1024,
+    text_encoding: str = "bag",
+    text_length: int = 64,
     n_samples: int = 2000,
     n_features: int = 32,
 ) -> Dataset:
@@ -174,7 +177,12 @@ def load_dataset(
         label_column: csv only: name of the label column in the header row; default "label"
             if the header has it, else the last column.
         num_classes: number of classes; default the largest label + 1 (10 for synthetic).
-        text_features: text only: dimension of the hashed bag of words.
+        text_features: text only: dimension of the hashed bag of words, or the size of the hashed
+            vocabulary of token ids (id 0 is padding, words hash to 1 .. text_features - 1).
+        text_encoding: text only: "bag" (log counts of hashed words, float32, standardised) or
+            "tokens" (the first `text_length` words as int64 token ids, 0-padded, not
+            standardised: for models that embed them, nn.Embedding/nn.EmbeddingBag).
+        text_length: text only, tokens: token ids per row.
         n_samples: synthetic only: number of examples.
         n_features: synthetic only: number of features.
 
@@ -190,6 +198,11 @@ def load_dataset(
         ((1, 8, 8), 10)
     """
     _check_arguments(source, val_fraction, test_fraction, num_classes, text_features, n_samples, n_features)
+    if text_encoding not in TEXT_ENCODINGS:
+        raise DataError(f"data.text_encoding={text_encoding!r} is unknown; valid: {', '.join(TEXT_ENCODINGS)}")
+    if text_length < 1:
+        raise DataError(f"data.text_length={text_length!r} must be at least 1")
+    tokens = source == "text" and text_encoding == "tokens"
     if source in _FILE_SOURCES:
         if path is None:
             raise DataError(f"data.path is required for source {source!r}")
@@ -212,7 +225,7 @@ def load_dataset(
     elif source == "npz":
         arrays = _read_npz(Path(path), num_classes)
     else:
-        arrays = _read_text(Path(path), text_features, num_classes)
+        arrays = _read_text(Path(path), text_features, num_classes, text_length if tokens else None)
 
     where = path or source
     if len(arrays) == 2:
@@ -227,9 +240,14 @@ def load_dataset(
 
     from trainers.preprocess import Scale, standardisation
 
-    transform = standardisation(parts[0][0]) if source in _STANDARDISED_SOURCES else Scale(_PIXEL_MAXIMA[source])
+    if tokens:
+        transforms = ()  # token ids are read as they are
+    elif source in _STANDARDISED_SOURCES:
+        transforms = (standardisation(parts[0][0]),)
+    else:
+        transforms = (Scale(_PIXEL_MAXIMA[source]),)
     tensors = [torch.from_numpy(np.ascontiguousarray(array)) for part in parts for array in part]
-    dataset = Dataset(name, *tensors, num_classes=class_count, transforms=(transform,))
+    dataset = Dataset(name, *tensors, num_classes=class_count, transforms=transforms)
     logger.info("loaded data set %s", data_summary(dataset))
     return dataset
 
@@ -549,7 +567,7 @@ def _read_npz(path, num_classes):
     return result
 
 
-def _read_text(path, text_features, num_classes):
+def _read_text(path, text_features, num_classes, token_length):
     try:
         raw = path.read_bytes()
     except OSError as error:
@@ -571,6 +589,8 @@ def _read_text(path, text_features, num_classes):
         texts.append(text)
     if not labels:
         raise DataError(f"{path}: no examples")
+    if token_length is not None:
+        return _hashed_token_ids(texts, text_features, token_length), _text_labels(path, labels, num_classes)
     _check_fits(len(texts) * text_features * 4, f"data.text_features={text_features} for {len(texts):,} lines")
     return _hashed_bag_of_words(texts, text_features), _text_labels(path, labels, num_classes)
 
@@ -584,6 +604,16 @@ def _text_labels(path, labels, num_classes):
     logger.info("%s: class indices follow the sorted labels %s", path, class_names)
     index_of = {name: index for index, name in enumerate(class_names)}
     return np.array([index_of[label] for label in labels], dtype=np.int64)
+
+
+def _hashed_token_ids(texts, text_features, length):
+    if text_features < 2:
+        raise DataError(f"data.text_features={text_features} must be at least 2 for token ids (0 is padding)")
+    ids = np.zeros((len(texts), length), dtype=np.int64)
+    for row, text in enumerate(texts):
+        words = _WORD.findall(text.lower())[:length]
+        ids[row, : len(words)] = [zlib.crc32(word.encode("utf-8")) % (text_features - 1) + 1 for word in words]
+    return ids
 
 
 def _hashed_bag_of_words(texts, text_features):

@@ -105,6 +105,10 @@ def build_trial_model(recipe: TrialRecipe, data: Dataset) -> tuple[nn.Module, Da
         (e.g. feature selection; its rows stay raw), technique configs by key, notes for the
         trial's tags).
 
+    Raises:
+        UnsupportedTechnique: an active technique cannot apply to the model (before any training;
+            the message gives every reason, see `trainers.techniques.unsupported`).
+
     Example:
         >>> model, data, configs, notes = build_trial_model(TrialRecipe(), load_dataset("digits"))
     """
@@ -119,6 +123,9 @@ def build_trial_model(recipe: TrialRecipe, data: Dataset) -> tuple[nn.Module, Da
         channels=recipe.channels,
         options=recipe.model_options,
     )
+    refusals = techniques.unsupported(model, configs)
+    if refusals:
+        raise techniques.UnsupportedTechnique("; ".join(refusals))
     notes = {"mode": techniques.mode_string(configs)} | data_notes | techniques.build(model, configs)
     return model.to(recipe.device), data, configs, notes
 

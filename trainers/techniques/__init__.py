@@ -43,6 +43,7 @@ say so (`export_conflict`).
 """
 
 import contextlib
+import copy
 import importlib
 import pkgutil
 from dataclasses import dataclass, fields
@@ -67,6 +68,12 @@ class Technique:
         export_yields_to: keys of techniques whose export wins over this one's when both are active.
         needs_explicit_attention: its build replaces or wraps nn.Linear layers (or walks activation
             modules), so when it is active the build phase rewrites attention first.
+        applies_to: `applies_to(module) -> bool`, the weight layers its build changes; with it, a
+            layer holding a weight matrix it does not change is named in the trial's notes, and a
+            model with no such layer is refused (`unsupported`). None: not a weight technique.
+        covers: what `applies_to` accepts, in words, for those messages (e.g. "nn.Linear and nn.Conv2d").
+        refusals: `refusals(model, cfg) -> list[str]`, reasons it would change nothing or cannot
+            deploy this model (checked before training by `unsupported`); None where there are none.
         data, build, param_groups, wrap, autocast, grad_scaler, reshape, epoch_start, loss, export: the
             phase hooks (see the package docstring); None where it takes no part.
 
@@ -79,6 +86,9 @@ class Technique:
     after: tuple[str, ...] = ()
     export_yields_to: tuple[str, ...] = ()
     needs_explicit_attention: bool = False
+    applies_to: Callable[[nn.Module], bool] | None = None
+    covers: str = ""
+    refusals: Callable | None = None
     data: Callable | None = None
     build: Callable | None = None
     param_groups: Callable | None = None
@@ -266,7 +276,9 @@ def build(model: nn.Module, configs: dict) -> dict:
     Before the hook of the first active technique that `needs_explicit_attention`, attention
     modules are rewritten (`rewrite_attention`), and the notes name them under
     "attention_rewritten"; the hooks before it see the model as built (distillation keeps that
-    architecture for its teacher, whose checkpoint has the fused modules' weights).
+    architecture for its teacher, whose checkpoint has the fused modules' weights). Before each
+    active technique's hook, the weight layers it does not cover are named in the notes
+    ("<key>_not_covered").
 
     Example:
         >>> notes = build(model, techniques_from_choices({"rank": 8, "quant_bits": 8}))
@@ -279,8 +291,72 @@ def build(model: nn.Module, configs: dict) -> dict:
             rewritten = rewrite_attention(model)
             if rewritten:
                 notes["attention_rewritten"] = ",".join(rewritten)
+        uncovered = _uncovered_weight_layers(model, technique) if cfg.active else []
+        if uncovered:
+            notes[f"{technique.key}_not_covered"] = (
+                f"{', '.join(uncovered)} left as they are: {cfg.mode()} applies to {technique.covers} only"
+            )
         notes |= technique.build(model, cfg)
     return notes
+
+
+class UnsupportedTechnique(ValueError):
+    """A trial's technique cannot apply to its model; the message gives every reason (`unsupported`)."""
+
+
+def unsupported(model: nn.Module, configs: dict) -> list[str]:
+    """Why a trial's active techniques cannot run on this model; empty when they all can.
+
+    Checked before training, on a copy of the freshly built model (the model is not changed). A
+    technique is refused when it would change nothing at all (no layer it applies to, after the
+    attention rewrite the build phase would do; dropout with no activation module) or when its
+    deployable cannot be built (e.g. a Conv2d padding mode the quantised kernels lack). Layers a technique does not
+    cover are not refused: the build notes name them ("<key>_not_covered") and the trial runs.
+
+    Args:
+        model: the model as `trainers.models.build_model` returns it.
+        configs: technique configs by key, as `techniques_from_choices` returns them.
+
+    Returns:
+        One message per refused technique and cause, e.g. "sparsity on TextClassifier: no layer it
+        applies to (nn.Linear and nn.Conv2d): sp50 would change nothing".
+
+    Example:
+        >>> model = nn.Sequential(nn.EmbeddingBag(100, 8), nn.ReLU())
+        >>> unsupported(model, techniques_from_choices({"sparsity": 0.5}))
+        ['sparsity on Sequential: no layer it applies to (nn.Linear and nn.Conv2d): sp50 would change nothing']
+    """
+    active = [technique for technique in techniques() if configs[technique.key].active]
+    model = copy.deepcopy(model)
+    reasons = []
+    if any(technique.needs_explicit_attention for technique in active):
+        try:
+            rewrite_attention(model)
+        except ValueError as error:
+            keys = ", ".join(technique.key for technique in active if technique.needs_explicit_attention)
+            reasons.append(f"{keys} on {type(model).__name__}: {error}")
+    for technique in active:
+        cfg = configs[technique.key]
+        if technique.applies_to is not None and not any(technique.applies_to(module) for module in model.modules()):
+            reasons.append(
+                f"{technique.key} on {type(model).__name__}: no layer it applies to ({technique.covers}): "
+                f"{cfg.mode()} would change nothing"
+            )
+        if technique.refusals is not None:
+            reasons += technique.refusals(model, cfg)
+    return reasons
+
+
+def _uncovered_weight_layers(model, technique):
+    if technique.applies_to is None:
+        return []
+    return [
+        f"{name} (nn.{type(module).__name__})"
+        for name, module in model.named_modules()
+        if isinstance(getattr(module, "weight", None), torch.Tensor)
+        and module.weight.dim() >= 2
+        and not technique.applies_to(module)
+    ]
 
 
 def param_groups(model: nn.Module, configs: dict) -> list[dict]:

@@ -238,6 +238,12 @@ def _bare_parameters(model):
     ]
 
 
+def _refusals(model, cfg):
+    if any(isinstance(module, PRUNED_LAYERS) for module in model.modules()):
+        return []
+    return [f"channel_sparsity on {type(model).__name__}: no nn.Linear or nn.Conv2d layer: {cfg.mode()} would change nothing"]
+
+
 def _reshape(model, cfg, epoch, epochs, example):
     if not cfg.active or epoch != pruning_epoch(epochs):
         return None
@@ -251,6 +257,7 @@ TECHNIQUE = register(
         after=("rank", "sparsity", "quant_bits", "dropout"),  # checks the parametrizations they leave
         build=check_composable,
         needs_explicit_attention=True,  # torch-pruning cuts heads of explicit q/k/v/out projections
+        refusals=_refusals,
         reshape=_reshape,
     )
 )

@@ -11,7 +11,7 @@ from trainers.techniques.common import check_number, format_number
 
 logger = logging.getLogger(__name__)
 
-ACTIVATIONS = (nn.ReLU, nn.GELU, nn.SiLU, nn.Tanh, nn.LeakyReLU, nn.ELU)
+ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.GELU, nn.SiLU, nn.Hardswish, nn.Tanh, nn.LeakyReLU, nn.ELU)
 
 
 @dataclass(frozen=True)
@@ -46,7 +46,7 @@ class Dropout:
 def apply_dropout(model: nn.Module, cfg: Dropout) -> dict[str, str]:
     """Put nn.Dropout after every activation module, in place.
 
-    Each activation module (nn.ReLU, nn.GELU, nn.SiLU, nn.Tanh, nn.LeakyReLU, nn.ELU) is replaced
+    Each activation module (`ACTIVATIONS`: nn.ReLU, nn.ReLU6, nn.GELU, nn.SiLU, ...) is replaced
     by nn.Sequential(activation, nn.Dropout(p)). Activations called as functions in `forward`
     (torch.nn.functional.relu, say) are not modules and get no dropout. Dropout acts only in
     training mode; in eval mode the model computes exactly what it did before.
@@ -78,4 +78,15 @@ def apply_dropout(model: nn.Module, cfg: Dropout) -> dict[str, str]:
     return {"dropout_after": ",".join(wrapped) or "none"}
 
 
-TECHNIQUE = register(Technique(config=Dropout, position=40, needs_explicit_attention=True, build=apply_dropout))
+def _refusals(model, cfg):
+    if any(isinstance(module, ACTIVATIONS) for module in model.modules()):
+        return []
+    return [
+        f"dropout on {type(model).__name__}: no activation module ({', '.join(f'nn.{a.__name__}' for a in ACTIVATIONS)}); "
+        f"activations called as functions get none: {cfg.mode()} would change nothing"
+    ]
+
+
+TECHNIQUE = register(
+    Technique(config=Dropout, position=40, needs_explicit_attention=True, refusals=_refusals, build=apply_dropout)
+)

@@ -139,4 +139,13 @@ def _factorise(module: nn.Linear | nn.Conv2d, rank: int) -> nn.Sequential:
     return nn.Sequential(first, second)
 
 
-TECHNIQUE = register(Technique(config=LowRank, position=10, needs_explicit_attention=True, build=apply_low_rank))
+TECHNIQUE = register(
+    Technique(
+        config=LowRank,
+        position=10,
+        needs_explicit_attention=True,
+        applies_to=_is_factorisable,
+        covers="nn.Linear and nn.Conv2d with groups=1",
+        build=apply_low_rank,
+    )
+)

@@ -305,11 +305,42 @@ def _epoch_start(model, cfg, epoch, epochs):
     return {"sparsity": update_pruning(model, cfg, epoch, epochs)}
 
 
+def dense_storage_note(model: nn.Module, cfg: Prune) -> str:
+    """Say plainly which pruned layers of an exported model are still stored (and run) dense.
+
+    A pruned nn.Conv2d, or an nn.Linear whose CSR form would not be smaller (more than about half
+    its weights non-zero), keeps its zeros: the same bytes and the same dense kernel as unpruned.
+
+    Args:
+        model: the model after `export_sparse`.
+        cfg: the pruning config (for the mode string).
+
+    Returns:
+        The note, e.g. "sp50: 2 of 2 pruned layers stored dense, their zeros stored and multiplied
+        (no smaller, no faster than dense): 0 (Linear), 2 (Linear)"; "" when every pruned layer is sparse.
+
+    Example:
+        >>> dense_storage_note(export_sparse(bake_weight_transforms(model)), Prune(0.5))
+    """
+    dense = [f"{name} ({type(module).__name__})" for name, module in model.named_modules() if isinstance(module, PRUNABLE)]
+    sparse_count = sum(isinstance(module, SparseLinear) for module in model.modules())
+    if not dense:
+        return ""
+    return (
+        f"{cfg.mode()}: {len(dense)} of {len(dense) + sparse_count} pruned layers stored dense, their zeros stored and "
+        f"multiplied (no smaller, no faster than dense): {', '.join(dense)}"
+    )
+
+
 def _export(model, cfg, context):
     if not cfg.active:
         return model
     context.fmt.sparse = True
-    return export_sparse(model)
+    model = export_sparse(model)
+    note = dense_storage_note(model, cfg)
+    if note:
+        context.notes["sparsity_dense"] = note
+    return model
 
 
 TECHNIQUE = register(
@@ -318,6 +349,8 @@ TECHNIQUE = register(
         position=30,
         after=("rank",),  # masks go on the factorised layers
         needs_explicit_attention=True,
+        applies_to=lambda module: isinstance(module, PRUNABLE),
+        covers="nn.Linear and nn.Conv2d",
         export_yields_to=("quant_bits",),  # quantised weights are stored dense: int8 beats CSR below ~75% sparsity
         build=apply_pruning,
         epoch_start=_epoch_start,

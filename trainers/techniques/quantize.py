@@ -2,7 +2,15 @@
 
 Training registers a `FakeQuantize` parametrization on the weight of every nn.Linear and
 nn.Conv2d (quantisation-aware training). It composes with other weight parametrizations, such
-as a pruning mask, registered on the same weight. After training the lead removes all
+as a pruning mask, registered on the same weight. At 8 bits, where deployed convolutions run
+on quantised activations (ONNX Runtime's QLinearConv), every nn.Conv2d's input and output are
+fake-quantised too (`ActivationFakeQuantize`: uint8, per tensor, range observed over the training
+batches): its output after the nn.BatchNorm2d that follows it, where there is one, since the
+deployed graph folds that BatchNorm into the convolution. The eager deployable keeps those
+quantisers and the ONNX graph turns them into QuantizeLinear/DequantizeLinear with the same scale
+and zero point, so training, eager and ONNX Runtime quantise activations alike. Folding BatchNorm
+into the weights after QAT keeps them on the trained grid: per output channel the fold multiplies
+the weight by one factor, and the per-channel symmetric scale absorbs it. After training the lead removes all
 parametrizations (keeping the quantised values) and `export_quantized` swaps in the layers that
 really run on the device:
 
@@ -22,8 +30,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar
 
+import numpy as np
 import torch
 import torch.ao.nn.quantized.dynamic as dynamic_quantized
+import torch.ao.quantization.fx._decomposed  # noqa: F401  registers torch.ops.quantized_decomposed
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import parametrize
@@ -34,6 +44,10 @@ logger = logging.getLogger(__name__)
 
 SUPPORTED_BITS = (2, 4, 8, 16, 32)
 FAKE_QUANT_BITS = (2, 4, 8)
+ACTIVATION_QUANT_BITS = 8
+"""Weight bits at which convolutions' activations are quantised too (static uint8 QLinearConv)."""
+ACTIVATION_RANGE_MOMENTUM = 0.1
+"""Weight of each training batch in the running min/max of an activation quantiser."""
 
 
 @dataclass(frozen=True)
@@ -114,6 +128,74 @@ class FakeQuantize(nn.Module):
         return weight + (quantized - weight).detach()
 
 
+class ActivationFakeQuantize(nn.Module):
+    """Fake uint8 quantisation of an activation, per tensor, asymmetric, with an observed range.
+
+    In training mode each batch moves a running min and max (momentum `ACTIVATION_RANGE_MOMENTUM`;
+    the first batch sets them; the range always holds 0) and the batch is fake-quantised with the
+    resulting scale = (max - min) / 255 and zero point = round(-min / scale) (gradients pass
+    straight through inside the range). In eval mode the range is frozen and the quantisation is
+    `quantized_decomposed` quantize/dequantize ops with constant float32 scale and zero point,
+    which torch's ONNX exporter writes as QuantizeLinear/DequantizeLinear: what ONNX Runtime
+    runs is what trained.
+
+    Example:
+        >>> quantizer = ActivationFakeQuantize()
+        >>> _ = quantizer(torch.linspace(-1, 1, 9))  # training mode: observe
+        >>> quantizer.eval()(torch.tensor([0.3])).item() == round(0.3 / quantizer.scale) * quantizer.scale
+        True
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("min_val", torch.zeros(()))
+        self.register_buffer("max_val", torch.zeros(()))
+        self.register_buffer("observed", torch.zeros((), dtype=torch.bool))
+        self.scale, self.zero_point = 1.0, None  # set from the range when it switches to eval mode
+        self.register_load_state_dict_post_hook(lambda module, _: module._freeze())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training:
+            self._observe(x.detach())
+            scale, zero_point = self._qparams()
+            return torch.fake_quantize_per_tensor_affine(x, scale, zero_point.int(), 0, 255)
+        if self.zero_point is None:
+            raise RuntimeError("ActivationFakeQuantize has seen no training batch: its range is unknown")
+        quantized = torch.ops.quantized_decomposed.quantize_per_tensor(x, self.scale, self.zero_point, 0, 255, torch.uint8)
+        return torch.ops.quantized_decomposed.dequantize_per_tensor(
+            quantized, self.scale, self.zero_point, 0, 255, torch.uint8
+        ).to(x.dtype)
+
+    def train(self, mode: bool = True) -> "ActivationFakeQuantize":
+        super().train(mode)
+        if not mode:
+            self._freeze()
+        return self
+
+    def extra_repr(self) -> str:
+        return f"scale={self.scale:.4g}, zero_point={self.zero_point}"
+
+    def _observe(self, x):
+        low, high = x.min().clamp_max(0), x.max().clamp_min(0)
+        if not self.observed:
+            self.min_val.copy_(low)
+            self.max_val.copy_(high)
+            self.observed.fill_(True)
+        else:
+            self.min_val.lerp_(low, ACTIVATION_RANGE_MOMENTUM)
+            self.max_val.lerp_(high, ACTIVATION_RANGE_MOMENTUM)
+
+    def _qparams(self):
+        scale = ((self.max_val - self.min_val) / 255).clamp_min(torch.finfo(torch.float32).eps)
+        return scale, torch.round(-self.min_val / scale).clamp(0, 255)
+
+    def _freeze(self):
+        if not self.observed:
+            return
+        scale, zero_point = self._qparams()
+        self.scale, self.zero_point = float(np.float32(scale.item())), int(zero_point.item())
+
+
 def _quantizable_layers(
     model: nn.Module, filter_fn: Callable[[str, nn.Module], bool] | None
 ) -> list[tuple[str, nn.Linear | nn.Conv2d]]:
@@ -126,6 +208,33 @@ def _quantizable_layers(
     ]
 
 
+def _quantize_conv_activations(model, convs):
+    # the BatchNorm2d registered right after a conv, on as many channels, is taken to be the one
+    # its output goes through (the conv-BN idiom); if that guess is wrong the eager model and the
+    # ONNX graph still quantise at the same places, the graph just fuses less
+    modules = list(model.named_modules())
+    quantized_outputs = []
+    for name, conv in convs:
+        index = next(position for position, (_, module) in enumerate(modules) if module is conv)
+        following = next(
+            ((module_name, module) for module_name, module in modules[index + 1 :] if not module_name.startswith(f"{name}.")),
+            None,
+        )  # the next module registered after the conv and its own parametrizations
+        has_batch_norm = (
+            following is not None
+            and isinstance(following[1], nn.BatchNorm2d)
+            and following[1].num_features == conv.out_channels
+        )
+        if has_batch_norm:
+            model.set_submodule(name, nn.Sequential(ActivationFakeQuantize(), conv))
+            model.set_submodule(following[0], nn.Sequential(following[1], ActivationFakeQuantize()))
+            quantized_outputs.append(following[0])
+        else:
+            model.set_submodule(name, nn.Sequential(ActivationFakeQuantize(), conv, ActivationFakeQuantize()))
+            quantized_outputs.append(name)
+    return quantized_outputs
+
+
 def apply_fake_quant(
     model: nn.Module,
     cfg: Quantize,
@@ -134,7 +243,8 @@ def apply_fake_quant(
     """Register FakeQuantize on the weights of a model's layers for quantisation-aware training.
 
     Only 2, 4 and 8 bits train with fake quantisation; 16 and 32 bits leave the model unchanged
-    (16-bit precision is applied at export).
+    (16-bit precision is applied at export). At 8 bits every quantised nn.Conv2d is also wrapped
+    so that its input and output (after its BatchNorm2d) go through an `ActivationFakeQuantize`.
 
     Args:
         model: the model, modified in place.
@@ -144,7 +254,9 @@ def apply_fake_quant(
             Pass the same filter to `export_quantized`.
 
     Returns:
-        Notes for MLflow tags; empty when nothing was registered.
+        Notes for MLflow tags: "quant_fake_quant_layers" (the layers whose weights are
+        fake-quantised) and, at 8 bits with convolutions, "quant_activations" (where activations
+        are); empty when nothing was registered.
 
     Example:
         >>> model = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 2))
@@ -158,7 +270,15 @@ def apply_fake_quant(
         parametrize.register_parametrization(module, "weight", FakeQuantize(cfg.bits))
     names = [name for name, _ in layers]
     logger.info("fake %d-bit quantisation on %s", cfg.bits, names)
-    return {"quant_fake_quant_layers": ",".join(names)}
+    notes = {"quant_fake_quant_layers": ",".join(names)}
+    convs = [(name, module) for name, module in layers if isinstance(module, nn.Conv2d)]
+    if cfg.bits == ACTIVATION_QUANT_BITS and convs:
+        outputs = _quantize_conv_activations(model, convs)
+        notes["quant_activations"] = (
+            f"uint8 per tensor, ranges observed in training: inputs of {len(convs)} Conv2d, outputs after "
+            f"{', '.join(outputs)}"
+        )
+    return notes
 
 
 def _pack(levels: torch.Tensor, bits: int) -> torch.Tensor:
@@ -273,7 +393,7 @@ class PackedConv2d(PackedWeight):
 
 
 class LowPrecisionModel(nn.Module):
-    """Runs a model in a 16-bit dtype behind a float32 interface.
+    """Runs a model in a 16-bit dtype behind a float32 interface (integer inputs, token ids, pass as they are).
 
     Args:
         model: the float32 model, converted in place to `dtype`.
@@ -291,7 +411,7 @@ class LowPrecisionModel(nn.Module):
         self.dtype = dtype
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x.to(self.dtype)).float()
+        return self.model(x.to(self.dtype) if x.is_floating_point() else x).float()
 
 
 class DynamicInt8Linear(dynamic_quantized.Linear):
@@ -389,6 +509,16 @@ def export_quantized(
     return model, notes
 
 
+def _refusals(model, cfg):
+    if cfg.bits not in FAKE_QUANT_BITS:
+        return []
+    return [
+        f"quant_bits on {name} (nn.Conv2d, padding_mode={module.padding_mode!r}): the {cfg.bits}-bit conv kernels pad with zeros only"
+        for name, module in model.named_modules()
+        if isinstance(module, nn.Conv2d) and module.padding_mode != "zeros"
+    ]
+
+
 def _export(model, cfg, context):
     if not cfg.active:
         return model
@@ -404,6 +534,9 @@ TECHNIQUE = register(
         position=20,
         after=("rank", "sparsity"),  # fake quantisation acts on the masked, factorised weight
         needs_explicit_attention=True,
+        applies_to=lambda module: isinstance(module, (nn.Linear, nn.Conv2d)),
+        covers="nn.Linear and nn.Conv2d",
+        refusals=_refusals,
         build=apply_fake_quant,
         export=_export,
     )

@@ -87,8 +87,8 @@ def test_int8_conv_is_static_qdq():
     graph = onnx.load_from_string(deployable.model_bytes).graph
     producers = {output: node.op_type for node in graph.node for output in node.output}
     for conv in (node for node in graph.node if node.op_type == "Conv"):
-        assert producers[conv.input[0]] == "DequantizeLinear" and producers[conv.input[1]] == "DequantizeLinear"
-    assert "2 Conv static QDQ calibrated on 32 rows" in deployable.notes["onnx_weights"]
+        assert [producers[name] for name in conv.input] == ["DequantizeLinear"] * 3  # activations, weights, int32 bias
+    assert "2 Conv static QDQ (activation scales from QAT)" in deployable.notes["onnx_weights"]
 
 
 def unpacked_matmul_nbits_weights(deployable):

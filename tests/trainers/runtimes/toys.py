@@ -35,7 +35,7 @@ def cnn() -> nn.Module:
 
 def rows(model: nn.Module, count: int = 32) -> torch.Tensor:
     torch.manual_seed(1)
-    shape = (1, 8, 8) if isinstance(model[0], nn.Conv2d) else (64,)
+    shape = (64,) if isinstance(model[0], nn.Flatten) else (1, 8, 8)
     return torch.randn(count, *shape)
 
 
@@ -47,7 +47,9 @@ def export_inputs(model: nn.Module, bits: int = 32, sparsity: float = 0.0, rank:
     apply_pruning(model, configs["sparsity"])
     update_pruning(model, configs["sparsity"], epoch=0, epochs=1)
     apply_fake_quant(model, configs["quant_bits"])
-    model = bake_weight_transforms(model).eval()
     x = rows(model)
+    with torch.no_grad():
+        model.train()(x)  # activation quantisers observe their ranges, as in training
+    model = bake_weight_transforms(model).eval()
     exported = export_deployable(copy.deepcopy(model), configs, nn.Identity(), x[:1])
     return ExportInputs(model, exported.eager, DeployFormat(bits, sparse=sparsity > 0), x[:4], x, CPU)
