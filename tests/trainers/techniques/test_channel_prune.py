@@ -14,7 +14,7 @@ from trainers.checkpoints import save_atomically
 from trainers.data import load_dataset
 from trainers.loop import TrialRecipe, deploy_to, rebuild_deployable, runtime_difference, train_trial
 from trainers.models import build_model
-from trainers.techniques import build, techniques_from_choices
+from trainers.techniques import UnsupportedTechnique, build, techniques_from_choices
 from trainers.techniques.channel_prune import ChannelPrune, apply_channel_pruning, pruning_epoch
 
 SHAPE, CLASSES = (1, 8, 8), 10
@@ -230,3 +230,9 @@ def test_a_pruning_mask_is_refused_before_training(digits):
     with pytest.raises(ValueError, match="sweep channel_sparsity and sparsity in separate trials"):
         train_trial(TrialRecipe(epochs=1, choices={"sparsity": 0.5, "channel_sparsity": 0.5}), digits, lambda m, c: reports.append(m))
     assert reports == []
+
+
+def test_a_model_without_linear_or_conv_layers_is_refused_before_training(digits):
+    recipe = TrialRecipe(model_kind="tests.trainers.test_zoo:embedding_only", choices={"channel_sparsity": 0.5})
+    with pytest.raises(UnsupportedTechnique, match="channel_sparsity on EmbeddingOnly: no nn.Linear or nn.Conv2d layer"):
+        train_trial(recipe, digits, lambda m, c: pytest.fail("a refused trial reported"))
