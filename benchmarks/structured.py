@@ -38,10 +38,10 @@ FASHION = Path("/usr/share/datasets/fashion-mnist")
 TRAIN_IMAGES = 6000
 VAL_IMAGES = 1000
 BASE = TrialRecipe(
-    model_kind="tests.trainers.zoo:resnet", epochs=4, batch_size=64, lr=3e-3, schedule="cosine", threads=2, runtime="onnxruntime"
+    model_kind="tests.trainers.zoo:resnet", epochs=4, batch_size=128, lr=3e-3, schedule="cosine", threads=2, runtime="onnxruntime"
 )
 COMPRESSED = {"cp50": {"channel_sparsity": 0.5}, "cp75": {"channel_sparsity": 0.75}}
-DISTILL = 0.5
+DISTILL = 0.7
 ROUNDS = 9
 
 
