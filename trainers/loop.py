@@ -304,6 +304,9 @@ def train_trial(
     """Train one trial, export its deployable model, measure it, and report along the way.
 
     After every epoch `report` gets the epoch's metrics and a checkpoint {"trained": state}.
+    Before every epoch the reshape phase may shrink the model (structured pruning): the optimizer,
+    the DDP wrapper and the wrap phase are then built again over the new parameters, and a resumed
+    trial replays those reshapes before loading its checkpoint.
     The model trains on the preprocessed splits; after the last epoch it exports the model, with
     the preprocessing in front, to the recipe's runtime, measures test accuracy on the raw test
     rows, size and a provisional latency there, and reports them with the checkpoint {"trained": state,
