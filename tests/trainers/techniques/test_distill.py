@@ -1,5 +1,6 @@
 """Distillation: Hinton's loss, a teacher read from a trial checkpoint, and a student pulled toward it."""
 
+import dataclasses
 import math
 
 import pytest
@@ -124,3 +125,18 @@ def test_a_student_trained_with_the_teacher_moves_toward_its_outputs(digits, tea
         train_trial(student, digits, recorder)
         distances[weight] = mean_kl_to(teacher_logits, recorder.reports[-1][1]["deployable"](digits.x_test))
     assert distances[0.5] < 0.8 * distances[0.0]  # measured: 0.019 against 0.034
+
+
+def test_a_transformer_student_with_rewritten_attention_reads_a_teacher_with_torchs_fused_attention(digits, tmp_path):
+    baseline = TrialRecipe(model_kind="tests.trainers.zoo:transformer")
+    model, _, _, _ = build_trial_model(baseline, digits)
+    path = str(tmp_path / "trained.pt")
+    save_atomically({"epoch": 1, "model": model.state_dict(), "optimizer": {}}, path)
+    recipe = dataclasses.replace(baseline, choices={"distill": 0.5, "channel_sparsity": 0.5}, teacher_path=path)
+    student, data, configs, notes = build_trial_model(recipe, digits)
+    techniques.wrap(student, configs, lambda module: None)
+    assert "encoder.layers.0.self_attn" in notes["attention_rewritten"]  # the student's, for pruning heads
+    teacher = configs["distill"].teacher.module
+    assert isinstance(teacher.encoder.layers[0].self_attn, torch.nn.MultiheadAttention)
+    x = data.preprocessed().x_test[:4]
+    torch.testing.assert_close(teacher(x), model.eval()(x))
