@@ -22,7 +22,9 @@ Composes with low rank (the factors' inner rank shrinks too), fake quantisation 
 FakeQuantize is lifted off, the weights pruned, and put back), dropout, weight decay, L1,
 precision, feature selection, distillation and compile (recompiled after pruning). It refuses,
 before training, a weight parametrization that holds tensors shaped like the weight: the
-unstructured pruning mask (`sparsity`), which cannot follow the channels being removed.
+unstructured pruning mask (`sparsity`), which cannot follow the channels being removed; and the
+activation fake quantisers 8-bit quantisation puts around convolutions (static int8 conv), which
+torch-pruning's trace does not follow (4- and 2-bit convs and 8-bit Linear layers compose).
 """
 
 import logging
@@ -37,6 +39,7 @@ from torch.nn.utils import parametrize
 from trainers.attention import Attention
 from trainers.techniques import Technique, register
 from trainers.techniques.common import check_number, format_number, remove_parametrizations_alone
+from trainers.techniques.quantize import ActivationFakeQuantize
 
 logger = logging.getLogger(__name__)
 
@@ -104,7 +107,8 @@ def check_composable(model: nn.Module, cfg: ChannelPrune) -> dict[str, str]:
         No notes (an empty dict).
 
     Raises:
-        ValueError: a parametrization holds tensors (the unstructured pruning mask of `sparsity`).
+        ValueError: a parametrization holds tensors (the unstructured pruning mask of `sparsity`), or
+            8-bit quantisation put activation fake quantisers around convolutions.
 
     Example:
         >>> check_composable(nn.Sequential(nn.Linear(4, 2)), ChannelPrune(0.5))
@@ -113,6 +117,11 @@ def check_composable(model: nn.Module, cfg: ChannelPrune) -> dict[str, str]:
     if not cfg.active:
         return {}
     for name, module in model.named_modules():
+        if isinstance(module, ActivationFakeQuantize):
+            raise ValueError(
+                f"channel_sparsity cannot compose with the activation fake quantisation of 8-bit convolutions ({name}): "
+                "torch-pruning's trace does not follow it, so no channel would be removed; sweep them in separate trials"
+            )
         if not parametrize.is_parametrized(module):
             continue
         for tensor_name, chain in module.parametrizations.items():
@@ -129,8 +138,9 @@ def check_composable(model: nn.Module, cfg: ChannelPrune) -> dict[str, str]:
 def apply_channel_pruning(model: nn.Module, cfg: ChannelPrune, example: torch.Tensor) -> dict[str, float]:
     """Remove `cfg.channel_sparsity` of the channels of every prunable group, for real, in place.
 
-    The model is traced on `example` (in eval mode, so BatchNorm statistics are not touched) to
-    build torch-pruning's dependency graph; every group's channels with the smallest L2 norms are
+    The model is traced on `example` in training mode (fake-quantised activations have an autograd
+    graph only there; the two forward passes move BatchNorm statistics and activation ranges as
+    two training batches would) to build torch-pruning's dependency graph; every group's channels with the smallest L2 norms are
     cut from all the layers that share them. In attention rewritten into explicit projections
     (`trainers.attention.Attention`) whole heads are removed (the same ones from q, k and v, and
     out's inputs) and the module's `num_heads` follows. Stateless weight parametrizations (fake
@@ -156,7 +166,7 @@ def apply_channel_pruning(model: nn.Module, cfg: ChannelPrune, example: torch.Te
         return {}
     before = _parameter_count(model)
     was_training = model.training
-    model.eval()
+    model.train()  # a quantised activation's eval path (uint8 tensors) has no autograd graph to trace
     lifted = _lift_parametrizations(model)
     attentions = [module for module in model.modules() if isinstance(module, Attention)]
     heads = {
@@ -185,6 +195,8 @@ def apply_channel_pruning(model: nn.Module, cfg: ChannelPrune, example: torch.Te
             parametrize.register_parametrization(module, tensor_name, parametrization)
     model.train(was_training)
     after = _parameter_count(model)
+    if after == before:
+        raise RuntimeError(f"channel pruning {cfg.mode()} found no channel group to remove in {type(model).__name__}")
     logger.info("channel pruning %s: %d -> %d parameters", cfg.mode(), before, after)
     return {"parameters_before_pruning": float(before), "parameters_after_pruning": float(after)}
 

@@ -154,6 +154,8 @@ def test_fake_quantisation_is_put_back_after_pruning_and_a_pruning_mask_is_refus
     masked = model_of("cnn")
     with pytest.raises(ValueError, match="channel_sparsity cannot compose with WeightMask"):
         build(masked, techniques_from_choices({"sparsity": 0.5, "channel_sparsity": 0.5}))
+    with pytest.raises(ValueError, match="activation fake quantisation of 8-bit convolutions"):
+        build(model_of("cnn"), techniques_from_choices({"quant_bits": 8, "channel_sparsity": 0.5}))
 
 
 def onnx_weights(deployable):
@@ -216,7 +218,7 @@ def test_a_shrunk_trial_resumes_and_rebuilds_with_the_pruned_shapes(digits, tmp_
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("choices", [{"rank": 0.5}, {"quant_bits": 8}, {"dropout": 0.1, "l1": 1e-5}])
+@pytest.mark.parametrize("choices", [{"rank": 0.5}, {"quant_bits": 4}, {"dropout": 0.1, "l1": 1e-5}])
 def test_channel_pruning_composes_with_other_techniques(digits, choices):
     recipe = TrialRecipe(model_kind="cnn", epochs=2, choices=choices | {"channel_sparsity": 0.5}, runtime="onnxruntime")
     recorder = Checkpoints()
