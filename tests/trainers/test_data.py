@@ -259,6 +259,21 @@ def test_text_string_labels_sorted_and_words_hashed_stably(tmp_path):
     assert ds.x_train[negative, banana].min() > ds.x_train[~negative, banana].max()
 
 
+def test_text_tokens_are_int64_hashed_ids_padded_with_zero(tmp_path):
+    path = tmp_path / "reviews.tsv"
+    path.write_text("pos\tGood good film\nneg\tbad\npos\tone two three four five six\n" * 4, encoding="utf-8")
+    ds = load_dataset("text", str(path), text_encoding="tokens", text_length=4, text_features=50)
+    rows = torch.cat([ds.x_train, ds.x_val, ds.x_test])
+    assert rows.dtype == torch.int64 and rows.shape == (12, 4) and ds.transforms == ()
+    assert int(rows.min()) == 0 and int(rows.max()) <= 49
+    good = zlib.crc32(b"good") % 49 + 1
+    first_four = tuple(zlib.crc32(word) % 49 + 1 for word in (b"one", b"two", b"three", b"four"))  # six cut to four
+    expected = {(good, good, zlib.crc32(b"film") % 49 + 1, 0), (zlib.crc32(b"bad") % 49 + 1, 0, 0, 0), first_four}
+    assert {tuple(row.tolist()) for row in rows} == expected
+    with pytest.raises(DataError, match="text_encoding='ids' is unknown"):
+        load_dataset("text", str(path), text_encoding="ids")
+
+
 def test_text_integer_labels_checked_against_num_classes(tmp_path):
     path = tmp_path / "numbers.txt"
     path.write_text("".join(f"{i % 12}\tword {i}\n" for i in range(30)))
