@@ -9,13 +9,14 @@ import sys
 import pytest
 import yaml
 
-from orchestrator import bench, tracking
-from orchestrator.report import ReportError, sweep_rows
-from orchestrator.spec import parse_spec
-from orchestrator.sweep import baseline_choices
-from orchestrator.tags import RUNTIME_TAG
-from orchestrator.trial import recipe_for, trial_mode
-from orchestrator.trial_logger import ended_tags
+from orchestrator.config.loading import parse_spec
+from orchestrator.config.recipe import recipe_for, trial_mode
+from orchestrator.quiet import measurement
+from orchestrator.results.rows import ReportError, sweep_rows
+from orchestrator.sweep.search import baseline_choices
+from orchestrator.sweep.trial_logger import ended_tags
+from orchestrator.tracking import measured_figures, store, trial_runs
+from orchestrator.tracking.tags import RUNTIME_TAG
 from trainers.checkpoints import save_atomically
 from trainers.data import load_dataset
 from trainers.deployable import Deployable
@@ -48,8 +49,8 @@ def store_trial(runs, spec, data, trial_id, choices, directory):
             state.save(str(directory))
         else:
             save_atomically(state, str(directory / f"{stem}.pt"))
-    runs.apply((trial_id, "create", {"mode": trial_mode(spec, choices), "params": tracking.flatten(choices)}))
-    runs.apply((trial_id, "metrics", tracking.metrics_at_step(final, FINAL_METRICS, spec.train.epochs)))
+    runs.apply((trial_id, "create", {"mode": trial_mode(spec, choices), "params": trial_runs.flatten(choices)}))
+    runs.apply((trial_id, "metrics", trial_runs.metrics_at_step(final, FINAL_METRICS, spec.train.epochs)))
     runs.apply((trial_id, "tags", ended_tags(final | {"notes": notes})))
     runs.apply((trial_id, "artifacts", str(directory)))
     runs.apply((trial_id, "terminate", "FINISHED"))
@@ -59,18 +60,18 @@ def store_trial(runs, spec, data, trial_id, choices, directory):
 def measured_sweep(tmp_path_factory):
     """A sweep of three trained trials, measured once: (client, parent run, trials, figures, spec, data)."""
     root = tmp_path_factory.mktemp("bench")
-    client = tracking.connect(f"sqlite:///{root / 'mlflow.db'}")
+    client = store.connect(f"sqlite:///{root / 'mlflow.db'}")
     client.create_experiment("benchdemo", artifact_location=(root / "artifacts").as_uri())
     spec = parse_spec(SPEC)
-    parent_id = tracking.start_sweep_run(client, spec, yaml.safe_dump(SPEC), str(root / "results"))
+    parent_id = store.start_sweep_run(client, spec, yaml.safe_dump(SPEC), str(root / "results"))
     data = load_dataset("digits")
-    runs = tracking.TrialRuns(client, parent_id, spec.name)
+    runs = trial_runs.TrialRuns(client, parent_id, spec.name)
     for trial_id, choices in TRIALS:
         store_trial(runs, spec, data, trial_id, choices or baseline_choices(spec), root / trial_id)
     parent = client.get_run(parent_id)
-    trials = bench.trials_to_measure(client, parent)
-    figures = bench.measure_trials(spec, data, trials, spec.deploy.runtimes)
-    bench.log_measurements(client, parent_id, trials, figures)
+    trials = measurement.trials_to_measure(client, parent)
+    figures = measurement.measure_trials(spec, data, trials, spec.deploy.runtimes)
+    measurement.log_measurements(client, parent_id, trials, figures)
     return client, client.get_run(parent_id), trials, figures, spec, data
 
 
@@ -112,7 +113,7 @@ def test_figures_land_in_each_trial_run_and_the_report(measured_sweep):
         assert tags[RUNTIME_TAG] == "onnxruntime" and tags["accelsweep.bench.host"] == host
         assert "cores" in tags["accelsweep.bench.hardware"]
         assert "onnxruntime" in json.loads(tags["accelsweep.bench.versions"])
-        assert bench.host_figures(client, trial.run_id, host)["speedup"] == metrics["speedup"]
+        assert measured_figures.host_figures(client, trial.run_id, host)["speedup"] == metrics["speedup"]
     rows = {row["trial_id"]: row for row in sweep_rows(client, parent)}
     assert rows["t0"]["speedup"] == 1.0 and rows["t0"]["on_front"] is True
     assert rows["t1"]["runtime"] == "onnxruntime" and rows["t1"]["speedup_low"] <= rows["t1"]["speedup"] <= rows["t1"]["speedup_high"]
@@ -121,7 +122,7 @@ def test_figures_land_in_each_trial_run_and_the_report(measured_sweep):
 @pytest.mark.slow
 def test_report_for_a_host_that_never_measured_says_so(measured_sweep):
     client, parent, _, _, _, _ = measured_sweep
-    assert bench.host_figures(client, parent.info.run_id, "elsewhere") is None
+    assert measured_figures.host_figures(client, parent.info.run_id, "elsewhere") is None
     with pytest.raises(ReportError, match="host 'elsewhere' measured no trial of this sweep"):
         sweep_rows(client, parent, host="elsewhere")
 
@@ -130,7 +131,7 @@ def test_report_for_a_host_that_never_measured_says_so(measured_sweep):
 def test_a_sweep_without_a_finished_baseline_cannot_be_paired(measured_sweep):
     _, _, trials, _, spec, data = measured_sweep
     with pytest.raises(ValueError, match="no finished baseline trial"):
-        bench.measure_trials(spec, data, trials[1:], ["eager"])
+        measurement.measure_trials(spec, data, trials[1:], ["eager"])
 
 
 @pytest.mark.slow

@@ -19,13 +19,14 @@ from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
 import pytest
-from mlflow.tracking import MlflowClient
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from mlflow.tracking import MlflowClient
 
 from orchestrator.cli import main
-from orchestrator.spec import Spec, SpecError, parse_spec
+from orchestrator.config.loading import parse_spec
+from orchestrator.config.schema import Spec, SpecError
 
 QUICKSTART = Path(__file__).resolve().parents[2] / "search_spaces" / "quickstart.yaml"
 LEFTOVERS = ("mlflow.db", "mlruns", "accelsweep_results")
@@ -264,11 +265,11 @@ def test_report_of_an_unknown_sweep(accelsweep, in_tmp_path):
 
 @pytest.mark.slow  # the MLflow server takes half a minute to answer on a loaded machine
 def test_ui_serves_without_an_mlflow_script_on_path(in_tmp_path, quickstart):
-    from orchestrator import tracking
-    from orchestrator.spec import parse_spec
+    from orchestrator.config.loading import parse_spec
+    from orchestrator.tracking import store
 
-    store = tracking.connect(f"sqlite:///{in_tmp_path}/m.db")  # a sweep for the UI to show
-    tracking.start_sweep_run(store, parse_spec(quickstart), "name: quickstart\n", str(in_tmp_path / "results"))
+    store = store.connect(f"sqlite:///{in_tmp_path}/m.db")  # a sweep for the UI to show
+    store.start_sweep_run(store, parse_spec(quickstart), "name: quickstart\n", str(in_tmp_path / "results"))
     port = _unused_port()
     env = {**os.environ, "PATH": str(in_tmp_path)}  # no `mlflow` executable to be found
     ui = subprocess.Popen(

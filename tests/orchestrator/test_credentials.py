@@ -2,7 +2,7 @@
 
 import pytest
 
-from orchestrator.credentials import has_credentials, redact
+from orchestrator.config.credentials import has_credentials, redact
 
 
 @pytest.mark.parametrize(

@@ -21,8 +21,8 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from orchestrator import report
-from orchestrator.tags import KIND_TAG, PARENT_TAG, STATUS_TAG, TRIAL_ID_TAG
+from orchestrator.results import rows as results_rows
+from orchestrator.tracking.tags import KIND_TAG, PARENT_TAG, STATUS_TAG, TRIAL_ID_TAG
 from trainers import metrics
 
 pytestmark = pytest.mark.slow
@@ -371,7 +371,7 @@ def test_an_interrupted_sweep_resumes_where_it_stopped(start_accelsweep, in_tmp_
     assert after == before, "trials finished before the interruption were logged again"
     resumed_from = {child.info.run_id: child.data.metrics["resumed_from_epoch"] for child in children}
     assert all(resumed_from[run_id] > 0 for run_id in interrupted), ("restarted from scratch", resumed_from)
-    rows = report.sweep_rows(client, parents[0])
+    rows = results_rows.sweep_rows(client, parents[0])
     assert len(rows) == total and all(row["status"] == "finished" for row in rows)
     assert all(row["trial_id"] in resumed.stdout() for row in rows), resumed.stdout()
     # GCS, raylet and workers go with the driver. After a SIGKILL, Ray's two agents outlive it:
@@ -405,7 +405,7 @@ def test_a_diverging_trial_stops_is_tagged_and_the_sweep_carries_on(start_accels
         assert max(_steps(client, child.info.run_id), default=0) < epoch + 1, "it trained past the bad epoch"
         assert "test_accuracy" not in child.data.metrics, "a diverged trial was still measured"
         assert child.data.metrics["diverged"] == 1
-    rows = report.sweep_rows(client, parents[0])
+    rows = results_rows.sweep_rows(client, parents[0])
     assert [row["front"] for row in rows if row["status"] == "diverged"] == ["", ""]
     assert [row["mode"] for row in rows if row["front"]] == ["baseline"]
     assert sweep.stdout().count("diverged") == 2, sweep.stdout()

@@ -9,12 +9,11 @@ import stat
 
 import pytest
 
-from orchestrator.errors import UserError
-from orchestrator.jobs import (
+from orchestrator.cli import jobs, submit
+from orchestrator.cluster.jobs_client import (
     DEFAULT_ADDRESS,
     PROJECT_ROOT,
     JobError,
-    add_job_commands,
     build_runtime_env,
     check_transport,
     find_auth_token,
@@ -23,7 +22,9 @@ from orchestrator.jobs import (
     submission_tracking_uri,
     sweep_entrypoint,
 )
-from orchestrator.spec import SpecError, parse_spec
+from orchestrator.config.loading import parse_spec
+from orchestrator.config.schema import SpecError
+from orchestrator.errors import UserError
 
 
 @pytest.fixture
@@ -43,16 +44,18 @@ def closed_port():
         return probe.getsockname()[1]
 
 
-def job_parser():
+def jobparser():
     parser = argparse.ArgumentParser(prog="accelsweep")
-    add_job_commands(parser.add_subparsers(required=True))
+    commands = parser.add_subparsers(required=True)
+    submit.register(commands)
+    jobs.register(commands)
     return parser
 
 
 def test_runtime_env_carries_the_project_without_local_results():
     env = build_runtime_env("http://mlflow.internal:5000")
     assert env["working_dir"] == str(PROJECT_ROOT)
-    assert (PROJECT_ROOT / "orchestrator" / "jobs.py").is_file()
+    assert (PROJECT_ROOT / "orchestrator" / "cluster" / "jobs_client.py").is_file()
     assert (PROJECT_ROOT / "trainers").is_dir()
     for left_behind in ("mlflow.db", "mlruns/", "accelsweep_results/", ".git/", "__pycache__/"):
         assert left_behind in env["excludes"]
@@ -134,13 +137,13 @@ def test_an_unreachable_address_is_a_user_error(clean_env, closed_port):
 
 def test_submit_checks_the_spec_before_the_cluster(clean_env, write_spec, quickstart, closed_port):
     quickstart["train"]["epochs"] = 0
-    args = job_parser().parse_args(["submit", str(write_spec(quickstart)), "--address", f"http://127.0.0.1:{closed_port}"])
+    args = jobparser().parse_args(["submit", str(write_spec(quickstart)), "--address", f"http://127.0.0.1:{closed_port}"])
     with pytest.raises(SpecError, match="train.epochs"):
         args.command(args)
 
 
 def test_job_commands_parse():
-    parser = job_parser()
+    parser = jobparser()
     submit = parser.parse_args(["submit", "search_spaces/quickstart.yaml", "--no-wait", "--address", "http://head:8265"])
     assert (submit.spec, submit.no_wait, submit.pip, submit.address) == ("search_spaces/quickstart.yaml", True, False, "http://head:8265")
     logs = parser.parse_args(["jobs", "logs", "quickstart-1", "--follow"])
@@ -172,10 +175,10 @@ def test_the_token_travels_in_clear_only_on_loopback_or_when_told(url, token, in
 
 def test_jobs_refuse_a_remote_http_address_before_connecting(clean_env):
     clean_env.setenv("RAY_AUTH_TOKEN", "t0k3n")
-    args = job_parser().parse_args(["jobs", "list", "--address", "http://192.0.2.7:8265"])  # TEST-NET: nothing there
+    args = jobparser().parse_args(["jobs", "list", "--address", "http://192.0.2.7:8265"])  # TEST-NET: nothing there
     with pytest.raises(JobError, match="refusing to send the Ray auth token"):
         args.command(args)
-    assert job_parser().parse_args(["jobs", "list", "--address", "http://192.0.2.7:8265", "--insecure"]).insecure
+    assert jobparser().parse_args(["jobs", "list", "--address", "http://192.0.2.7:8265", "--insecure"]).insecure
 
 
 def test_a_token_file_readable_by_others_is_made_private(clean_env, tmp_path):

@@ -3,7 +3,7 @@
 import pytest
 from mlflow.tracking import MlflowClient
 
-from orchestrator.mlflow_filters import quoted
+from orchestrator.tracking.filters import quoted
 
 
 @pytest.mark.parametrize("value", ["plain", "name'x", 'say "hi"', "/tmp/a b/c-1"])

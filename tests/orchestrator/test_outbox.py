@@ -2,7 +2,7 @@
 
 import pickle
 
-from orchestrator.outbox import Outbox
+from orchestrator.tracking.outbox import Outbox
 
 
 class Destination:

@@ -15,7 +15,7 @@ import pytest
 CHILD = """
 import os, sys
 import ray
-from orchestrator.ray_connection import connect_ray
+from orchestrator.cluster.ray_connection import connect_ray
 
 @ray.remote
 def worker_pid():

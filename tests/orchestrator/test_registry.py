@@ -3,7 +3,7 @@ trial's model rebuilt from its trained weights, loaded back and served, on a rea
 holding a sweep whose trials really trained.
 
 The sweep is stored exactly as `accelsweep run` stores one, without Ray: the parent run comes from
-`tracking.start_sweep_run`, each child run is written by `tracking.TrialRuns` from the entries
+`store.start_sweep_run`, each child run is written by `trial_runs.TrialRuns` from the entries
 `TrialLogger` sends it, and its `model/` artifacts are the files the trial driver saves from the
 last checkpoint that `train_trial` reports (the primary runtime's artifact saved by its `save`).
 """
@@ -24,24 +24,25 @@ import torch
 import yaml
 from mlflow.entities import Param
 
-from orchestrator import bench, tracking
 from orchestrator.cli import main
-from orchestrator.registry import (
+from orchestrator.config.loading import parse_spec
+from orchestrator.config.recipe import recipe_for, trial_mode
+from orchestrator.deploy.model_registry import (
     ONNX_PACKAGES,
     PYTORCH_PACKAGES,
     RegistryError,
     rebuild_trial_deployable,
     register_trial,
     runtime_requirements,
-    sweep_spec,
-    trial_choices,
 )
-from orchestrator.report import select_trial, sweep_rows
-from orchestrator.spec import parse_spec
-from orchestrator.sweep import baseline_choices
-from orchestrator.tags import MODE_TAG, NOTE_TAG_PREFIX, PARENT_TAG, REGISTERED_TAG, RUNTIME_TAG
-from orchestrator.trial import recipe_for, trial_mode
-from orchestrator.trial_logger import ended_tags
+from orchestrator.quiet import measurement
+from orchestrator.results.rows import sweep_rows
+from orchestrator.results.selection import select_trial
+from orchestrator.sweep.search import baseline_choices
+from orchestrator.sweep.trial_logger import ended_tags
+from orchestrator.tracking import store, trial_runs
+from orchestrator.tracking.store import sweep_spec, trial_choices
+from orchestrator.tracking.tags import MODE_TAG, NOTE_TAG_PREFIX, PARENT_TAG, REGISTERED_TAG, RUNTIME_TAG
 from trainers.checkpoints import DEPLOYABLE_FILE, TRAINED_FILE, save_atomically
 from trainers.data import load_dataset
 from trainers.deployable import Deployable
@@ -92,9 +93,9 @@ def store_trial(client, parent_id, spec, data, trial_id, choices, directory):
             state.save(str(directory))  # the primary runtime's artifact, in its own format
         else:
             save_atomically(state, str(directory / f"{stem}.pt"))
-    runs = tracking.TrialRuns(client, parent_id, spec.name)
-    runs.apply((trial_id, "create", {"mode": trial_mode(spec, choices), "params": tracking.flatten(choices)}))
-    runs.apply((trial_id, "metrics", tracking.metrics_at_step(final, FINAL_METRICS, spec.train.epochs)))
+    runs = trial_runs.TrialRuns(client, parent_id, spec.name)
+    runs.apply((trial_id, "create", {"mode": trial_mode(spec, choices), "params": trial_runs.flatten(choices)}))
+    runs.apply((trial_id, "metrics", trial_runs.metrics_at_step(final, FINAL_METRICS, spec.train.epochs)))
     runs.apply((trial_id, "tags", ended_tags(final | {"notes": final_notes})))
     runs.apply((trial_id, "artifacts", str(directory)))
     runs.apply((trial_id, "terminate", "FINISHED"))
@@ -106,18 +107,18 @@ def sweep(tmp_path_factory):
     """A real sqlite store holding the sweep "regdemo": the baseline and TRIALS, trained for real
     and timed by the measurement phase. Returns (client, parent run, spec, {trial id: run id})."""
     root = tmp_path_factory.mktemp("registry")
-    client = tracking.connect(f"sqlite:///{root / 'mlflow.db'}")
+    client = store.connect(f"sqlite:///{root / 'mlflow.db'}")
     client.create_experiment("regdemo", artifact_location=(root / "artifacts").as_uri())
     spec = parse_spec(SPEC)
-    parent_id = tracking.start_sweep_run(client, spec, yaml.safe_dump(SPEC), str(root / "results"))
+    parent_id = store.start_sweep_run(client, spec, yaml.safe_dump(SPEC), str(root / "results"))
     data = load_dataset("digits", seed=spec.train.seed)
     run_ids = {
         trial_id: store_trial(client, parent_id, spec, data, trial_id, choices, root / trial_id)
         for trial_id, choices in [("t0", baseline_choices(spec)), *TRIALS]
     }
-    trials = bench.trials_to_measure(client, client.get_run(parent_id))
-    bench.log_measurements(client, parent_id, trials, bench.measure_trials(spec, data, trials, spec.deploy.runtimes))
-    tracking.finish_sweep_run(client, parent_id)
+    trials = measurement.trials_to_measure(client, client.get_run(parent_id))
+    measurement.log_measurements(client, parent_id, trials, measurement.measure_trials(spec, data, trials, spec.deploy.runtimes))
+    store.finish_sweep_run(client, parent_id)
     return client, client.get_run(parent_id), spec, run_ids
 
 

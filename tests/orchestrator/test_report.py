@@ -9,29 +9,14 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from orchestrator.report import (
-    MACHINE_COLUMNS,
-    PLOT_FILE,
-    ReportError,
-    SelectionError,
-    describe_choice,
-    find_sweep_run,
-    format_rows,
-    log_report,
-    pareto_front,
-    plot_tradeoff,
-    select_trial,
-    sweep_rows,
-)
-from orchestrator.tags import (
-    BASELINE_TAG,
-    KIND_TAG,
-    MODE_TAG,
-    PARENT_TAG,
-    STATUS_TAG,
-    SWEEP_TAG,
-    TRIAL_ID_TAG,
-)
+from orchestrator.results.front import pareto_front
+from orchestrator.results.png import PLOT_FILE, plot_tradeoff
+from orchestrator.results.publish import log_report
+from orchestrator.results.rows import ReportError, sweep_rows
+from orchestrator.results.selection import SelectionError, describe_choice, select_trial
+from orchestrator.results.text import MACHINE_COLUMNS, format_rows
+from orchestrator.tracking.store import TrackingError, find_sweep_run
+from orchestrator.tracking.tags import BASELINE_TAG, KIND_TAG, MODE_TAG, PARENT_TAG, STATUS_TAG, SWEEP_TAG, TRIAL_ID_TAG
 
 # (mode, trial id, status, metrics) of the sweep "demo" stored below.
 TRIALS = [
@@ -247,10 +232,10 @@ def test_find_sweep_run_by_run_id(store):
 
 def test_find_sweep_run_refuses_unknown_names_and_trial_ids(store):
     client, parents = store
-    with pytest.raises(ReportError, match="no sweep named or with run id 'nosuch'"):
+    with pytest.raises(TrackingError, match="no sweep named or with run id 'nosuch'"):
         find_sweep_run(client, "nosuch")
     trial_id = demo_rows(store)[0]["run_id"]
-    with pytest.raises(ReportError):
+    with pytest.raises(TrackingError):
         find_sweep_run(client, trial_id)
 
 

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.spec import Spec, SpecError, load_spec, parse_spec
+from orchestrator.config.loading import load_spec, parse_spec
+from orchestrator.config.schema import Spec, SpecError
 
 SOURCE = "sweep.yaml"
 SEARCH_SPACES = Path(__file__).resolve().parents[2] / "search_spaces"

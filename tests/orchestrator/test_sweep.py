@@ -9,9 +9,11 @@ import sys
 import pytest
 from mlflow.tracking import MlflowClient
 
-from orchestrator import report, sweep
-from orchestrator.spec import parse_spec
-from orchestrator.tags import KIND_TAG, MODE_TAG, PARENT_TAG, SWEEP_TAG
+from orchestrator.config.loading import parse_spec
+from orchestrator.results import front
+from orchestrator.results import rows as results_rows
+from orchestrator.sweep import search
+from orchestrator.tracking.tags import KIND_TAG, MODE_TAG, PARENT_TAG, SWEEP_TAG
 
 SPEC = """\
 # mirror: https://alice:s3cret@mlflow.example.com
@@ -159,8 +161,8 @@ def test_baseline_is_planned_first_and_counted():
     spec = parse_spec(
         {"name": "t", "data": {"source": "digits"}, "space": {"rank": {"choice": [4, 8]}, "quant_bits": 8}}
     )
-    assert sweep.baseline_choices(spec) == {"rank": None, "quant_bits": 32}
-    assert sweep.planned_trials(spec) == spec.search.num_samples + 1
+    assert search.baseline_choices(spec) == {"rank": None, "quant_bits": 32}
+    assert search.planned_trials(spec) == spec.search.num_samples + 1
 
 
 def test_a_repeated_configuration_is_answered_from_the_earlier_trial_not_trained_again():
@@ -168,15 +170,15 @@ def test_a_repeated_configuration_is_answered_from_the_earlier_trial_not_trained
     from ray.tune.search.optuna import OptunaSearch
 
     only = {"rank": tune.choice([4])}  # every suggestion is the same configuration
-    search = sweep.DistinctConfigs(OptunaSearch(space=only, metric="val_accuracy", mode="max", seed=0), max_repeats=3)
-    first = search.suggest("t1")
-    search.on_trial_complete("t1", result={"config": first, "val_accuracy": 0.5})
-    assert search.suggest("t2") == first  # accepted only after 3 skipped repeats
-    assert len(search.repeat_of) == 3
-    skipped = [t for t in search.inner._ot_study.trials if t.number in (1, 2, 3)]
+    searcher = search.DistinctConfigs(OptunaSearch(space=only, metric="val_accuracy", mode="max", seed=0), max_repeats=3)
+    first = searcher.suggest("t1")
+    searcher.on_trial_complete("t1", result={"config": first, "val_accuracy": 0.5})
+    assert searcher.suggest("t2") == first  # accepted only after 3 skipped repeats
+    assert len(searcher.repeat_of) == 3
+    skipped = [t for t in searcher.inner._ot_study.trials if t.number in (1, 2, 3)]
     assert [t.value for t in skipped] == [0.5, 0.5, 0.5]  # Optuna learned the earlier result for each
-    assert all(search.tune_trial_of(inner_id) == "t1" for inner_id in search.repeat_of)
-    assert search.tune_trial_of(search.inner_ids["t2"]) == "t2"
+    assert all(searcher.tune_trial_of(inner_id) == "t1" for inner_id in searcher.repeat_of)
+    assert searcher.tune_trial_of(searcher.inner_ids["t2"]) == "t2"
 
 
 MULTI_OBJECTIVE_SPEC = """\
@@ -198,9 +200,9 @@ def test_multi_objective_optuna_front_is_the_front_over_its_own_objectives(tmp_p
     _, client, (parent,), _ = _run_spec(MULTI_OBJECTIVE_SPEC, tmp_path, "it-optuna")
     optuna_front = json.loads(open(client.download_artifacts(parent.info.run_id, "optuna_pareto_front.json", str(tmp_path))).read())
     # Optuna saw the trials' provisional latency (the quiet one comes after the search)
-    rows = report.sweep_rows(client, parent)
+    rows = results_rows.sweep_rows(client, parent)
     searched = [("test_accuracy", "max"), ("latency_provisional_ms", "min"), ("size_bytes", "min")]
-    assert optuna_front and sorted(optuna_front) == sorted(rows[index]["trial_id"] for index in report.pareto_front(rows, searched))
+    assert optuna_front and sorted(optuna_front) == sorted(rows[index]["trial_id"] for index in front.pareto_front(rows, searched))
     assert parent.data.tags["accelsweep.optuna_front_matches"] == "true"
 
 
@@ -242,13 +244,13 @@ def test_optuna_steers_by_time_to_target_and_a_trial_that_never_reaches_it_is_pr
         "search": {"algorithm": "optuna", "metric": ["test_accuracy", "time_to_target_s"], "mode": ["max", "min"]},
         "resources": {"cpus_per_worker": 2},
     })  # fmt: skip
-    search = sweep.search_algorithm(spec)
-    search.set_search_properties(None, None, {"rank": tune.choice([None, 4, 8])})
-    reached = {"config": search.suggest("t1"), "test_accuracy": 0.91, "train_seconds": 5.0, "reached_target": 1.0}
-    never = {"config": search.suggest("t2"), "test_accuracy": 0.85, "train_seconds": 9.0, "reached_target": 0.0}
-    search.on_trial_complete("t1", result=reached)
-    search.on_trial_complete("t2", result=never)
-    first, second = search.inner._ot_study.trials
+    searcher = search.search_algorithm(spec)
+    searcher.set_search_properties(None, None, {"rank": tune.choice([None, 4, 8])})
+    reached = {"config": searcher.suggest("t1"), "test_accuracy": 0.91, "train_seconds": 5.0, "reached_target": 1.0}
+    never = {"config": searcher.suggest("t2"), "test_accuracy": 0.85, "train_seconds": 9.0, "reached_target": 0.0}
+    searcher.on_trial_complete("t1", result=reached)
+    searcher.on_trial_complete("t2", result=never)
+    first, second = searcher.inner._ot_study.trials
     assert (first.state, first.values) == (TrialState.COMPLETE, [0.91, 5.0])  # the trial's own time to target
     assert second.state == TrialState.PRUNED
-    assert sweep.optuna_front(search) == ["t1"]
+    assert search.optuna_front(searcher) == ["t1"]

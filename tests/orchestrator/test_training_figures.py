@@ -5,9 +5,10 @@ import pytest
 from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 
-from orchestrator.report import ReportError, format_rows, parse_objectives, sweep_rows
-from orchestrator.training_figures import search_figures
-from orchestrator.tags import BASELINE_TAG, KIND_TAG, MODE_TAG, PARENT_TAG, STATUS_TAG, SWEEP_TAG, TRIAL_ID_TAG
+from orchestrator.results.rows import ReportError, parse_objectives, sweep_rows
+from orchestrator.results.text import format_rows
+from orchestrator.results.training_figures import search_figures
+from orchestrator.tracking.tags import BASELINE_TAG, KIND_TAG, MODE_TAG, PARENT_TAG, STATUS_TAG, SWEEP_TAG, TRIAL_ID_TAG
 
 # (mode, trial id, world size, per-epoch (val_accuracy, epoch_seconds), train samples/s)
 TRIALS = [

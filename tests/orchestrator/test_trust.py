@@ -9,10 +9,9 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from orchestrator.spec import parse_spec
-from orchestrator.tags import KIND_TAG, RESULTS_PATH_TAG, SWEEP_TAG
-from orchestrator.trust import TrustError, stored_spec_risks, vouched_spec
-
+from orchestrator.config.loading import parse_spec
+from orchestrator.deploy.trust import TrustError, stored_spec_risks, vouched_spec
+from orchestrator.tracking.tags import KIND_TAG, RESULTS_PATH_TAG, SWEEP_TAG
 
 
 def store_sweep(uri, spec, results_path):

@@ -16,13 +16,14 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from orchestrator.cli import main
-from orchestrator.descriptions import NOTE_TAG, measure_text, recipe_in_words, trial_description
-from orchestrator.report import find_sweep_run, log_report, sweep_rows
-from orchestrator.spec import load_spec
-from orchestrator.tags import EXPERIMENT_KIND_TAG, MODEL_TRAINING, TRIAL_ID_TAG
-from orchestrator.tracking import start_sweep_run
-from orchestrator.tradeoff_html import HTML_FILE, tradeoff_html
-from orchestrator.ui import UIError, desktop_browser_available, newest_sweep, serve, sweep_links
+from orchestrator.config.loading import load_spec
+from orchestrator.results.descriptions import NOTE_TAG, measure_text, recipe_in_words, trial_description
+from orchestrator.results.html import HTML_FILE, tradeoff_html
+from orchestrator.results.mlflow_ui import UIError, desktop_browser_available, newest_sweep, serve, sweep_links
+from orchestrator.results.publish import log_report
+from orchestrator.results.rows import sweep_rows
+from orchestrator.tracking.store import find_sweep_run, start_sweep_run
+from orchestrator.tracking.tags import EXPERIMENT_KIND_TAG, MODEL_TRAINING, TRIAL_ID_TAG
 from tests.orchestrator.chromium import CHROMIUM, Chromium
 from tests.orchestrator.conftest import QUICKSTART
 from tests.orchestrator.test_report import TRIALS, create_sweep

@@ -1,0 +1,75 @@
+"""What one trial of a spec is: its plain `TrialRecipe` for the trainers' loop, its number of
+workers, and its label (the recipe at a glance, as run names and the `accelsweep.mode` tag show it).
+"""
+
+from orchestrator.config.schema import Spec
+from trainers.loop import TrialRecipe
+from trainers.techniques import mode_string, techniques_from_choices
+
+
+def recipe_for(spec: Spec, choices: dict, device: str = "cpu") -> TrialRecipe:
+    """The plain recipe the trainers loop runs for one trial of `spec`.
+
+    Args:
+        spec: the sweep spec.
+        choices: the trial's sampled values by space key.
+        device: the device the trial's worker trains on.
+
+    Returns:
+        The trial's recipe.
+
+    Example:
+        >>> recipe_for(spec, {"rank": 8}).choices  # doctest: +SKIP
+        {'rank': 8}
+    """
+    return TrialRecipe(
+        model_kind=spec.model.kind,
+        choices={key: value for key, value in choices.items() if key != "workers"},
+        epochs=spec.train.epochs,
+        batch_size=spec.train.batch_size,
+        optimizer=spec.train.optimizer,
+        lr=spec.train.lr,
+        seed=spec.train.seed,
+        schedule=spec.train.schedule,
+        warmup_epochs=spec.train.warmup_epochs,
+        clip_norm=spec.train.clip_norm,
+        target_accuracy=spec.train.target_accuracy,
+        hidden=tuple(spec.model.hidden),
+        channels=tuple(spec.model.channels),
+        model_options=dict(spec.model.options),
+        threads=max(1, int(spec.resources.cpus_per_worker)),
+        measure_threads=spec.deploy.threads,
+        device=device,
+        runtime=spec.deploy.runtimes[0],
+        max_abs_diff=spec.deploy.max_abs_diff,
+    )
+
+
+def workers_of(spec: Spec, choices: dict) -> int:
+    """How many data-parallel workers a trial uses: its `workers` choice, else the spec's default.
+
+    Example:
+        >>> workers_of(spec, {"workers": 2})  # doctest: +SKIP
+        2
+    """
+    return int(choices.get("workers", spec.resources.workers_per_trial))
+
+
+def trial_mode(spec: Spec, choices: dict) -> str:
+    """A trial's recipe at a glance, e.g. "r16-q8-d0.1-w2"; "baseline" for the dense fp32 one.
+
+    Args:
+        spec: the sweep spec (for the default number of workers).
+        choices: the trial's sampled values by space key.
+
+    Example:
+        >>> trial_mode(spec, {"rank": 16, "quant_bits": 8, "workers": 2})  # doctest: +SKIP
+        'r16-q8-w2'
+    """
+    modes = [mode_string(techniques_from_choices(choices))]
+    workers = workers_of(spec, choices)
+    if workers != spec.resources.workers_per_trial:
+        modes.append(f"w{workers}")
+    if modes[0] == "baseline" and len(modes) > 1:
+        modes.pop(0)
+    return "-".join(modes)
