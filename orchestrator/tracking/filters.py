@@ -4,6 +4,7 @@ MLflow's filter grammar has no escape character: a string is written between sin
 between double quotes when it holds a single quote. A value holding both cannot be searched for.
 """
 
+
 def quoted(value: str) -> str:
     """`value` as a string literal of an MLflow filter string.
 

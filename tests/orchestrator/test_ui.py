@@ -112,7 +112,7 @@ def test_measure_text_shows_missing_values_as_a_dash_and_intervals_when_known():
     assert measure_text({"speedup": 1.5}, "speedup") == "1.50x"
     assert measure_text({"speedup": 1.5, "speedup_low": 1.4, "speedup_high": 1.6}, "speedup") == "1.50x (1.40-1.60x)"
     assert measure_text({"runtime": "onnxruntime"}, "runtime") == "onnxruntime"
-    assert measure_text({"size_bytes": 2_500_000}, "size_bytes") == "2.50 MB"
+    assert measure_text({"size_bytes": 2_500_000}, "size_bytes") == "2.5 MB"  # one formatter: the plot legend said 2.5 MB too
 
 
 def test_trial_descriptions_say_recipe_row_and_ratios(store):
@@ -122,7 +122,7 @@ def test_trial_descriptions_say_recipe_row_and_ratios(store):
     assert "on the Pareto front" in notes["r8-q8"]
     assert "Recipe: low-rank factorisation of the layers to rank 8 (where that saves weights); 8-bit" in notes["r8-q8"]
     assert "| test accuracy | 0.8800 | drop 0.0200 |" in notes["r8-q8"]
-    assert "| latency, batch 1 (median) | 1 ms | speedup 2.00x |" in notes["r8-q8"]
+    assert "| latency, batch 1 (median) | 1.0000 ms | speedup 2.00x |" in notes["r8-q8"]  # the table's .4f, with its unit
     assert "| latency, batch 256 (median) | - | |" in notes["r8-q8"]
     assert "| stored size | 1.0 kB | compression 4.00x |" in notes["r8-q8"]
     assert "dense fp32 baseline" in notes["baseline"]
