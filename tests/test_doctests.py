@@ -7,7 +7,6 @@ search_spaces/quickstart.yaml). To cover another package, add it to DOCTESTED.
 
 import doctest
 import importlib
-import os
 from pathlib import Path
 
 import pytest

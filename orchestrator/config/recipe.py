@@ -8,7 +8,9 @@ from trainers.techniques import mode_string, techniques_from_choices
 
 
 def recipe_for(spec: Spec, choices: dict, device: str = "cpu") -> TrialRecipe:
-    """The plain recipe the trainers loop runs for one trial of `spec`.
+    """The plain recipe the trainers loop runs for one trial of `spec`. Every `train` key of the
+    spec passes by its own name: a new training setting is a `TrialRecipe` field and the
+    `TrainSpec` key of the same name, nothing in between.
 
     Args:
         spec: the sweep spec.
@@ -25,15 +27,7 @@ def recipe_for(spec: Spec, choices: dict, device: str = "cpu") -> TrialRecipe:
     return TrialRecipe(
         model_kind=spec.model.kind,
         choices={key: value for key, value in choices.items() if key != "workers"},
-        epochs=spec.train.epochs,
-        batch_size=spec.train.batch_size,
-        optimizer=spec.train.optimizer,
-        lr=spec.train.lr,
-        seed=spec.train.seed,
-        schedule=spec.train.schedule,
-        warmup_epochs=spec.train.warmup_epochs,
-        clip_norm=spec.train.clip_norm,
-        target_accuracy=spec.train.target_accuracy,
+        **spec.train.model_dump(),  # every train key, by the name TrainSpec and TrialRecipe share
         hidden=tuple(spec.model.hidden),
         channels=tuple(spec.model.channels),
         model_options=dict(spec.model.options),
@@ -55,21 +49,22 @@ def workers_of(spec: Spec, choices: dict) -> int:
     return int(choices.get("workers", spec.resources.workers_per_trial))
 
 
-def trial_mode(spec: Spec, choices: dict) -> str:
-    """A trial's recipe at a glance, e.g. "r16-q8-d0.1-w2"; "baseline" for the dense fp32 one.
+def trial_label(spec: Spec, choices: dict) -> str:
+    """A trial's label: its recipe at a glance, e.g. "r16-q8-d0.1-w2"; "baseline" for the dense fp32
+    one. It is the trial's run name and its `accelsweep.mode` tag (the tag keeps its name).
 
     Args:
         spec: the sweep spec (for the default number of workers).
         choices: the trial's sampled values by space key.
 
     Example:
-        >>> trial_mode(spec, {"rank": 16, "quant_bits": 8, "workers": 2})  # doctest: +SKIP
+        >>> trial_label(spec, {"rank": 16, "quant_bits": 8, "workers": 2})  # doctest: +SKIP
         'r16-q8-w2'
     """
-    modes = [mode_string(techniques_from_choices(choices))]
+    parts = [mode_string(techniques_from_choices(choices))]
     workers = workers_of(spec, choices)
     if workers != spec.resources.workers_per_trial:
-        modes.append(f"w{workers}")
-    if modes[0] == "baseline" and len(modes) > 1:
-        modes.pop(0)
-    return "-".join(modes)
+        parts.append(f"w{workers}")
+    if parts[0] == "baseline" and len(parts) > 1:
+        parts.pop(0)
+    return "-".join(parts)

@@ -6,7 +6,7 @@ import time
 
 from ray import tune
 
-from orchestrator.config.recipe import trial_mode
+from orchestrator.config.recipe import trial_label
 from orchestrator.config.schema import Spec
 from trainers.metrics import online_name
 
@@ -17,7 +17,7 @@ class ProgressLog(tune.Callback):
     """Logs one line as each trial starts and ends, with the count done and the best so far.
 
     Args:
-        spec: the sweep spec (for the metric, mode and trial count).
+        spec: the sweep spec (for the metric, its direction and the trial count).
         total: how many trials the sweep will run.
 
     Example:
@@ -31,7 +31,7 @@ class ProgressLog(tune.Callback):
         self.started = time.monotonic()
 
     def on_trial_start(self, iteration, trials, trial, **info):
-        logger.info("trial %s started: %s", trial.trial_id, trial_mode(self.spec, trial.config))
+        logger.info("trial %s started: %s", trial.trial_id, trial_label(self.spec, trial.config))
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         self._finish(trials, trial, "done")
@@ -44,13 +44,13 @@ class ProgressLog(tune.Callback):
         done = 1 + sum(other.status in ("TERMINATED", "ERROR") for other in others)
         running = sum(other.status == "RUNNING" for other in others)
         result = trial.last_result or {}
-        metric, mode = online_name(self.spec.search.metrics[0]), self.spec.search.modes[0]
+        metric, direction = online_name(self.spec.search.metrics[0]), self.spec.search.modes[0]
         value = result.get(metric)
-        name = trial_mode(self.spec, trial.config)
+        name = trial_label(self.spec, trial.config)
         if result.get("diverged"):
             outcome = f"diverged at epoch {int(result['diverged_epoch'])}"
         elif isinstance(value, (int, float)) and math.isfinite(value):
-            better = self.best is None or (value > self.best[0] if mode == "max" else value < self.best[0])
+            better = self.best is None or (value > self.best[0] if direction == "max" else value < self.best[0])
             if better:
                 self.best = (value, name)
         shown = f"{metric}={value:.4g}" if isinstance(value, (int, float)) else ""

@@ -110,13 +110,13 @@ def search_algorithm(spec: Spec):
         >>> search_algorithm(spec)  # doctest: +SKIP
         <ray.tune.search.basic_variant.BasicVariantGenerator ...>
     """
-    metrics, modes = [online_name(metric) for metric in spec.search.metrics], spec.search.modes
+    metrics, directions = [online_name(metric) for metric in spec.search.metrics], spec.search.modes
     baseline = [baseline_choices(spec)]
     if spec.search.algorithm == "optuna":
         if len(metrics) == 1:
-            optuna = OptunaSearch(metric=metrics[0], mode=modes[0], points_to_evaluate=baseline, seed=spec.train.seed)
+            optuna = OptunaSearch(metric=metrics[0], mode=directions[0], points_to_evaluate=baseline, seed=spec.train.seed)
         else:
-            optuna = OptunaSearch(metric=metrics, mode=modes, points_to_evaluate=baseline, seed=spec.train.seed)
+            optuna = OptunaSearch(metric=metrics, mode=directions, points_to_evaluate=baseline, seed=spec.train.seed)
         add_figures = functools.partial(
             search_figures,
             cpus_per_worker=spec.resources.cpus_per_worker,

@@ -91,12 +91,26 @@ def _node_id():
 def _as_checkpoint(checkpoint, directory, checkpoint_class):
     if checkpoint is None:
         return None
+    write_checkpoint(checkpoint, directory)
+    return checkpoint_class.from_directory(directory)
+
+
+def write_checkpoint(checkpoint: dict, directory: str) -> None:
+    """Write what a trial reports as its checkpoint into `directory`: each state as `STEM.pt`
+    (atomically), a `Deployable` as its runtime's own artifact.
+
+    Args:
+        checkpoint: {stem: state or Deployable}, as `trainers.loop.train_trial` reports it.
+        directory: an existing directory.
+
+    Example:
+        >>> write_checkpoint({"trained": model.state_dict()}, "/tmp/ckpt")  # doctest: +SKIP
+    """
     for stem, state in checkpoint.items():
         if isinstance(state, Deployable):
             state.save(directory)  # the shipped artifact, in its runtime's own format
         else:
             save_atomically(state, os.path.join(directory, f"{stem}.pt"))
-    return checkpoint_class.from_directory(directory)
 
 
 def _load_trained(checkpoint):

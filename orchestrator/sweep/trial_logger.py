@@ -14,7 +14,7 @@ import time
 from mlflow.tracking import MlflowClient
 from ray import tune
 
-from orchestrator.config.recipe import trial_mode
+from orchestrator.config.recipe import trial_label
 from orchestrator.config.schema import Spec
 from orchestrator.sweep.trial_driver import checkpoint_dir_of
 from orchestrator.tracking.outbox import Outbox
@@ -79,8 +79,8 @@ class TrialLogger(tune.Callback):
 
     def on_trial_start(self, iteration, trials, trial, **info):
         self.started[trial.trial_id] = time.monotonic()
-        mode = trial_mode(self.spec, trial.config)
-        self.outbox.send((trial.trial_id, "create", {"mode": mode, "params": flatten(trial.config)}))
+        label = trial_label(self.spec, trial.config)
+        self.outbox.send((trial.trial_id, "create", {"label": label, "params": flatten(trial.config)}))
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         step = int(result.get("epoch", 0))

@@ -14,7 +14,7 @@ from trainers.metrics import EPOCH_METRICS
 class TrialRuns:
     """Writes trials into their child runs of one sweep: the outbox's delivery end.
 
-    Each write is an entry (trial_id, kind, payload): "create" {"mode", "params"} finds the
+    Each write is an entry (trial_id, kind, payload): "create" {"label", "params"} finds the
     trial's run (after a resume) or creates it; "epoch_metrics" logs only steps not logged yet;
     "metrics", "tags", "artifacts" (a staged directory, logged under model/ and then removed) and
     "terminate" (a run status) write what they say.
@@ -26,7 +26,7 @@ class TrialRuns:
 
     Example:
         >>> runs = TrialRuns(MlflowClient(uri), parent_id, "quickstart")  # doctest: +SKIP
-        >>> runs.apply(("3a975_00000", "create", {"mode": "baseline", "params": {"rank": None}}))  # doctest: +SKIP
+        >>> runs.apply(("3a975_00000", "create", {"label": "baseline", "params": {"rank": None}}))  # doctest: +SKIP
     """
 
     def __init__(self, client: MlflowClient, parent_id: str, sweep: str):
@@ -79,18 +79,18 @@ class TrialRuns:
         self.last_step[trial_id] = max((metric.step for metric in history), default=0)
         return run_id
 
-    def _create_run(self, trial_id, mode, params):
+    def _create_run(self, trial_id, label, params):
         experiment_id = self.client.get_run(self.parent_id).info.experiment_id
         run = self.client.create_run(
             experiment_id,
-            run_name=f"{mode}-{trial_id}",
+            run_name=f"{label}-{trial_id}",
             tags={
                 PARENT_TAG: self.parent_id,
                 SWEEP_TAG: self.sweep,
                 KIND_TAG: "trial",
                 TRIAL_ID_TAG: trial_id,
-                MODE_TAG: mode,
-                BASELINE_TAG: str(mode == "baseline").lower(),
+                MODE_TAG: label,
+                BASELINE_TAG: str(label == "baseline").lower(),
             },
         )
         self.client.log_batch(run.info.run_id, params=[Param(k, param_text(v)) for k, v in params.items()])

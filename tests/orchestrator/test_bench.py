@@ -10,18 +10,13 @@ import pytest
 import yaml
 
 from orchestrator.config.loading import parse_spec
-from orchestrator.config.recipe import recipe_for, trial_mode
 from orchestrator.quiet import measurement
 from orchestrator.results.rows import ReportError, sweep_rows
 from orchestrator.sweep.search import baseline_choices
-from orchestrator.sweep.trial_logger import ended_tags
 from orchestrator.tracking import measured_figures, store, trial_runs
 from orchestrator.tracking.tags import RUNTIME_TAG
-from trainers.checkpoints import save_atomically
+from tests.orchestrator.stored_sweep import trained_trial
 from trainers.data import load_dataset
-from trainers.deployable import Deployable
-from trainers.loop import train_trial
-from trainers.metrics import FINAL_METRICS
 
 SPEC = {
     "name": "benchdemo",
@@ -35,27 +30,6 @@ SPEC = {
 TRIALS = [("t0", None), ("t1", {"quant_bits": 8, "dropout": 0.0}), ("t2", {"quant_bits": 32, "dropout": 0.1})]
 
 
-def store_trial(runs, spec, data, trial_id, choices, directory):
-    saved, notes = {}, {}
-
-    def report(metrics, checkpoint):
-        notes.update(metrics.get("notes", {}))
-        saved.update(checkpoint or {})
-
-    final = train_trial(recipe_for(spec, choices), data, report)
-    directory.mkdir()
-    for stem, state in saved.items():
-        if isinstance(state, Deployable):
-            state.save(str(directory))
-        else:
-            save_atomically(state, str(directory / f"{stem}.pt"))
-    runs.apply((trial_id, "create", {"mode": trial_mode(spec, choices), "params": trial_runs.flatten(choices)}))
-    runs.apply((trial_id, "metrics", trial_runs.metrics_at_step(final, FINAL_METRICS, spec.train.epochs)))
-    runs.apply((trial_id, "tags", ended_tags(final | {"notes": notes})))
-    runs.apply((trial_id, "artifacts", str(directory)))
-    runs.apply((trial_id, "terminate", "FINISHED"))
-
-
 @pytest.fixture(scope="module")
 def measured_sweep(tmp_path_factory):
     """A sweep of three trained trials, measured once: (client, parent run, trials, figures, spec, data)."""
@@ -67,7 +41,7 @@ def measured_sweep(tmp_path_factory):
     data = load_dataset("digits")
     runs = trial_runs.TrialRuns(client, parent_id, spec.name)
     for trial_id, choices in TRIALS:
-        store_trial(runs, spec, data, trial_id, choices or baseline_choices(spec), root / trial_id)
+        trained_trial(runs, spec, data, trial_id, choices or baseline_choices(spec), root / trial_id)
     parent = client.get_run(parent_id)
     trials = measurement.trials_to_measure(client, parent)
     figures = measurement.measure_trials(spec, data, trials, spec.deploy.runtimes)

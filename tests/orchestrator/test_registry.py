@@ -26,7 +26,6 @@ from mlflow.entities import Param
 
 from orchestrator.cli import main
 from orchestrator.config.loading import parse_spec
-from orchestrator.config.recipe import recipe_for, trial_mode
 from orchestrator.deploy.model_registry import (
     ONNX_PACKAGES,
     PYTORCH_PACKAGES,
@@ -39,16 +38,13 @@ from orchestrator.quiet import measurement
 from orchestrator.results.rows import sweep_rows
 from orchestrator.results.selection import select_trial
 from orchestrator.sweep.search import baseline_choices
-from orchestrator.sweep.trial_logger import ended_tags
 from orchestrator.tracking import store, trial_runs
 from orchestrator.tracking.store import sweep_spec, trial_choices
 from orchestrator.tracking.tags import MODE_TAG, NOTE_TAG_PREFIX, PARENT_TAG, REGISTERED_TAG, RUNTIME_TAG
-from trainers.checkpoints import DEPLOYABLE_FILE, TRAINED_FILE, save_atomically
+from tests.orchestrator.stored_sweep import trained_trial
+from trainers.checkpoints import DEPLOYABLE_FILE, TRAINED_FILE
 from trainers.data import load_dataset
-from trainers.deployable import Deployable
-from trainers.loop import train_trial
 from trainers.measure import evaluate
-from trainers.metrics import FINAL_METRICS
 from trainers.runtimes.onnxruntime import FILE as ONNX_FILE
 
 SPEC = {
@@ -76,32 +72,6 @@ TRIALS = [
 ]
 
 
-def store_trial(client, parent_id, spec, data, trial_id, choices, directory):
-    """Train one trial for real and store it as the trial driver and TrialLogger do; returns its child run id."""
-    saved = {}
-    final_notes = {}
-
-    def report(metrics, checkpoint):
-        final_notes.update(metrics.get("notes", {}))
-        if checkpoint is not None:
-            saved.update(checkpoint)
-
-    final = train_trial(recipe_for(spec, choices), data, report)
-    directory.mkdir()
-    for stem, state in saved.items():
-        if isinstance(state, Deployable):
-            state.save(str(directory))  # the primary runtime's artifact, in its own format
-        else:
-            save_atomically(state, str(directory / f"{stem}.pt"))
-    runs = trial_runs.TrialRuns(client, parent_id, spec.name)
-    runs.apply((trial_id, "create", {"mode": trial_mode(spec, choices), "params": trial_runs.flatten(choices)}))
-    runs.apply((trial_id, "metrics", trial_runs.metrics_at_step(final, FINAL_METRICS, spec.train.epochs)))
-    runs.apply((trial_id, "tags", ended_tags(final | {"notes": final_notes})))
-    runs.apply((trial_id, "artifacts", str(directory)))
-    runs.apply((trial_id, "terminate", "FINISHED"))
-    return runs.run_ids[trial_id]
-
-
 @pytest.fixture(scope="module")
 def sweep(tmp_path_factory):
     """A real sqlite store holding the sweep "regdemo": the baseline and TRIALS, trained for real
@@ -112,8 +82,9 @@ def sweep(tmp_path_factory):
     spec = parse_spec(SPEC)
     parent_id = store.start_sweep_run(client, spec, yaml.safe_dump(SPEC), str(root / "results"))
     data = load_dataset("digits", seed=spec.train.seed)
+    runs = trial_runs.TrialRuns(client, parent_id, spec.name)
     run_ids = {
-        trial_id: store_trial(client, parent_id, spec, data, trial_id, choices, root / trial_id)
+        trial_id: trained_trial(runs, spec, data, trial_id, choices, root / trial_id)
         for trial_id, choices in [("t0", baseline_choices(spec)), *TRIALS]
     }
     trials = measurement.trials_to_measure(client, client.get_run(parent_id))

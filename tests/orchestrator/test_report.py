@@ -16,46 +16,11 @@ from orchestrator.results.rows import ReportError, sweep_rows
 from orchestrator.results.selection import SelectionError, describe_choice, select_trial
 from orchestrator.results.text import MACHINE_COLUMNS, format_rows
 from orchestrator.tracking.store import TrackingError, find_sweep_run
-from orchestrator.tracking.tags import BASELINE_TAG, KIND_TAG, MODE_TAG, PARENT_TAG, STATUS_TAG, SWEEP_TAG, TRIAL_ID_TAG
-
-# (mode, trial id, status, metrics) of the sweep "demo" stored below.
-TRIALS = [
-    ("q16", "t2", "finished", {"test_accuracy": 0.85, "latency_ms": 2.5, "size_bytes": 3000.0}),
-    ("r8-q8", "t1", "finished", {"test_accuracy": 0.88, "latency_ms": 1.0, "size_bytes": 1000.0}),
-    ("baseline", "t0", "finished", {"test_accuracy": 0.90, "latency_ms": 2.0, "size_bytes": 4000.0}),
-    ("sp90", "t3", "diverged", {"test_accuracy": 0.10, "latency_ms": 0.5, "size_bytes": 500.0}),
-    ("q2", "t4", "error", {}),
-]
+from tests.orchestrator.stored_sweep import TRIALS, create_sweep
 
 
 def row(status="finished", **values):
     return {"status": status, "front": "", "baseline": False, **values}
-
-
-def create_sweep(client, experiment_id, name, trials, start_time):
-    parent = client.create_run(
-        experiment_id, start_time=start_time, run_name=name, tags={SWEEP_TAG: name, KIND_TAG: "sweep"}
-    )
-    parent_id = parent.info.run_id
-    for mode, trial_id, status, metrics in trials:
-        child = client.create_run(
-            experiment_id,
-            start_time=start_time,
-            run_name=f"{mode}-{trial_id}",
-            tags={
-                PARENT_TAG: parent_id,
-                SWEEP_TAG: name,
-                KIND_TAG: "trial",
-                TRIAL_ID_TAG: trial_id,
-                MODE_TAG: mode,
-                BASELINE_TAG: str(mode == "baseline").lower(),
-                STATUS_TAG: status,
-            },
-        )
-        for key, value in metrics.items():
-            client.log_metric(child.info.run_id, key, value)
-        client.set_terminated(child.info.run_id, status="FAILED" if status == "error" else "FINISHED")
-    return parent_id
 
 
 @pytest.fixture(scope="module")

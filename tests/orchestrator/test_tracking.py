@@ -23,8 +23,8 @@ def sweep_run(tmp_path):
 def test_a_trial_run_is_created_once_as_a_child_of_the_sweep(sweep_run):
     client, parent_id = sweep_run
     runs = trial_runs.TrialRuns(client, parent_id, "tracked")
-    runs.apply(("t0", "create", {"mode": "baseline", "params": {"rank": None}}))
-    runs.apply(("t0", "create", {"mode": "baseline", "params": {"rank": None}}))
+    runs.apply(("t0", "create", {"label": "baseline", "params": {"rank": None}}))
+    runs.apply(("t0", "create", {"label": "baseline", "params": {"rank": None}}))
     run = client.get_run(runs.run_ids["t0"])
     assert run.data.tags[PARENT_TAG] == parent_id
     assert (run.data.tags[SWEEP_TAG], run.data.tags[TRIAL_ID_TAG]) == ("tracked", "t0")
@@ -37,12 +37,12 @@ def test_a_trial_run_is_created_once_as_a_child_of_the_sweep(sweep_run):
 def test_epoch_steps_are_logged_once_even_after_a_restart(sweep_run):
     client, parent_id = sweep_run
     runs = trial_runs.TrialRuns(client, parent_id, "tracked")
-    runs.apply(("t1", "create", {"mode": "r8", "params": {"rank": 8}}))
+    runs.apply(("t1", "create", {"label": "r8", "params": {"rank": 8}}))
     for step in (1, 2):
         runs.apply(("t1", "epoch_metrics", trial_runs.metrics_at_step({"val_accuracy": step / 10}, ["val_accuracy"], step)))
     # a resumed sweep: a new writer finds the run and the last logged step, and skips steps 1-2
     again = trial_runs.TrialRuns(client, parent_id, "tracked")
-    again.apply(("t1", "create", {"mode": "r8", "params": {"rank": 8}}))
+    again.apply(("t1", "create", {"label": "r8", "params": {"rank": 8}}))
     assert again.run_ids["t1"] == runs.run_ids["t1"]
     for step in (1, 2, 3):
         again.apply(("t1", "epoch_metrics", trial_runs.metrics_at_step({"val_accuracy": step / 10}, ["val_accuracy"], step)))
@@ -53,7 +53,7 @@ def test_epoch_steps_are_logged_once_even_after_a_restart(sweep_run):
 def test_artifacts_are_logged_under_model_and_the_staged_copy_removed(sweep_run, tmp_path):
     client, parent_id = sweep_run
     runs = trial_runs.TrialRuns(client, parent_id, "tracked")
-    runs.apply(("t2", "create", {"mode": "r8", "params": {"rank": 8}}))
+    runs.apply(("t2", "create", {"label": "r8", "params": {"rank": 8}}))
     staged = tmp_path / "staged"
     staged.mkdir()
     (staged / "trained.pt").write_bytes(b"weights")
@@ -68,7 +68,7 @@ def test_artifacts_are_logged_under_model_and_the_staged_copy_removed(sweep_run,
 def test_an_unknown_write_is_refused(sweep_run):
     client, parent_id = sweep_run
     runs = trial_runs.TrialRuns(client, parent_id, "tracked")
-    runs.apply(("t3", "create", {"mode": "r8", "params": {}}))
+    runs.apply(("t3", "create", {"label": "r8", "params": {}}))
     with pytest.raises(ValueError, match="unknown write kind 'launch'"):
         runs.apply(("t3", "launch", None))
 

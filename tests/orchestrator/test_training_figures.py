@@ -2,13 +2,13 @@
 back from a real sqlite MLflow store holding per-epoch histories as trials log them."""
 
 import pytest
-from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 
 from orchestrator.results.rows import ReportError, parse_objectives, sweep_rows
 from orchestrator.results.text import format_rows
 from orchestrator.results.training_figures import search_figures
-from orchestrator.tracking.tags import BASELINE_TAG, KIND_TAG, MODE_TAG, PARENT_TAG, STATUS_TAG, SWEEP_TAG, TRIAL_ID_TAG
+from orchestrator.tracking.trial_runs import TrialRuns
+from tests.orchestrator.stored_sweep import stored_trial, sweep_parent
 
 # (mode, trial id, world size, per-epoch (val_accuracy, epoch_seconds), train samples/s)
 TRIALS = [
@@ -20,24 +20,15 @@ TRIALS = [
 
 
 def store_sweep(client, experiment_id, params):
-    parent = client.create_run(experiment_id, run_name="training", tags={SWEEP_TAG: "training", KIND_TAG: "sweep"})
-    client.log_batch(parent.info.run_id, params=[Param(key, value) for key, value in params.items()])
-    for mode, trial_id, workers, epochs, throughput in TRIALS:
-        child = client.create_run(
-            experiment_id,
-            tags={
-                PARENT_TAG: parent.info.run_id, SWEEP_TAG: "training", KIND_TAG: "trial", TRIAL_ID_TAG: trial_id,
-                MODE_TAG: mode, BASELINE_TAG: str(mode == "baseline").lower(), STATUS_TAG: "finished",
-            },
-        )  # fmt: skip
-        history = [Metric("val_accuracy", accuracy, 0, step) for step, (accuracy, _) in enumerate(epochs, 1)]
-        history += [Metric("epoch_seconds", seconds, 0, step) for step, (_, seconds) in enumerate(epochs, 1)]
+    parent_id = sweep_parent(client, experiment_id, "training", params=params)
+    runs = TrialRuns(client, parent_id, "training")
+    for label, trial_id, workers, epochs, throughput in TRIALS:
         final = {"test_accuracy": epochs[-1][0], "latency_ms": 1.0, "size_bytes": 1000.0,
                  "train_samples_per_s": throughput, "world_size": workers,
                  "train_seconds": sum(seconds for _, seconds in epochs)}  # fmt: skip
-        history += [Metric(key, value, 0, len(epochs)) for key, value in final.items()]
-        client.log_batch(child.info.run_id, metrics=history)
-    return client.get_run(parent.info.run_id)
+        history = {"val_accuracy": [accuracy for accuracy, _ in epochs], "epoch_seconds": [seconds for _, seconds in epochs]}
+        stored_trial(runs, trial_id, label, metrics=final, history=history)
+    return client.get_run(parent_id)
 
 
 @pytest.fixture

@@ -26,7 +26,7 @@ from orchestrator.tracking.store import find_sweep_run, start_sweep_run
 from orchestrator.tracking.tags import EXPERIMENT_KIND_TAG, MODEL_TRAINING, TRIAL_ID_TAG
 from tests.orchestrator.chromium import CHROMIUM, Chromium
 from tests.orchestrator.conftest import QUICKSTART
-from tests.orchestrator.test_report import TRIALS, create_sweep
+from tests.orchestrator.stored_sweep import TRIALS, create_sweep
 
 needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason="no chromium on PATH (.ci/run installs Debian's)")
 PARAMS = {"t0": {"rank": "null", "quant_bits": "32"}, "t1": {"rank": "8", "quant_bits": "8"}, "t2": {"quant_bits": "16"}}
