@@ -1,4 +1,4 @@
-"""orchestrator.mlflow_filters: a value with a quote in it finds its run in a real MLflow store."""
+"""orchestrator.tracking.filters: a value with a quote in it finds its run in a real MLflow store."""
 
 import pytest
 from mlflow.tracking import MlflowClient

@@ -1,4 +1,4 @@
-"""orchestrator.outbox: ordered delivery that keeps what it cannot deliver and retries it."""
+"""orchestrator.tracking.outbox: ordered delivery that keeps what it cannot deliver and retries it."""
 
 import pickle
 

@@ -1,4 +1,4 @@
-"""orchestrator.trust, through the real CLI: `resume` and `report --register` rebuild a sweep only
+"""orchestrator.deploy.trust, through the real CLI: `resume` and `report --register` rebuild a sweep only
 from a spec the user vouches for, and `resume` restores Tune state only from the user's own results
 folder. The MLflow store is a real sqlite store holding one sweep's parent run, written here the way
 an attacker with write access to a shared store could."""

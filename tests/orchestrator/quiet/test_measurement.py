@@ -1,4 +1,4 @@
-"""orchestrator.bench: the quiet, paired measurement phase, on a real sqlite store holding trials that
+"""orchestrator.quiet.measurement: the quiet, paired measurement phase, on a real sqlite store holding trials that
 really trained (stored as `TrialLogger` stores them), without Ray; and `accelsweep bench` for real."""
 
 import json

@@ -1,4 +1,4 @@
-"""orchestrator.credentials: user names and passwords in URIs are hidden wherever text is shown or stored."""
+"""orchestrator.config.credentials: user names and passwords in URIs are hidden wherever text is shown or stored."""
 
 import pytest
 

@@ -1,4 +1,4 @@
-"""orchestrator.spec: every rule of a sweep spec, and that each message names the file, the key
+"""orchestrator.config (schema, safe YAML, space rules, loading): every rule of a sweep spec, and that each message names the file, the key
 path and the value."""
 
 import os
@@ -10,7 +10,7 @@ from orchestrator.config.loading import load_spec, parse_spec
 from orchestrator.config.schema import Spec, SpecError
 
 SOURCE = "sweep.yaml"
-SEARCH_SPACES = Path(__file__).resolve().parents[2] / "search_spaces"
+SEARCH_SPACES = Path(__file__).resolve().parents[3] / "search_spaces"
 
 
 def spec_error(raw) -> str:

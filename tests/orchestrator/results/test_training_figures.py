@@ -1,4 +1,4 @@
-"""orchestrator.training_figures: time to target, training speedup, cost and workers scaling, read
+"""orchestrator.results.training_figures: time to target, training speedup, cost and workers scaling, read
 back from a real sqlite MLflow store holding per-epoch histories as trials log them."""
 
 import pytest

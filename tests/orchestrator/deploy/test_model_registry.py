@@ -1,4 +1,4 @@
-"""orchestrator.registry: a trial's shipped artifact registered from MLflow, checked against the
+"""orchestrator.deploy.model_registry: a trial's shipped artifact registered from MLflow, checked against the
 trial's model rebuilt from its trained weights, loaded back and served, on a real sqlite store
 holding a sweep whose trials really trained.
 

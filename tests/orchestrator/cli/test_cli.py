@@ -28,7 +28,7 @@ from orchestrator.cli import main
 from orchestrator.config.loading import parse_spec
 from orchestrator.config.schema import Spec, SpecError
 
-QUICKSTART = Path(__file__).resolve().parents[2] / "search_spaces" / "quickstart.yaml"
+QUICKSTART = Path(__file__).resolve().parents[3] / "search_spaces" / "quickstart.yaml"
 LEFTOVERS = ("mlflow.db", "mlruns", "accelsweep_results")
 
 

@@ -1,4 +1,4 @@
-"""The sweep's story in the MLflow UI: deep links (orchestrator.ui), run descriptions
+"""The sweep's story in the MLflow UI: deep links (orchestrator.results.mlflow_ui), run descriptions
 (orchestrator.descriptions), the interactive plot (orchestrator.tradeoff_html), and, in headless
 Chromium, `accelsweep ui` on a real finished sweep reached through the links it prints."""
 

@@ -1,4 +1,4 @@
-"""orchestrator/jobs.py without a cluster: the job's runtime environment and entrypoint, where the
+"""orchestrator.cluster.jobs_client and the job commands without a cluster: the job's runtime environment and entrypoint, where the
 Jobs API address and the Ray token come from, which tracking URIs a cluster can use, and the clear
 errors for a bad spec or an address where nothing answers. The real cluster round trip is in
 tests/cluster/test_local_cluster.py."""

@@ -1,4 +1,4 @@
-"""orchestrator.tracking: the sweep's parent run and the trial runs writer, on a real sqlite store."""
+"""orchestrator.tracking.store and trial_runs: the sweep's parent run and the trial runs writer, on a real sqlite store."""
 
 import pytest
 import yaml

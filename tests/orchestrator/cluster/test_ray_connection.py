@@ -1,4 +1,4 @@
-"""orchestrator.ray_connection: the local Ray that `accelsweep run` starts listens on loopback only.
+"""orchestrator.cluster.ray_connection: the local Ray that `accelsweep run` starts listens on loopback only.
 
 A real Ray is started in a child process (with `ray` imported before `connect_ray`, as the CLI's
 modules do); the test lists, from /proc, every listening TCP socket of that process and of all its

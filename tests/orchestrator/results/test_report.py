@@ -1,4 +1,4 @@
-"""orchestrator.report: the Pareto front, the four output formats, the trade-off plot, choosing the
+"""orchestrator.results (rows, front, text, png, selection, publish): the Pareto front, the four output formats, the trade-off plot, choosing the
 trial to deploy, and reading a sweep back from a real MLflow sqlite store in a temporary directory."""
 
 import csv
