@@ -5,11 +5,9 @@ runs it; `main` here parses, sets up logging and the environment, and turns erro
 """
 
 import argparse
-import logging
-import os
 import sys
 
-from orchestrator.cli import bench, jobs, report, resume, run, submit, ui, validate
+from orchestrator.cli import bench, environment, jobs, report, resume, run, submit, ui, validate
 from orchestrator.cli.sweep_workflow import UserInterrupt
 from orchestrator.config.credentials import redact
 from orchestrator.errors import UserError
@@ -20,8 +18,6 @@ MAX_ERROR_LINE = 500
 """An `error:` line is cut to this many characters: values quoted in it are already cut shorter."""
 MAX_ERROR_LINES = 20
 """A spec with more problems than this shows the first ones and a count of the rest."""
-RAY_SDK_LOGGERS = ("ray.dashboard.modules.dashboard_sdk", "ray.dashboard.modules.job.sdk")
-"""Ray's job SDK sets these to INFO itself, so naming "ray" alone does not quiet them."""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -39,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
         0
     """
     args = parser().parse_args(argv)
-    _configure_environment(args.verbose)
+    environment.configure(args.verbose)
     try:
         return args.command(args)
     except UserError as error:
@@ -83,26 +79,3 @@ def _print_error(message):
     for line in lines:
         text = f"error: {line}"
         print(text if len(text) <= MAX_ERROR_LINE else text[: MAX_ERROR_LINE - 3] + "...", file=sys.stderr)
-
-
-def _configure_environment(verbose):
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
-    if not verbose:  # libraries that log through the root logger itself (ONNX Runtime's quantizer)
-        for handler in logging.getLogger().handlers:
-            handler.addFilter(lambda record: record.name != "root" or record.levelno >= logging.ERROR)
-    quiet = logging.INFO if verbose else logging.ERROR
-    for noisy in ("ray", "mlflow", "alembic", "optuna", "torch", "urllib3", "onnxscript", *RAY_SDK_LOGGERS):
-        logging.getLogger(noisy).setLevel(quiet)
-    logging.getLogger("trainers").setLevel(logging.INFO if verbose else logging.WARNING)
-    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "INFO" if verbose else "ERROR")
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", str(verbose).lower())
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
-    # Ctrl-C raises KeyboardInterrupt here (Tune's own handler would stop the running trials and
-    # report them ended); the experiment state saved every 2 s is what `accelsweep resume` uses
-    os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")
-    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")
-    # Ray Train polls its workers every 2 s by default: each worker-group trial waited for that
-    os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")
-    # per-epoch results carry val_* only; test_accuracy, latency_ms, size_bytes come at the end
-    os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")

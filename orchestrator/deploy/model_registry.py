@@ -68,7 +68,7 @@ def rebuild_trial_deployable(client: MlflowClient, spec: Spec, run_id: str, runt
 
     Args:
         client: the tracking client.
-        spec: the sweep's spec, as the user vouches for it (`trust.vouched_spec`).
+        spec: the sweep's spec, as the user vouches for it (`deploy.trust.vouched_spec`).
         run_id: the trial's child run (it holds the params and model/trained.pt).
         runtime: where the rebuilt model runs: "eager", or the trial's primary runtime, e.g.
             "onnxruntime".
@@ -135,8 +135,8 @@ def register_trial(client: MlflowClient, parent_run, spec: Spec, row: dict, mode
         client: the tracking client (its store must support the Model Registry: sqlite, a
             database or an MLflow server).
         parent_run: the sweep's parent run.
-        spec: the sweep's spec, as the user vouches for it (`trust.vouched_spec`).
-        row: the trial's report row, as `report.select_trial` returns it.
+        spec: the sweep's spec, as the user vouches for it (`deploy.trust.vouched_spec`).
+        row: the trial's report row, as `selection.select_trial` returns it.
         model_name: the registered model's name; a new version is added if it exists.
 
     Returns:

@@ -20,10 +20,10 @@ def measure_quietly(spec: Spec, data: Dataset, trials: list) -> dict:
     Args:
         spec: the sweep's spec.
         data: the data set.
-        trials: `bench.trials_to_measure`'s list.
+        trials: `measurement.trials_to_measure`'s list.
 
     Returns:
-        `bench.measure_trials`'s figures.
+        `measurement.measure_trials`'s figures.
 
     Example:
         >>> figures = measure_quietly(spec, data, bench.trials_to_measure(client, parent))  # doctest: +SKIP

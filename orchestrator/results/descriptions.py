@@ -3,7 +3,7 @@ the run pages themselves say what the sweep found:
 - a trial's: its recipe in words, its measured row, and its ratios to the baseline;
 - the sweep's: the trade-off table in Markdown, with the baseline and the front named.
 
-Written when a sweep concludes (by `report.log_report`); `accelsweep report NAME --log` rewrites them.
+Written when a sweep concludes (by `publish.log_report`); `accelsweep report NAME --log` rewrites them.
 """
 
 from mlflow.tracking import MlflowClient
@@ -47,7 +47,7 @@ def measure_text(row: dict, key: str) -> str:
     A speedup shows its interval when the row has `speedup_low` and `speedup_high`.
 
     Args:
-        row: a report row (`report.sweep_rows`).
+        row: a report row (`rows.sweep_rows`).
         key: the row's key, e.g. "latency_ms" or "speedup".
 
     Example:
@@ -66,7 +66,7 @@ def trial_description(row: dict, choices: dict[str, str]) -> str:
     """A trial run's description in Markdown: recipe in words, measured row, ratios to the baseline.
 
     Args:
-        row: the trial's report row (`report.sweep_rows`: ratios and front already set).
+        row: the trial's report row (`rows.sweep_rows`: ratios and front already set).
         choices: the trial's sampled values (its MLflow params).
 
     Example:
@@ -107,7 +107,7 @@ def sweep_description(name: str, rows: list[dict]) -> str:
 
     Args:
         name: the sweep's name.
-        rows: from `report.sweep_rows`.
+        rows: from `rows.sweep_rows`.
 
     Example:
         >>> print(sweep_description("quickstart", rows))  # doctest: +SKIP
@@ -139,7 +139,7 @@ def log_descriptions(client: MlflowClient, parent_id: str, rows: list[dict]) -> 
     Args:
         client: the tracking client.
         parent_id: the sweep's parent run id.
-        rows: from `report.sweep_rows`.
+        rows: from `rows.sweep_rows`.
 
     Example:
         >>> log_descriptions(client, parent_id, sweep_rows(client, client.get_run(parent_id)))  # doctest: +SKIP

@@ -33,7 +33,7 @@ def tradeoff_html(rows: list[dict], title: str = "sweep") -> str:
     """The interactive trade-off page of a sweep, as one HTML string.
 
     Args:
-        rows: from `report.sweep_rows`; trials without a measured accuracy, latency and size are
+        rows: from `rows.sweep_rows`; trials without a measured accuracy, latency and size are
             listed in the table but not plotted.
         title: the sweep's name.
 

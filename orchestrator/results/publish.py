@@ -69,8 +69,8 @@ def log_search_front(
     Args:
         client: the tracking client.
         parent_id: the sweep's parent run id.
-        rows: the report's rows (`report.sweep_rows`).
-        search_front: trial ids on the search algorithm's front (`sweep.optuna_front`).
+        rows: the report's rows (`rows.sweep_rows`).
+        search_front: trial ids on the search algorithm's front (`search.optuna_front`).
         objectives: the (metric, "max" | "min") pairs the search optimised, as it saw them.
 
     Example:

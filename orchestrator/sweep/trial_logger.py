@@ -1,6 +1,6 @@
 """The Ray Tune callback that mirrors every trial of a sweep into its own nested MLflow run.
 
-It turns Tune's trial events into writes (`tracking.TrialRuns` entries) and sends them through an
+It turns Tune's trial events into writes (`tracking.trial_runs.TrialRuns` entries) and sends them through an
 `Outbox`, so a tracking server outage delays writes instead of losing them; the outbox and the
 trials already logged as ended are part of Tune's saved experiment state, so `accelsweep resume`
 delivers what a killed driver could not.

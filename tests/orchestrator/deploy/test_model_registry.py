@@ -114,12 +114,14 @@ def test_trial_choices_parse_every_param_form():
     assert isinstance(trial_choices({"l1": "1e-05"})["l1"], float)
 
 
+@pytest.mark.slow  # the module fixture trains and measures four trials
 def test_trial_choices_read_back_what_the_trial_ran(sweep):
     client, _, _, run_ids = sweep
     for trial_id, choices in TRIALS:
         assert trial_choices(client.get_run(run_ids[trial_id]).data.params) == choices
 
 
+@pytest.mark.slow  # the module fixture trains and measures four trials
 def test_sweep_spec_is_the_spec_that_ran(sweep):
     client, parent, spec, _ = sweep
     assert sweep_spec(client, parent) == spec == parse_spec(SPEC)
@@ -130,6 +132,7 @@ def shipped_runtime(client, run_id):
     return client.get_run(run_id).data.tags[f"{NOTE_TAG_PREFIX}runtime"]
 
 
+@pytest.mark.slow  # the module fixture trains and measures four trials
 def test_each_trial_ships_its_primary_runtime_artifact(sweep):
     client, _, _, run_ids = sweep
     assert {trial_id: shipped_runtime(client, run_id) for trial_id, run_id in run_ids.items()} == {
@@ -140,6 +143,7 @@ def test_each_trial_ships_its_primary_runtime_artifact(sweep):
         assert files == {TRAINED_FILE, shipped}
 
 
+@pytest.mark.slow  # the module fixture trains and measures four trials
 def test_rebuilt_model_is_the_measured_deployable(sweep):
     client, parent, spec, run_ids = sweep
     rows = rows_by_trial(client, parent)
@@ -152,6 +156,7 @@ def test_rebuilt_model_is_the_measured_deployable(sweep):
     assert "MatMulNBits" in t2.notes["onnx_weights"]  # 4-bit weights as ONNX Runtime's kernel stores them
 
 
+@pytest.mark.slow  # the module fixture trains and measures four trials
 def test_rebuild_refuses_a_trial_without_weights(sweep):
     client, parent, spec, _ = sweep
     bare = client.create_run(parent.info.experiment_id, tags={PARENT_TAG: parent.info.run_id})
@@ -161,6 +166,7 @@ def test_rebuild_refuses_a_trial_without_weights(sweep):
     client.delete_run(bare.info.run_id)
 
 
+@pytest.mark.slow  # the module fixture trains and measures four trials
 def test_rebuild_reads_weights_only_through_the_checked_reader(sweep, tmp_path):
     client, parent, spec, _ = sweep
     run = client.create_run(parent.info.experiment_id, tags={PARENT_TAG: parent.info.run_id})
@@ -173,6 +179,7 @@ def test_rebuild_reads_weights_only_through_the_checked_reader(sweep, tmp_path):
     client.delete_run(run.info.run_id)
 
 
+@pytest.mark.slow  # the module fixture trains and measures four trials
 def test_register_onnx_trial_registers_its_logged_model_onnx(sweep, tmp_path):
     client, parent, spec, run_ids = sweep
     row = rows_by_trial(client, parent)["t2"]
@@ -205,6 +212,7 @@ def test_register_onnx_trial_registers_its_logged_model_onnx(sweep, tmp_path):
     assert not any(line.startswith(("torch", "cloudpickle")) for line in requirements)
 
 
+@pytest.mark.slow  # the module fixture trains and measures four trials
 def test_register_eager_trial_logs_its_module_as_a_pickle(sweep, tmp_path):
     client, parent, spec, run_ids = sweep
     row = rows_by_trial(client, parent)["t3"]
@@ -222,6 +230,7 @@ def test_register_eager_trial_logs_its_module_as_a_pickle(sweep, tmp_path):
     assert set(runtime_requirements(PYTORCH_PACKAGES)) <= set(requirements)
 
 
+@pytest.mark.slow  # the module fixture trains and measures four trials
 def test_register_refuses_an_artifact_that_is_not_the_trained_model(sweep, tmp_path):
     """A run whose model.onnx is another trial's: registered, found out on loading back, deleted."""
     client, parent, spec, run_ids = sweep
@@ -245,6 +254,7 @@ def test_register_refuses_an_artifact_that_is_not_the_trained_model(sweep, tmp_p
         client.delete_run(swapped)
 
 
+@pytest.mark.slow  # the module fixture trains and measures four trials
 def test_register_adds_versions_and_refuses_bad_names(sweep):
     client, parent, spec, _ = sweep
     rows = sweep_rows(client, parent)
@@ -368,6 +378,7 @@ def cli(monkeypatch):
     os.environ.update(saved)
 
 
+@pytest.mark.slow  # the module fixture trains and measures four trials
 def test_report_command_registers_the_chosen_trial(sweep, cli, capsys, tmp_path):
     client, parent, _, _ = sweep
     plot = tmp_path / "plot.png"
@@ -389,6 +400,7 @@ def test_report_command_registers_the_chosen_trial(sweep, cli, capsys, tmp_path)
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.slow  # the module fixture trains and measures four trials
 def test_report_command_keeps_json_parseable(sweep, cli, capsys):
     client, _, _, _ = sweep
     assert cli(["report", "regdemo", "--uri", client.tracking_uri, "--format", "json", "--max-accuracy-drop", "0"]) == 0
@@ -397,6 +409,7 @@ def test_report_command_keeps_json_parseable(sweep, cli, capsys):
     assert "chosen: baseline (fastest trial" in captured.err
 
 
+@pytest.mark.slow  # the module fixture trains and measures four trials
 @pytest.mark.parametrize(
     "args, message",
     [
