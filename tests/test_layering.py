@@ -145,3 +145,10 @@ def test_the_results_layer_loads_neither_torch_nor_ray():
     probe = f"import sys; import {', '.join(modules)}; print(sorted({{'torch', 'ray'}} & set(sys.modules)))"
     completed = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, check=True)
     assert completed.stdout.strip() == "[]"
+
+
+def test_the_command_line_loads_nothing_heavy_until_a_command_runs():
+    """`accelsweep --help` and a spec error answer at once: the parser imports neither torch, Ray nor MLflow."""
+    probe = "import sys, orchestrator.cli; print(sorted({'torch', 'ray', 'mlflow'} & set(sys.modules)))"
+    completed = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, check=True)
+    assert completed.stdout.strip() == "[]"

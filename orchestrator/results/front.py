@@ -39,3 +39,14 @@ def pareto_front(rows: list[dict], objectives=FRONT_OBJECTIVES) -> list[int]:
 
 def _dominates(a, b):
     return all(x >= y for x, y in zip(a, b)) and any(x > y for x, y in zip(a, b))
+
+
+def speedup_holds_one(row: dict) -> bool:
+    """Whether the row's paired speedup interval holds 1.0 (the trial is as fast as the baseline).
+
+    Example:
+        >>> speedup_holds_one({"speedup_low": 0.98, "speedup_high": 1.02})
+        True
+    """
+    low, high = row.get("speedup_low"), row.get("speedup_high")
+    return is_number(low) and is_number(high) and low <= 1.0 <= high

@@ -7,7 +7,7 @@ Because it reads only MLflow, it works after the fact and from another machine.
 from mlflow.tracking import MlflowClient
 
 from orchestrator.errors import UserError
-from orchestrator.results.front import FRONT_OBJECTIVES, pareto_front
+from orchestrator.results.front import FRONT_OBJECTIVES, pareto_front, speedup_holds_one
 from orchestrator.results.numbers import is_number
 from orchestrator.results.training_figures import DEFAULT_TOLERANCE, add_training_figures
 from orchestrator.tracking.filters import quoted
@@ -150,12 +150,3 @@ def _add_ratios(row, baseline):
     row["front_latency_ms"] = baseline["latency_ms"] if speedup_holds_one(row) else row["latency_ms"]
 
 
-def speedup_holds_one(row: dict) -> bool:
-    """Whether the row's paired speedup interval holds 1.0 (the trial is as fast as the baseline).
-
-    Example:
-        >>> speedup_holds_one({"speedup_low": 0.98, "speedup_high": 1.02})
-        True
-    """
-    low, high = row.get("speedup_low"), row.get("speedup_high")
-    return is_number(low) and is_number(high) and low <= 1.0 <= high

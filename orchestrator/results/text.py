@@ -4,9 +4,8 @@ import csv
 import io
 import json
 
-from orchestrator.results.front import FRONT_OBJECTIVES
+from orchestrator.results.front import FRONT_OBJECTIVES, speedup_holds_one
 from orchestrator.results.numbers import interval_text, number_text
-from orchestrator.results.rows import speedup_holds_one
 from trainers.metrics import METRICS, REPORT_COLUMNS, TABLE_COLUMNS
 
 TRIAL_COLUMNS = ("mode", "trial_id", "status", "runtime")

@@ -50,6 +50,7 @@ def assert_refused_untouched(result, cwd, *expected):
     assert not (cwd / "accelsweep_results").exists()
 
 
+@pytest.mark.slow  # the real CLI in a subprocess: torch, MLflow and a store, 15 s or more
 def test_resume_refuses_a_stored_spec_that_imports_code(accelsweep, in_tmp_path, tampered):
     result = accelsweep("resume", "quickstart", "--uri", tampered)
     assert_refused_untouched(
@@ -57,17 +58,20 @@ def test_resume_refuses_a_stored_spec_that_imports_code(accelsweep, in_tmp_path,
     )
 
 
+@pytest.mark.slow  # the real CLI in a subprocess: torch, MLflow and a store, 15 s or more
 def test_register_refuses_a_stored_spec_that_imports_code(accelsweep, in_tmp_path, tampered):
     result = accelsweep("report", "quickstart", "--uri", tampered, "--max-accuracy-drop", "0.01", "--register", "m")
     assert_refused_untouched(result, in_tmp_path, "would import and run planted.make", "--trust-stored-spec")
 
 
+@pytest.mark.slow  # the real CLI in a subprocess: torch, MLflow and a store, 15 s or more
 def test_your_own_spec_must_match_the_stored_one(accelsweep, in_tmp_path, tampered, quickstart, write_spec):
     write_spec({**quickstart, "model": {"kind": "mlp"}}, "mine.yaml")  # not the planted factory
     result = accelsweep("resume", "quickstart", "--uri", tampered, "--spec", "mine.yaml")
     assert_refused_untouched(result, in_tmp_path, "mine.yaml is not the spec sweep run", "model.kind is 'mlp' in it but 'planted:make'")
 
 
+@pytest.mark.slow  # the real CLI in a subprocess: torch, MLflow and a store, 15 s or more
 def test_resume_refuses_state_outside_your_results_folder(accelsweep, in_tmp_path, quickstart, tmp_path_factory):
     elsewhere = tmp_path_factory.mktemp("someone-elses") / "quickstart-1"
     uri = f"sqlite:///{in_tmp_path / 'store.db'}"
