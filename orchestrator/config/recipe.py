@@ -21,7 +21,9 @@ def recipe_for(spec: Spec, choices: dict, device: str = "cpu") -> TrialRecipe:
         The trial's recipe.
 
     Example:
-        >>> recipe_for(spec, {"rank": 8}).choices  # doctest: +SKIP
+        >>> from orchestrator.config.loading import load_spec
+        >>> spec = load_spec("search_spaces/quickstart.yaml")
+        >>> recipe_for(spec, {"rank": 8, "workers": 2}).choices
         {'rank': 8}
     """
     return TrialRecipe(
@@ -43,8 +45,10 @@ def workers_of(spec: Spec, choices: dict) -> int:
     """How many data-parallel workers a trial uses: its `workers` choice, else the spec's default.
 
     Example:
-        >>> workers_of(spec, {"workers": 2})  # doctest: +SKIP
-        2
+        >>> from orchestrator.config.loading import load_spec
+        >>> spec = load_spec("search_spaces/quickstart.yaml")
+        >>> workers_of(spec, {"workers": 2}), workers_of(spec, {})
+        (2, 1)
     """
     return int(choices.get("workers", spec.resources.workers_per_trial))
 
@@ -58,7 +62,9 @@ def trial_label(spec: Spec, choices: dict) -> str:
         choices: the trial's sampled values by space key.
 
     Example:
-        >>> trial_label(spec, {"rank": 16, "quant_bits": 8, "workers": 2})  # doctest: +SKIP
+        >>> from orchestrator.config.loading import load_spec
+        >>> spec = load_spec("search_spaces/quickstart.yaml")
+        >>> trial_label(spec, {"rank": 16, "quant_bits": 8, "workers": 2})
         'r16-q8-w2'
     """
     parts = [mode_string(techniques_from_choices(choices))]

@@ -38,8 +38,10 @@ def max_concurrent_trials(spec: Spec, cluster: dict) -> int:
         cluster: `ray.cluster_resources()`.
 
     Example:
-        >>> max_concurrent_trials(spec, {"CPU": 8.0})  # doctest: +SKIP
-        8
+        >>> from orchestrator.config.loading import load_spec
+        >>> spec = load_spec("search_spaces/quickstart.yaml")
+        >>> max_concurrent_trials(spec, {"CPU": 8.0})  # the spec says 2
+        2
     """
     if spec.resources.max_concurrent_trials:
         return spec.resources.max_concurrent_trials
@@ -86,8 +88,10 @@ def worker_resources(spec: Spec) -> dict[str, float]:
     """One worker's reservation: {"CPU": cpus_per_worker} plus {"GPU": gpus_per_worker} if any.
 
     Example:
-        >>> worker_resources(spec)  # doctest: +SKIP
-        {'CPU': 1}
+        >>> from orchestrator.config.loading import load_spec
+        >>> spec = load_spec("search_spaces/quickstart.yaml")
+        >>> worker_resources(spec)
+        {'CPU': 1.0}
     """
     resources = {"CPU": spec.resources.cpus_per_worker}
     if spec.resources.gpus_per_worker > 0:

@@ -59,8 +59,10 @@ def baseline_choices(spec: Spec) -> dict:
     """The dense fp32 baseline trial's values: every swept technique off.
 
     Example:
-        >>> baseline_choices(spec)  # doctest: +SKIP
-        {'rank': None, 'quant_bits': 32, ...}
+        >>> from orchestrator.config.loading import load_spec
+        >>> spec = load_spec("search_spaces/quickstart.yaml")
+        >>> baseline_choices(spec)
+        {'rank': None, 'weight_decay': 0.0, 'l1': 0.0, 'dropout': 0.0, 'quant_bits': 32}
     """
     choices = {key: off_value(key) for key in spec.space if key in TECHNIQUES}
     if "workers" in spec.space:
@@ -73,7 +75,9 @@ def planned_trials(spec: Spec) -> int:
     (only the baseline when nothing is swept).
 
     Example:
-        >>> planned_trials(spec)  # doctest: +SKIP
+        >>> from orchestrator.config.loading import load_spec
+        >>> spec = load_spec("search_spaces/quickstart.yaml")
+        >>> planned_trials(spec)
         9
     """
     grid_points = 1
@@ -88,7 +92,9 @@ def sampled_trials(spec: Spec) -> int:
     """How many trials the search samples, besides the baseline (none when nothing is swept).
 
     Example:
-        >>> sampled_trials(spec)  # doctest: +SKIP
+        >>> from orchestrator.config.loading import load_spec
+        >>> spec = load_spec("search_spaces/quickstart.yaml")
+        >>> sampled_trials(spec)
         8
     """
     return spec.search.num_samples if spec.space else 0

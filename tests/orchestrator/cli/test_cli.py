@@ -268,8 +268,8 @@ def test_ui_serves_without_an_mlflow_script_on_path(in_tmp_path, quickstart):
     from orchestrator.config.loading import parse_spec
     from orchestrator.tracking import store
 
-    store = store.connect(f"sqlite:///{in_tmp_path}/m.db")  # a sweep for the UI to show
-    store.start_sweep_run(store, parse_spec(quickstart), "name: quickstart\n", str(in_tmp_path / "results"))
+    client = store.connect(f"sqlite:///{in_tmp_path}/m.db")  # a sweep for the UI to show
+    store.start_sweep_run(client, parse_spec(quickstart), "name: quickstart\n", str(in_tmp_path / "results"))
     port = _unused_port()
     env = {**os.environ, "PATH": str(in_tmp_path)}  # no `mlflow` executable to be found
     ui = subprocess.Popen(
