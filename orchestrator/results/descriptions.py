@@ -33,7 +33,7 @@ def recipe_in_words(choices: dict[str, str]) -> str:
     from trainers.techniques import TECHNIQUES
 
     values = trial_choices(choices)
-    phrases = [TECHNIQUES[key](values[key]).describe() for key in TECHNIQUES if key in values]
+    phrases = [_described(TECHNIQUES[key](values[key]), key, choices[key]) for key in TECHNIQUES if key in values]
     workers = values.get("workers")
     if workers not in (None, 1):
         phrases.append(f"{workers} data-parallel (DDP) workers")
@@ -149,3 +149,8 @@ def log_descriptions(client: MlflowClient, parent_id: str, rows: list[dict]) -> 
         client.set_tag(row["run_id"], NOTE_TAG, trial_description(row, choices))
     name = client.get_run(parent_id).data.tags.get(SWEEP_TAG, parent_id)
     client.set_tag(parent_id, NOTE_TAG, sweep_description(name, rows))
+
+
+def _described(config, key, text):
+    describe = getattr(config, "describe", None)  # a technique that does not describe itself reads as its value
+    return describe() if describe else f"{key} = {text}"

@@ -107,6 +107,19 @@ def test_recipe_in_words():
     )
 
 
+def test_a_technique_without_describe_reads_as_its_value(monkeypatch):
+    from trainers.techniques import TECHNIQUES
+
+    class Undescribed:  # a technique module written before describe() existed
+        def __init__(self, value):
+            self.value = value
+
+    monkeypatch.setitem(TECHNIQUES, "undescribed", Undescribed)
+    assert recipe_in_words({"rank": "8", "undescribed": "3"}) == (
+        "low-rank factorisation of the layers to rank 8 (where that saves weights); undescribed = 3"
+    )
+
+
 def test_measure_text_shows_missing_values_as_a_dash_and_intervals_when_known():
     assert measure_text({}, "latency_b256_ms") == "-"
     assert measure_text({"speedup": 1.5}, "speedup") == "1.50x"
