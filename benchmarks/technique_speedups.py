@@ -24,9 +24,9 @@ import statistics
 
 import torch
 
+from trainers import techniques
 from trainers.data import load_dataset
 from trainers.loop import TrialRecipe, build_trial_model, export_deployable
-from trainers import techniques
 from trainers.measure import measure_inference
 
 REPEATS = 3

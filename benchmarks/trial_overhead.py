@@ -28,7 +28,7 @@ from pathlib import Path
 import yaml
 from mlflow.tracking import MlflowClient
 
-from orchestrator.tags import KIND_TAG, MODE_TAG
+from orchestrator.tracking.tags import KIND_TAG, MODE_TAG
 
 REPO = Path(__file__).resolve().parent.parent
 QUICKSTART = REPO / "search_spaces" / "quickstart.yaml"

@@ -22,6 +22,8 @@ class Metric:
         unit: what the number counts, e.g. "fraction", "ms", "bytes", "s".
         header: the report column's header.
         fmt: the report cell's format: a format spec such as ".4f", "ratio" (1.23x) or "kB".
+        column: where the report shows it, lowest first: a number below 1000 is a column of the
+            table (and of the CSV and JSON); 1000 and above, of the CSV and JSON only; None: neither.
         online: for a "bench" or "report" metric a search may optimise, what the search sees
             while it runs: a bench metric's provisional figure, which the trials report (the quiet
             one comes only after every trial ended); for a report metric, the same figure worked
@@ -39,6 +41,7 @@ class Metric:
     header: str = ""
     fmt: str = ".4f"
     online: str | None = None
+    column: int | None = None
 
 
 _TABLE = (
@@ -46,18 +49,18 @@ _TABLE = (
     Metric("val_loss", "epoch", "min", "nats"),
     Metric("train_loss", "epoch", "min", "nats"),
     Metric("epoch_seconds", "epoch", None, "s"),
-    Metric("train_samples_per_s", "epoch", "max", "samples/s", "train/s", ".0f"),
+    Metric("train_samples_per_s", "epoch", "max", "samples/s", "train/s", ".0f", column=70),
     Metric("sparsity", "epoch", None, "fraction"),
     Metric("lr", "epoch", None, "learning rate at the epoch's last step"),
-    Metric("test_accuracy", "final", "max", "fraction", "test_acc"),
+    Metric("test_accuracy", "final", "max", "fraction", "test_acc", column=10),
     Metric("test_loss", "final", "min", "nats"),
-    Metric("latency_provisional_ms", "final", "min", "ms"),
+    Metric("latency_provisional_ms", "final", "min", "ms", column=1030),
     Metric("latency_b256_provisional_ms", "final", "min", "ms"),
     Metric("runtime_max_abs_diff", "final", None, "fraction of the largest logit"),
-    Metric("param_count", "final", "min", "count", "params", ".0f"),
-    Metric("size_bytes", "final", "min", "bytes", "size_kB", "kB"),
-    Metric("train_seconds", "final", None, "s"),
-    Metric("world_size", "final", None, "count"),
+    Metric("param_count", "final", "min", "count", "params", ".0f", column=90),
+    Metric("size_bytes", "final", "min", "bytes", "size_kB", "kB", column=80),
+    Metric("train_seconds", "final", None, "s", column=1060),
+    Metric("world_size", "final", None, "count", column=1070),
     Metric("ddp_replica_checksum_spread", "final", None, "weights"),
     Metric("ddp_ranks_trained", "final", None, "count"),
     Metric("diverged", "final", None, "flag"),
@@ -66,24 +69,24 @@ _TABLE = (
     Metric("inference_compile_seconds", "final", None, "s"),
     Metric("resumed_from_epoch", "final", None, "epoch"),
     Metric("epochs_trained", "final", None, "epoch"),
-    Metric("reached_target", "final", None, "flag"),
-    Metric("latency_ms", "bench", "min", "ms", "lat_b1_ms", online="latency_provisional_ms"),
-    Metric("latency_p95_ms", "bench", None, "ms", "p95_b1_ms"),
-    Metric("latency_b256_ms", "bench", "min", "ms", "lat_b256_ms", online="latency_b256_provisional_ms"),
+    Metric("reached_target", "final", None, "flag", column=1040),
+    Metric("latency_ms", "bench", "min", "ms", "lat_b1_ms", online="latency_provisional_ms", column=30),
+    Metric("latency_p95_ms", "bench", None, "ms", "p95_b1_ms", column=40),
+    Metric("latency_b256_ms", "bench", "min", "ms", "lat_b256_ms", online="latency_b256_provisional_ms", column=50),
     Metric("latency_b256_p95_ms", "bench", None, "ms"),
-    Metric("inference_samples_per_s", "bench", None, "samples/s", "infer/s", ".0f"),
-    Metric("speedup", "bench", None, "ratio", "speedup", "ratio"),
-    Metric("speedup_low", "bench", None, "ratio", "", "ratio"),
-    Metric("speedup_high", "bench", None, "ratio", "", "ratio"),
-    Metric("accuracy_drop", "report", None, "fraction", "acc_drop"),
-    Metric("compression", "report", None, "ratio", "compression", "ratio"),
-    Metric("time_to_target_s", "report", "min", "s", "t2t_s", ".2f", online="time_to_target_s"),
-    Metric("time_to_target_speedup", "report", "max", "ratio", "t2t_x", "ratio"),
-    Metric("train_speedup", "report", "max", "ratio", "train_x", "ratio"),
-    Metric("cost_cpu_s", "report", "min", "CPU-seconds", "cpu_s", ".1f", online="cost_cpu_s"),
-    Metric("cost_gpu_s", "report", "min", "GPU-seconds", "gpu_s", ".1f", online="cost_gpu_s"),
-    Metric("workers_speedup", "report", "max", "ratio", "workers_x", "ratio"),
-    Metric("scaling_efficiency", "report", "max", "fraction", "scaling", ".2f"),
+    Metric("inference_samples_per_s", "bench", None, "samples/s", "infer/s", ".0f", column=60),
+    Metric("speedup", "bench", None, "ratio", "speedup", "ratio", column=100),
+    Metric("speedup_low", "bench", None, "ratio", "", "ratio", column=1010),
+    Metric("speedup_high", "bench", None, "ratio", "", "ratio", column=1020),
+    Metric("accuracy_drop", "report", None, "fraction", "acc_drop", column=20),
+    Metric("compression", "report", None, "ratio", "compression", "ratio", column=120),
+    Metric("time_to_target_s", "report", "min", "s", "t2t_s", ".2f", online="time_to_target_s", column=130),
+    Metric("time_to_target_speedup", "report", "max", "ratio", "t2t_x", "ratio", column=1050),
+    Metric("train_speedup", "report", "max", "ratio", "train_x", "ratio", column=140),
+    Metric("cost_cpu_s", "report", "min", "CPU-seconds", "cpu_s", ".1f", online="cost_cpu_s", column=1080),
+    Metric("cost_gpu_s", "report", "min", "GPU-seconds", "gpu_s", ".1f", online="cost_gpu_s", column=1090),
+    Metric("workers_speedup", "report", "max", "ratio", "workers_x", "ratio", column=1100),
+    Metric("scaling_efficiency", "report", "max", "fraction", "scaling", ".2f", column=1110),
 )
 
 METRICS: dict[str, Metric] = {metric.name: metric for metric in _TABLE}
@@ -92,6 +95,10 @@ FINAL_METRICS = tuple(m.name for m in _TABLE if m.phase == "final")
 BENCH_METRICS = tuple(m.name for m in _TABLE if m.phase == "bench")
 FRONT_METRICS = tuple(m.name for m in _TABLE if m.direction is not None)
 """What a report's front may be drawn over (`accelsweep report --objectives`)."""
+REPORT_COLUMNS = tuple(m.name for m in sorted(_TABLE, key=lambda m: m.column or 0) if m.column is not None)
+"""The metrics the report shows, in column order (see `Metric.column`)."""
+TABLE_COLUMNS = tuple(name for name in REPORT_COLUMNS if METRICS[name].column < 1000)
+"""Those of the terminal and Markdown table."""
 OBJECTIVES = tuple(m.name for m in _TABLE if m.direction is not None and (m.phase in ("epoch", "final") or m.online))
 """What `search.metric` may name: measured metrics with a direction (a quiet latency is searched
 by its provisional figure: `online_name`; time to target and cost by each trial's own figure)."""
@@ -127,26 +134,3 @@ def runtime_latency_name(runtime: str, batch_size: int) -> str:
         ('latency_onnxruntime_ms', 'latency_eager_b256_ms')
     """
     return f"latency_{runtime}_ms" if batch_size == 1 else f"latency_{runtime}_b{batch_size}_ms"
-
-
-def format_metric(name: str, value: object) -> str:
-    """A report cell: the value formatted as the table says, "-" when missing.
-
-    Args:
-        name: a metric name, or another column (shown as text).
-        value: the value.
-
-    Example:
-        >>> format_metric("speedup", 2.345), format_metric("size_bytes", 21500.0), format_metric("latency_ms", None)
-        ('2.35x', '21.5', '-')
-    """
-    if value is None:
-        return "-"
-    metric = METRICS.get(name)
-    if metric is None or not isinstance(value, (int, float)):
-        return f"{value:.4f}" if isinstance(value, float) else str(value)
-    if metric.fmt == "ratio":
-        return f"{value:.2f}x"
-    if metric.fmt == "kB":
-        return f"{value / 1000:.1f}"
-    return format(value, metric.fmt)

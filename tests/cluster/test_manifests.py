@@ -15,9 +15,9 @@ import ray
 import yaml
 from packaging.requirements import Requirement
 
-from orchestrator.cli import _parser
-from orchestrator.jobs import add_job_commands, build_runtime_env
-from orchestrator.spec import load_spec
+from orchestrator.cli import jobs, parser, submit
+from orchestrator.cluster.jobs_client import build_runtime_env
+from orchestrator.config.loading import load_spec
 
 REPO = Path(__file__).resolve().parents[2]
 CLUSTER_FILES = sorted((REPO / "cluster").rglob("*.yaml"))
@@ -57,8 +57,9 @@ def images(tree):
 
 def sub_commands():
     commands = argparse.ArgumentParser().add_subparsers()
-    add_job_commands(commands)
-    cli = next(action for action in _parser()._actions if isinstance(action, argparse._SubParsersAction))
+    submit.register(commands)
+    jobs.register(commands)
+    cli = next(action for action in parser()._actions if isinstance(action, argparse._SubParsersAction))
     return set(cli.choices) | set(commands.choices)
 
 

@@ -36,6 +36,15 @@ class Compile:
     def mode(self) -> str:
         return "compiled" if self.active else ""
 
+    def describe(self) -> str:
+        """What the config does, in words; "" when off.
+
+        Example:
+            >>> Compile(True).describe()
+            'torch.compile for training and inference'
+        """
+        return "torch.compile for training and inference" if self.active else ""
+
 
 def compile_model(model: nn.Module, cfg: Compile) -> nn.Module:
     """`torch.compile(model)` when active, else the model itself (compilation happens at the first call).

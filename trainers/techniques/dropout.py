@@ -42,6 +42,15 @@ class Dropout:
         """
         return f"d{format_number(self.dropout)}" if self.active else ""
 
+    def describe(self) -> str:
+        """What the config does, in words; "" when off.
+
+        Example:
+            >>> Dropout(0.1).describe()
+            'dropout 0.1 on hidden activations (training only)'
+        """
+        return f"dropout {self.dropout:g} on hidden activations (training only)" if self.active else ""
+
 
 def apply_dropout(model: nn.Module, cfg: Dropout) -> dict[str, str]:
     """Put nn.Dropout after every activation module, in place.

@@ -39,6 +39,15 @@ class FeatureSelect:
         """Short recipe tag such as "fk0.5"; "" when inactive."""
         return f"fk{self.keep:g}" if self.active else ""
 
+    def describe(self) -> str:
+        """What the config does, in words; "" when off.
+
+        Example:
+            >>> FeatureSelect(0.5).describe()
+            'keeps 50% of the input features (highest variance)'
+        """
+        return f"keeps {self.keep:.0%} of the input features (highest variance)" if self.active else ""
+
 
 class SelectFeatures(nn.Module):
     """Flatten each example and keep the features at `kept` (an ONNX `Gather` once exported).

@@ -41,6 +41,15 @@ class L1:
         """
         return f"l1_{format_number(self.l1)}" if self.active else ""
 
+    def describe(self) -> str:
+        """What the config does, in words; "" when off.
+
+        Example:
+            >>> L1(1e-5).describe()
+            'L1 penalty 1e-05'
+        """
+        return f"L1 penalty {self.l1:.3g}" if self.active else ""
+
 
 def l1_penalty(model: nn.Module, cfg: L1) -> torch.Tensor:
     """The L1 penalty to add to the loss: cfg.l1 * sum of |w| over trainable tensors with dim >= 2.

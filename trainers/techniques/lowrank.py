@@ -50,6 +50,18 @@ class LowRank:
             return "r1.0"  # full rank, kept apart from rank 1
         return f"r{format_number(self.rank)}"
 
+    def describe(self) -> str:
+        """What the config does, in words; "" when off.
+
+        Example:
+            >>> LowRank(8).describe(), LowRank(0.25).describe()
+            ('low-rank factorisation of the layers to rank 8 (where that saves weights)', 'low-rank factorisation of the layers to 25% of full rank (where that saves weights)')
+        """
+        if self.rank is None:
+            return ""
+        target = f"{self.rank:.0%} of full rank" if isinstance(self.rank, float) else f"rank {self.rank}"
+        return f"low-rank factorisation of the layers to {target} (where that saves weights)"
+
 
 def apply_low_rank(
     model: nn.Module,

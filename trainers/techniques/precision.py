@@ -38,6 +38,15 @@ class Precision:
     def mode(self) -> str:
         return self.precision if self.active else ""
 
+    def describe(self) -> str:
+        """What the config does, in words; "" when off.
+
+        Example:
+            >>> Precision("bf16").describe()
+            'bf16 autocast training'
+        """
+        return f"{self.precision} autocast training" if self.active else ""
+
 
 def autocast(cfg: Precision, device: torch.device):
     """The context that runs a forward pass (and its loss) in the configured precision.

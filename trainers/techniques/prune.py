@@ -58,6 +58,15 @@ class Prune:
         """
         return f"sp{format_number(round(self.sparsity * 100, 1))}" if self.active else ""
 
+    def describe(self) -> str:
+        """What the config does, in words; "" when off.
+
+        Example:
+            >>> Prune(0.5).describe()
+            'magnitude pruning to 50% sparsity'
+        """
+        return f"magnitude pruning to {self.sparsity:.0%} sparsity" if self.active else ""
+
 
 class WeightMask(nn.Module):
     """Parametrization that multiplies a weight by `mask`, a 0/1 buffer of the same shape.

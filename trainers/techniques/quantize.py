@@ -76,6 +76,21 @@ class Quantize:
     def mode(self) -> str:
         return f"q{self.bits}" if self.active else ""
 
+    def describe(self) -> str:
+        """What the config does, in words; "" when off.
+
+        Example:
+            >>> Quantize(8).describe()
+            '8-bit quantisation-aware training, deployed with int8 kernels'
+        """
+        if self.bits == 32:
+            return ""
+        if self.bits == 16:
+            return "16-bit weights (bf16 on CPU, fp16 on GPU)"
+        if self.bits == 8:
+            return "8-bit quantisation-aware training, deployed with int8 kernels"
+        return f"{self.bits}-bit quantisation-aware training, deployed with packed {self.bits}-bit weights"
+
 
 def quantize_per_channel(weight: torch.Tensor, bits: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The grid every quantised weight lives on: symmetric integer levels per output channel.

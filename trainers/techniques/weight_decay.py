@@ -40,6 +40,15 @@ class WeightDecay:
         """
         return f"wd{format_number(self.weight_decay)}" if self.active else ""
 
+    def describe(self) -> str:
+        """What the config does, in words; "" when off.
+
+        Example:
+            >>> WeightDecay(1e-4).describe()
+            'weight decay 0.0001'
+        """
+        return f"weight decay {self.weight_decay:.3g}" if self.active else ""
+
 
 def param_groups(model: nn.Module, cfg: WeightDecay) -> list[dict]:
     """Split the trainable parameters into optimizer groups with and without weight decay.

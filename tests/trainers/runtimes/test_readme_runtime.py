@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 import trainers.runtimes as runtimes
-from orchestrator.spec import parse_spec, runtime_names
+from orchestrator.config.loading import parse_spec
+from orchestrator.config.schema import runtime_names
 from trainers.data import load_dataset
 from trainers.loop import TrialRecipe, train_trial
 

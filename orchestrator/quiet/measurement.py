@@ -1,0 +1,267 @@
+"""The quiet, paired measurement phase: every finished trial timed in every runtime, against the baseline.
+
+Trials time themselves while other trials train on the same cores, so their latency is only
+provisional. Once a sweep's trials are done, one task per sweep (on one node, holding all of its
+CPUs so that nothing else runs there) rebuilds every finished trial's deployable from its logged
+weights, exports it to each runtime of `deploy.runtimes`, and times all of them round-robin with
+the baseline's (`trainers.measure.paired_latencies`): speedups are medians of per-round ratios,
+with a 95% bootstrap interval. `accelsweep bench` runs the same phase later, on another machine.
+
+Figures land in each trial's MLflow run: the primary runtime's as `latency_ms`, `latency_b256_ms`,
+`speedup`, `speedup_low`, `speedup_high`, ...; every runtime's as `latency_<runtime>_ms`; the host
+and versions as tags; and all of it as `bench/<host>.json` (what `report --host` reads).
+"""
+
+import json
+import logging
+import os
+import platform
+import socket
+import tempfile
+import time
+from dataclasses import dataclass
+
+from mlflow.entities import Metric, RunTag
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from orchestrator.config.schema import Spec
+from orchestrator.tracking.filters import quoted
+from orchestrator.tracking.measured_figures import artifact_path, primary_metrics
+from orchestrator.tracking.tags import (
+    BASELINE_TAG,
+    BENCH_HARDWARE_TAG,
+    BENCH_HOST_TAG,
+    BENCH_VERSIONS_TAG,
+    PARENT_TAG,
+    RUNTIME_STATUS_TAG_PREFIX,
+    RUNTIME_TAG,
+    STATUS_TAG,
+    TRIAL_ID_TAG,
+)
+from trainers.metrics import runtime_latency_name
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrialToMeasure:
+    """One finished trial, as the measurement phase needs it.
+
+    Attributes:
+        trial_id: the Tune trial id.
+        run_id: its MLflow child run.
+        choices: its technique values by space key.
+        trained: the bytes of its `trained.pt` checkpoint.
+        baseline: whether it is the sweep's dense fp32 baseline.
+    """
+
+    trial_id: str
+    run_id: str
+    choices: dict
+    trained: bytes
+    baseline: bool
+
+
+def trials_to_measure(client: MlflowClient, parent_run) -> list[TrialToMeasure]:
+    """Every finished trial of a sweep with its logged weights, the baseline first.
+
+    Args:
+        client: the tracking client.
+        parent_run: the sweep's parent run.
+
+    Returns:
+        The trials (stopped, diverged and failed ones are left out: they ship nothing).
+
+    Example:
+        >>> [trial.trial_id for trial in trials_to_measure(client, parent)][:1]  # doctest: +SKIP
+        ['3a975_00000']
+    """
+    from orchestrator.tracking.store import trial_choices
+    from trainers.checkpoints import TRAINED_FILE
+
+    runs = client.search_runs(
+        [parent_run.info.experiment_id],
+        filter_string=f"tags.{PARENT_TAG} = {quoted(parent_run.info.run_id)} and tags.`{STATUS_TAG}` = 'finished'",
+        max_results=10_000,
+    )
+    trials = []
+    with tempfile.TemporaryDirectory() as directory:
+        for run in runs:
+            try:
+                path = client.download_artifacts(run.info.run_id, f"model/{TRAINED_FILE}", directory)
+            except (MlflowException, OSError) as error:
+                logger.warning("trial run %s holds no model/%s (%s): not measured", run.info.run_id, TRAINED_FILE, error)
+                continue
+            with open(path, "rb") as file:
+                trained = file.read()
+            trials.append(
+                TrialToMeasure(
+                    trial_id=run.data.tags.get(TRIAL_ID_TAG, run.info.run_id),
+                    run_id=run.info.run_id,
+                    choices=trial_choices(run.data.params),
+                    trained=trained,
+                    baseline=run.data.tags.get(BASELINE_TAG) == "true",
+                )
+            )
+    return sorted(trials, key=lambda trial: (not trial.baseline, trial.trial_id))
+
+
+def measure_trials(spec: Spec, data, trials: list[TrialToMeasure], runtimes: list[str], device: str = "cpu") -> dict:
+    """Rebuild, export and time every trial in every runtime, paired with the baseline, in this process.
+
+    Args:
+        spec: the sweep's spec (recipes, `deploy` settings).
+        data: the full data set (a trainers.data.Dataset).
+        trials: from `trials_to_measure`; one of them must be the baseline.
+        runtimes: the runtimes to measure, the primary first.
+        device: where to run ("cpu" or "cuda").
+
+    Returns:
+        {"host": host_info(...), "runtimes": runtimes, "rounds": int, "trials": {trial_id:
+        {runtime: {batch size: figures} or {"unavailable": why}}}, "control": {runtime: the A/A
+        control's figures}} (see `paired_latencies`: a second copy of the baseline is timed as a
+        control, and every interval is widened by its error).
+
+    Raises:
+        ValueError: no baseline among `trials`.
+
+    Example:
+        >>> measure_trials(spec, data, trials_to_measure(client, parent), ["onnxruntime", "eager"])  # doctest: +SKIP
+    """
+    import torch
+
+    baseline = next((trial.trial_id for trial in trials if trial.baseline), None)
+    if baseline is None:
+        raise ValueError("no finished baseline trial to pair the measurements with")
+    control = f"{baseline} (A/A copy)"
+    deployables, samples, figures = _deploy_all(spec, data, trials, runtimes, torch.device(device), baseline, control)
+    control_figures = {}
+    for runtime in runtimes:
+        candidates = deployables[runtime]
+        if baseline not in candidates:
+            for trial_id in set(candidates) - {control}:
+                figures[trial_id][runtime] = {"unavailable": f"{runtime} cannot run the baseline: nothing to pair with"}
+            continue
+        paired = _time_paired(spec, runtime, candidates, samples, baseline, control)
+        control_figures[runtime] = paired.pop(control)
+        for trial_id, by_batch in paired.items():
+            figures[trial_id][runtime] = by_batch
+    return {
+        "host": host_info(device),
+        "runtimes": list(runtimes),
+        "rounds": spec.deploy.rounds,
+        "trials": figures,
+        "control": control_figures,
+    }
+
+
+def _deploy_all(spec, data, trials, runtimes, torch_device, baseline, control):
+    from orchestrator.config.recipe import recipe_for
+    from trainers.loop import deploy_to, rebuild_deployable
+    from trainers.runtimes import RuntimeUnavailable
+
+    deployables = {runtime: {} for runtime in runtimes}
+    samples = {}
+    figures = {trial.trial_id: {} for trial in trials}
+    with tempfile.TemporaryDirectory() as directory:
+        for trial in trials:
+            path = os.path.join(directory, f"{trial.trial_id}.pt")
+            with open(path, "wb") as file:
+                file.write(trial.trained)
+            exported, model_data = rebuild_deployable(recipe_for(spec, trial.choices, torch_device.type), data, path)
+            samples[trial.trial_id] = model_data.x_test[: max(spec.deploy.batch_sizes)].to(torch_device)
+            copies = [trial.trial_id, control] if trial.trial_id == baseline else [trial.trial_id]
+            for runtime in runtimes:
+                try:
+                    for name in copies:
+                        deployables[runtime][name] = deploy_to(runtime, exported, model_data, torch_device, spec.deploy.threads)
+                except RuntimeUnavailable as error:
+                    figures[trial.trial_id][runtime] = {"unavailable": str(error)}
+    samples[control] = samples[baseline]
+    return deployables, samples, figures
+
+
+def _time_paired(spec, runtime, candidates, samples, baseline, control):
+    from trainers.measure import paired_latencies
+
+    logger.info(
+        "timing %d trials in %s: %d interleaved rounds, batch sizes %s, %d thread(s)",
+        len(candidates), runtime, spec.deploy.rounds, spec.deploy.batch_sizes, spec.deploy.threads,
+    )  # fmt: skip
+    return paired_latencies(
+        candidates,
+        baseline,
+        {name: samples[name] for name in candidates},
+        batch_sizes=tuple(spec.deploy.batch_sizes),
+        rounds=spec.deploy.rounds,
+        threads=spec.deploy.threads,
+        control=control,
+    )
+
+
+def host_info(device: str = "cpu") -> dict[str, str]:
+    """The machine the figures come from: host name, processor (and GPU), runtime versions.
+
+    Example:
+        >>> host_info()["host"]  # doctest: +SKIP
+        'laptop'
+    """
+    from trainers.runtimes import RUNTIMES, runtime_versions
+
+    hardware = _cpu_model()
+    if device.startswith("cuda"):
+        import torch
+
+        hardware += f"; {torch.cuda.get_device_name(torch.device(device))}"
+    versions = runtime_versions(sorted(RUNTIMES))
+    return {"host": socket.gethostname(), "hardware": hardware, "versions": json.dumps(versions, sort_keys=True)}
+
+
+def log_measurements(client: MlflowClient, parent_id: str, trials: list[TrialToMeasure], measured: dict) -> None:
+    """Write a measurement phase's figures into the trials' runs and the sweep's parent run.
+
+    Args:
+        client: the tracking client.
+        parent_id: the sweep's parent run.
+        trials: the trials measured.
+        measured: `measure_trials`'s result.
+
+    Example:
+        >>> log_measurements(client, parent_id, trials, measure_trials(spec, data, trials, ["eager"]))  # doctest: +SKIP
+    """
+    host = measured["host"]
+    primary = measured["runtimes"][0]
+    host_tags = {BENCH_HOST_TAG: host["host"], BENCH_HARDWARE_TAG: host["hardware"], BENCH_VERSIONS_TAG: host["versions"]}
+    for trial in trials:
+        figures = measured["trials"][trial.trial_id]
+        metrics = primary_metrics(figures.get(primary, {}))
+        measured_in_primary = "unavailable" not in figures.get(primary, {"unavailable": ""})
+        tags = host_tags | {RUNTIME_TAG: primary if measured_in_primary else f"none ({primary} unavailable)"}
+        for runtime, by_batch in figures.items():
+            if "unavailable" in by_batch:
+                tags[f"{RUNTIME_STATUS_TAG_PREFIX}{runtime}"] = f"unavailable: {by_batch['unavailable']}"[:5000]
+                continue
+            tags[f"{RUNTIME_STATUS_TAG_PREFIX}{runtime}"] = "measured"
+            metrics |= {runtime_latency_name(runtime, batch): figure["median_ms"] for batch, figure in by_batch.items()}
+        now = int(time.time() * 1000)
+        client.log_batch(
+            trial.run_id,
+            metrics=[Metric(key, float(value), now, 0) for key, value in metrics.items()],
+            tags=[RunTag(key, value) for key, value in tags.items()],
+        )
+        stored = {"host": host, "primary": primary, "figures": figures}
+        client.log_text(trial.run_id, json.dumps(stored, indent=1), artifact_path(host["host"]))
+    client.log_batch(parent_id, tags=[RunTag(key, value) for key, value in host_tags.items()])
+    client.log_text(parent_id, json.dumps(measured, indent=1, default=str), artifact_path(host["host"]))
+
+
+def _cpu_model():
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    return f"{line.split(':', 1)[1].strip()}, {os.cpu_count()} cores"
+    except OSError:
+        pass
+    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores"

@@ -1,0 +1,145 @@
+"""The trial driver: one per Ray Tune trial.
+
+A 1-worker trial trains inside its Tune trial (no worker group to pay for). A trial with more
+workers launches a Ray Train `TorchTrainer` (DDP: gloo on CPU, nccl on GPU) from here, the Train
+V2 way, and forwards its rank-0 reports to Tune with `TuneReportCallback`.
+"""
+
+import contextlib
+import os
+import tempfile
+from dataclasses import asdict
+
+import ray
+import ray.train
+import torch
+from ray import tune
+from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+from ray.train.torch import TorchTrainer
+from ray.tune.integration.ray_train import CHECKPOINT_PATH_KEY, TuneReportCallback
+
+from orchestrator.config.recipe import recipe_for, workers_of
+from orchestrator.config.schema import Spec
+from orchestrator.sweep.resources import worker_resources
+from trainers.checkpoints import TRAINED_FILE, load_trained, save_atomically
+from trainers.deployable import Deployable
+from trainers.loop import TrialRecipe, train_trial
+
+
+def trial_driver(config: dict, spec_json: str, data_ref: list) -> None:
+    """The Ray Tune function trainable: train one trial, in-process or with a worker group.
+
+    Args:
+        config: the trial's sampled values by space key.
+        spec_json: the sweep spec as JSON (a plain string travels cheaply to every trial).
+        data_ref: a one-element list holding the data set's object-store reference.
+
+    Example:
+        >>> tune.with_parameters(trial_driver, spec_json=spec.model_dump_json(), data_ref=[ref])  # doctest: +SKIP
+    """
+    spec = Spec.model_validate_json(spec_json)
+    workers = workers_of(spec, config)
+    if workers == 1:
+        device = "cuda" if spec.resources.gpus_per_worker > 0 and torch.cuda.is_available() else "cpu"
+        resume = _load_trained(tune.get_checkpoint())
+        train_trial(recipe_for(spec, config, device), ray.get(data_ref[0]), _report_to_tune, resume)
+        return
+    trial_id = tune.get_context().get_trial_id()
+    trainer = TorchTrainer(
+        _train_worker,
+        train_loop_config={"recipe": asdict(recipe_for(spec, config)), "data_ref": data_ref},
+        scaling_config=ScalingConfig(
+            num_workers=workers,
+            use_gpu=spec.resources.gpus_per_worker > 0,
+            resources_per_worker=worker_resources(spec),
+        ),
+        run_config=RunConfig(
+            name=f"train-{trial_id}",
+            storage_path=os.path.join(spec.results_dir, "train_runs"),
+            callbacks=[TuneReportCallback()],
+            checkpoint_config=CheckpointConfig(num_to_keep=2),
+            failure_config=FailureConfig(max_failures=spec.resources.max_failures),
+        ),
+    )
+    trainer.fit()
+
+
+def _train_worker(config):
+    recipe = TrialRecipe(**(config["recipe"] | {"device": str(ray.train.torch.get_device())}))
+    data = ray.get(config["data_ref"][0])
+    train_trial(recipe, data, _report_to_train, _load_trained(ray.train.get_checkpoint()))
+
+
+def _report_to_tune(metrics, checkpoint):
+    with tempfile.TemporaryDirectory() as directory:
+        saved = _as_checkpoint(checkpoint, directory, tune.Checkpoint)
+        tune.report(metrics | _node_id(), checkpoint=saved)
+
+
+def _report_to_train(metrics, checkpoint):
+    rank_zero = ray.train.get_context().get_world_rank() == 0
+    with tempfile.TemporaryDirectory() as directory:
+        saved = _as_checkpoint(checkpoint, directory, ray.train.Checkpoint) if rank_zero else None
+        ray.train.report(metrics | _node_id(), checkpoint=saved)
+
+
+def _node_id():
+    # nodes on one machine can share an IP: the Ray node id tells them apart
+    return {"node_id": ray.get_runtime_context().get_node_id()}
+
+
+def _as_checkpoint(checkpoint, directory, checkpoint_class):
+    if checkpoint is None:
+        return None
+    write_checkpoint(checkpoint, directory)
+    return checkpoint_class.from_directory(directory)
+
+
+def write_checkpoint(checkpoint: dict, directory: str) -> None:
+    """Write what a trial reports as its checkpoint into `directory`: each state as `STEM.pt`
+    (atomically), a `Deployable` as its runtime's own artifact.
+
+    Args:
+        checkpoint: {stem: state or Deployable}, as `trainers.loop.train_trial` reports it.
+        directory: an existing directory.
+
+    Example:
+        >>> write_checkpoint({"trained": model.state_dict()}, "/tmp/ckpt")  # doctest: +SKIP
+    """
+    for stem, state in checkpoint.items():
+        if isinstance(state, Deployable):
+            state.save(directory)  # the shipped artifact, in its runtime's own format
+        else:
+            save_atomically(state, os.path.join(directory, f"{stem}.pt"))
+
+
+def _load_trained(checkpoint):
+    if checkpoint is None:
+        return None
+    with checkpoint.as_directory() as directory:
+        return load_trained(os.path.join(directory, TRAINED_FILE))
+
+
+@contextlib.contextmanager
+def checkpoint_dir_of(result: dict, trial_checkpoint):
+    """A local directory holding a finished trial's last checkpoint, for 1-worker and worker-group
+    trials alike, and for local or remote (s3://, gs://) storage (downloaded while in use).
+
+    Args:
+        result: the trial's last result (worker-group trials carry the checkpoint's path in it).
+        trial_checkpoint: the Tune trial's checkpoint (1-worker trials), or None.
+
+    Yields:
+        The directory, or None when the trial saved no checkpoint.
+
+    Example:
+        >>> with checkpoint_dir_of(trial.last_result, trial.checkpoint) as directory:  # doctest: +SKIP
+        ...     client.log_artifacts(run_id, directory, "model")
+    """
+    if result.get(CHECKPOINT_PATH_KEY):
+        trial_checkpoint = ray.train.Checkpoint(result[CHECKPOINT_PATH_KEY])
+    if trial_checkpoint is None:
+        yield None
+        return
+    with trial_checkpoint.as_directory() as directory:
+        yield directory

@@ -1,0 +1,132 @@
+"""orchestrator.quiet.measurement: the quiet, paired measurement phase, on a real sqlite store holding trials that
+really trained (stored as `TrialLogger` stores them), without Ray; and `accelsweep bench` for real."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from orchestrator.config.loading import parse_spec
+from orchestrator.quiet import measurement
+from orchestrator.results.rows import ReportError, sweep_rows
+from orchestrator.sweep.search import baseline_choices
+from orchestrator.tracking import measured_figures, store, trial_runs
+from orchestrator.tracking.tags import RUNTIME_TAG
+from tests.orchestrator.stored_sweep import trained_trial
+from trainers.data import load_dataset
+
+SPEC = {
+    "name": "benchdemo",
+    "data": {"source": "digits"},
+    "model": {"kind": "mlp", "hidden": [32]},
+    "train": {"epochs": 1},
+    "space": {"quant_bits": {"choice": [32, 8]}, "dropout": {"choice": [0.0, 0.1]}},
+    "deploy": {"runtimes": ["onnxruntime", "eager"], "batch_sizes": [1, 16], "rounds": 3},
+    "tracking": {"experiment": "benchdemo"},
+}
+TRIALS = [("t0", None), ("t1", {"quant_bits": 8, "dropout": 0.0}), ("t2", {"quant_bits": 32, "dropout": 0.1})]
+
+
+@pytest.fixture(scope="module")
+def measured_sweep(tmp_path_factory):
+    """A sweep of three trained trials, measured once: (client, parent run, trials, figures, spec, data)."""
+    root = tmp_path_factory.mktemp("bench")
+    client = store.connect(f"sqlite:///{root / 'mlflow.db'}")
+    client.create_experiment("benchdemo", artifact_location=(root / "artifacts").as_uri())
+    spec = parse_spec(SPEC)
+    parent_id = store.start_sweep_run(client, spec, yaml.safe_dump(SPEC), str(root / "results"))
+    data = load_dataset("digits")
+    runs = trial_runs.TrialRuns(client, parent_id, spec.name)
+    for trial_id, choices in TRIALS:
+        trained_trial(runs, spec, data, trial_id, choices or baseline_choices(spec), root / trial_id)
+    parent = client.get_run(parent_id)
+    trials = measurement.trials_to_measure(client, parent)
+    figures = measurement.measure_trials(spec, data, trials, spec.deploy.runtimes)
+    measurement.log_measurements(client, parent_id, trials, figures)
+    return client, client.get_run(parent_id), trials, figures, spec, data
+
+
+@pytest.mark.slow
+def test_every_finished_trial_is_measured_with_the_baseline_first(measured_sweep):
+    _, _, trials, figures, _, _ = measured_sweep
+    assert [trial.trial_id for trial in trials] == ["t0", "t1", "t2"] and trials[0].baseline
+    for trial_id in ("t0", "t1", "t2"):
+        for runtime in ("onnxruntime", "eager"):
+            by_batch = figures["trials"][trial_id][runtime]
+            assert set(by_batch) == {1, 16}
+            assert len(by_batch[1]["round_speedups"]) == 3
+            assert by_batch[16]["p95_ms"] >= by_batch[16]["median_ms"] > 0
+
+
+@pytest.mark.slow
+def test_the_baseline_is_paired_with_itself_and_an_a_a_copy_sets_the_error(measured_sweep):
+    _, _, _, figures, _, _ = measured_sweep
+    for runtime in ("onnxruntime", "eager"):
+        own = figures["trials"]["t0"][runtime][1]
+        assert own["round_speedups"] == [1.0, 1.0, 1.0] and own["speedup"] == 1.0
+        # its interval is the A/A control's error around 1.0 (two copies of one model timed apart)
+        assert own["speedup_low"] <= 1.0 <= own["speedup_high"]
+        copy = figures["control"][runtime][1]
+        assert len(copy["round_speedups"]) == 3 and copy["speedup_low"] <= 1.0 <= copy["speedup_high"]
+
+
+@pytest.mark.slow
+def test_figures_land_in_each_trial_run_and_the_report(measured_sweep):
+    client, parent, trials, figures, _, _ = measured_sweep
+    host = figures["host"]["host"]
+    for trial in trials:
+        run = client.get_run(trial.run_id)
+        metrics, tags = run.data.metrics, run.data.tags
+        assert metrics["latency_ms"] == figures["trials"][trial.trial_id]["onnxruntime"][1]["median_ms"]
+        assert metrics["latency_onnxruntime_ms"] == metrics["latency_ms"]
+        assert metrics["latency_eager_b16_ms"] == figures["trials"][trial.trial_id]["eager"][16]["median_ms"]
+        assert metrics["latency_b16_ms"] > 0 and metrics["inference_samples_per_s"] == pytest.approx(16 / (metrics["latency_b16_ms"] / 1000))
+        assert tags[RUNTIME_TAG] == "onnxruntime" and tags["accelsweep.bench.host"] == host
+        assert "cores" in tags["accelsweep.bench.hardware"]
+        assert "onnxruntime" in json.loads(tags["accelsweep.bench.versions"])
+        assert measured_figures.host_figures(client, trial.run_id, host)["speedup"] == metrics["speedup"]
+    rows = {row["trial_id"]: row for row in sweep_rows(client, parent)}
+    assert rows["t0"]["speedup"] == 1.0 and rows["t0"]["on_front"] is True
+    assert rows["t1"]["runtime"] == "onnxruntime" and rows["t1"]["speedup_low"] <= rows["t1"]["speedup"] <= rows["t1"]["speedup_high"]
+
+
+@pytest.mark.slow
+def test_report_for_a_host_that_never_measured_says_so(measured_sweep):
+    client, parent, _, _, _, _ = measured_sweep
+    assert measured_figures.host_figures(client, parent.info.run_id, "elsewhere") is None
+    with pytest.raises(ReportError, match="host 'elsewhere' measured no trial of this sweep"):
+        sweep_rows(client, parent, host="elsewhere")
+
+
+@pytest.mark.slow
+def test_a_sweep_without_a_finished_baseline_cannot_be_paired(measured_sweep):
+    _, _, trials, _, spec, data = measured_sweep
+    with pytest.raises(ValueError, match="no finished baseline trial"):
+        measurement.measure_trials(spec, data, trials[1:], ["eager"])
+
+
+@pytest.mark.slow
+def test_accelsweep_bench_times_again_on_this_machine(measured_sweep, tmp_path):
+    client, parent, trials, _, _, _ = measured_sweep
+    env = {key: value for key, value in os.environ.items() if key != "MLFLOW_TRACKING_URI"}
+    completed = subprocess.run(
+        [sys.executable, "-m", "orchestrator", "bench", "benchdemo", "--uri", client.tracking_uri,
+         "--runtimes", "eager", "--rounds", "3"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert "t1" in completed.stdout and "eager" in completed.stdout
+    run = client.get_run(trials[1].run_id)
+    assert run.data.tags[RUNTIME_TAG] == "eager" and run.data.metrics["latency_ms"] == run.data.metrics["latency_eager_ms"]
+    bad = subprocess.run(
+        [sys.executable, "-m", "orchestrator", "bench", "benchdemo", "--uri", client.tracking_uri, "--runtimes", "eagr"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert bad.returncode == 2
+    assert bad.stderr.strip().splitlines()[-1] == (
+        "error: bench --runtimes: unknown runtime 'eagr' (did you mean 'eager'?); "
+        "valid: aotinductor, compile, eager, onnxruntime"
+    )
