@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from trainers.data import load_dataset
-from trainers.loop import RuntimeDisagreement, TrialRecipe, train_trial
+from trainers.loop import TrialFailed, TrialRecipe, train_trial
 from trainers.runtimes import runtime_versions
 
 FASHION = "/usr/share/datasets/fashion-mnist"
@@ -120,7 +120,7 @@ def compare(title, kind, options, epochs, trials, data):
     for label, choices in trials.items():
         try:
             deployables[label], metrics[label], seconds = train(kind, options, epochs, choices, data)
-        except RuntimeDisagreement as error:  # a finding: the trial fails its agreement check
+        except TrialFailed as error:  # a finding: the trial fails its agreement check
             print(f"  {label} failed: {error}")
             continue
         print(f"  trained {label}: {seconds:.0f} s, {metrics[label]['notes'].get('onnx_weights', '')}")

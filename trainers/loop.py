@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from trainers import runtimes, techniques
-from trainers.checkpoints import load_trained
+from trainers.checkpoints import CheckpointError, load_trained
 from trainers.data import Dataset
 from trainers.deployable import Deployable, DeployFormat, EagerDeployable
 from trainers.measure import evaluate, measure_deployable
@@ -198,6 +198,20 @@ class RuntimeDisagreement(Exception):
     """A runtime's logits differ from the eager PyTorch model's by more than the tolerance."""
 
 
+class TrialFailed(Exception):
+    """A trial that would fail the same way however often it were retried.
+
+    Attributes:
+        reason: what went wrong, in one line.
+        trained: the trained state {"epoch", "model", "optimizer"} when it failed after training, else None.
+    """
+
+    def __init__(self, reason: str, trained: dict | None = None):
+        super().__init__(reason)
+        self.reason = reason
+        self.trained = trained
+
+
 def deploy_to(runtime: str, exported: Exported, data: Dataset, device: torch.device, threads: int = 1) -> Deployable:
     """Export a trained model to one runtime, with calibration rows from the training split.
 
@@ -330,6 +344,30 @@ def train_trial(
         >>> final["test_accuracy"] > 0.5
         True
     """
+    progress = _Progress()
+    try:
+        return _train_and_export(recipe, data, report, resume, progress)
+    except (MemoryError, torch.OutOfMemoryError):
+        raise
+    except Exception as error:
+        if progress.stage == "training" or isinstance(error, TrialFailed):
+            raise
+        raise TrialFailed(_failure_reason(error), progress.trained) from error
+
+
+@dataclass
+class _Progress:
+    stage: str = "building"
+    trained: dict | None = None
+
+
+def _failure_reason(error):
+    text = runtimes.first_line(error)
+    ours = (RuntimeDisagreement, techniques.UnsupportedTechnique, CheckpointError, ValueError)
+    return text if isinstance(error, ours) else f"{type(error).__name__}: {text}"
+
+
+def _train_and_export(recipe, data, report, resume, progress):
     rank, world_size = _distributed_rank()
     device = torch.device(recipe.device)
     torch.set_num_threads(recipe.threads)
@@ -350,6 +388,7 @@ def train_trial(
         logger.info("resuming at epoch %d", start_epoch)
     scaler = techniques.grad_scaler(configs, device)
     trained, wrap_metrics = _training_module(model, optimizer, configs, world_size, device, x_train[first], y_train[first])
+    progress.stage = "training"
     shard_size = len(x_train) // world_size
     # the schedule is a function of the step, and a resumed trial starts at an epoch boundary, so
     # the step (epoch * steps_per_epoch) is all it needs: the trained state's "epoch" gives it
@@ -402,6 +441,7 @@ def train_trial(
             report(epoch_metrics, {"trained": _trained_state(model, optimizer, epochs_trained)})
 
     trained_state = _trained_state(model, optimizer, epochs_trained)
+    progress.stage, progress.trained = "exporting", trained_state
     final = epoch_metrics | wrap_metrics | _replica_agreement(model, world_size)
     exported = export_deployable(model, configs, data.preprocess(), data.x_test[:1].to(device))
     runtime_notes = {"runtime": recipe.runtime}

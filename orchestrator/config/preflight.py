@@ -3,6 +3,7 @@ factory fails before Ray starts.
 """
 
 from orchestrator.config.schema import Spec, SpecError
+from orchestrator.config.space_rules import domain_of
 
 
 def load_data(spec: Spec, spec_path: str):
@@ -17,8 +18,9 @@ def load_data(spec: Spec, spec_path: str):
         The loaded data set (a trainers.data.Dataset).
 
     Raises:
-        SpecError: the data or the model cannot be loaded; the message names the spec file,
-            the key and the cause.
+        SpecError: the data or the model cannot be loaded, a swept technique value cannot apply
+            to the model (`trainers.techniques.unsupported`), or `train.teacher_path` is not a
+            trained checkpoint of this model; the message names the spec file, the key and the cause.
 
     Example:
         >>> data = load_data(load_spec("search_spaces/quickstart.yaml"), "quickstart.yaml")  # doctest: +SKIP
@@ -33,7 +35,7 @@ def load_data(spec: Spec, spec_path: str):
     from trainers.models import ModelError, build_model
 
     try:
-        build_model(
+        model = build_model(
             spec.model.kind,
             data.input_shape,
             data.num_classes,
@@ -43,4 +45,33 @@ def load_data(spec: Spec, spec_path: str):
         )
     except ModelError as error:
         raise SpecError(f"{spec_path}: {error.key}: {error}") from None
+    _check_techniques_apply(spec, spec_path, model)
+    if spec.train.teacher_path:
+        _check_teacher(spec.train.teacher_path, spec_path, model)
     return data
+
+
+def _check_techniques_apply(spec, spec_path, model):
+    from trainers.techniques import TECHNIQUES, off_value, techniques_from_choices, unsupported
+
+    for key, entry in spec.space.items():
+        if key not in TECHNIQUES:
+            continue
+        for value in dict.fromkeys(domain_of(entry)[1]):  # a range's bounds stand for it
+            if value == off_value(key):
+                continue
+            reasons = unsupported(model, techniques_from_choices({key: value}))
+            if reasons:
+                raise SpecError(f"{spec_path}: space.{key}: {'; '.join(reasons)}, got {value!r}")
+
+
+def _check_teacher(path, spec_path, model):
+    import torch
+
+    from trainers.checkpoints import CheckpointError
+    from trainers.techniques.distill import load_teacher
+
+    try:
+        load_teacher(model, path, torch.device("cpu"))
+    except (CheckpointError, ValueError) as error:
+        raise SpecError(f"{spec_path}: train.teacher_path: {error}") from None

@@ -78,6 +78,7 @@ class TrainSpec(_Section):
     warmup_epochs: int = Field(default=0, ge=0)
     clip_norm: float | None = Field(default=None, gt=0)
     target_accuracy: float | None = Field(default=None, gt=0, le=1)
+    teacher_path: str | None = None
 
     @field_validator("warmup_epochs")
     @classmethod

@@ -47,7 +47,9 @@ class ProgressLog(tune.Callback):
         metric, direction = online_name(self.spec.search.metrics[0]), self.spec.search.modes[0]
         value = result.get(metric)
         name = trial_label(self.spec, trial.config)
-        if result.get("diverged"):
+        if result.get("failure"):
+            outcome = f"failed: {result['failure']} (tagged in MLflow)"
+        elif result.get("diverged"):
             outcome = f"diverged at epoch {int(result['diverged_epoch'])}"
         elif isinstance(value, (int, float)) and math.isfinite(value):
             better = self.best is None or (value > self.best[0] if direction == "max" else value < self.best[0])

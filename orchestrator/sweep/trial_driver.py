@@ -6,9 +6,9 @@ V2 way, and forwards its rank-0 reports to Tune with `TuneReportCallback`.
 """
 
 import contextlib
+import dataclasses
 import os
 import tempfile
-from dataclasses import asdict
 
 import ray
 import ray.train
@@ -20,34 +20,50 @@ from ray.tune.integration.ray_train import CHECKPOINT_PATH_KEY, TuneReportCallba
 
 from orchestrator.config.recipe import recipe_for, workers_of
 from orchestrator.config.schema import Spec
+from orchestrator.sweep import teacher
 from orchestrator.sweep.resources import worker_resources
 from trainers.checkpoints import TRAINED_FILE, load_trained, save_atomically
 from trainers.deployable import Deployable
-from trainers.loop import TrialRecipe, train_trial
+from trainers.loop import TrialFailed, TrialRecipe, train_trial
 
 
-def trial_driver(config: dict, spec_json: str, data_ref: list) -> None:
+def trial_driver(config: dict, spec_json: str, data_ref: list, results_path: str) -> None:
     """The Ray Tune function trainable: train one trial, in-process or with a worker group.
+
+    A trial that distills from the sweep's baseline first waits for the baseline's weights
+    (`teacher.wait_for_teacher`); if the baseline ended without any, the trial ends failed, with
+    the reason, before it trains.
 
     Args:
         config: the trial's sampled values by space key.
         spec_json: the sweep spec as JSON (a plain string travels cheaply to every trial).
         data_ref: a one-element list holding the data set's object-store reference.
+        results_path: the sweep's Tune state directory (names its teacher store).
 
     Example:
-        >>> tune.with_parameters(trial_driver, spec_json=spec.model_dump_json(), data_ref=[ref])  # doctest: +SKIP
+        >>> tune.with_parameters(trial_driver, spec_json=spec.model_dump_json(), data_ref=[ref], results_path=path)  # doctest: +SKIP
     """
     spec = Spec.model_validate_json(spec_json)
     workers = workers_of(spec, config)
+    try:
+        teacher_weights = teacher.wait_for_teacher(results_path) if teacher.trial_needs_teacher(spec, config) else None
+    except teacher.NoTeacher as no_teacher:
+        _report_failure(_report_to_tune, TrialFailed(str(no_teacher)))
+        return
     if workers == 1:
         device = "cuda" if spec.resources.gpus_per_worker > 0 and torch.cuda.is_available() else "cpu"
         resume = _load_trained(tune.get_checkpoint())
-        train_trial(recipe_for(spec, config, device), ray.get(data_ref[0]), _report_to_tune, resume)
+        with _teacher_file(recipe_for(spec, config, device), teacher_weights) as recipe:
+            train_once(recipe, ray.get(data_ref[0]), _report_to_tune, resume)
         return
     trial_id = tune.get_context().get_trial_id()
     trainer = TorchTrainer(
         _train_worker,
-        train_loop_config={"recipe": asdict(recipe_for(spec, config)), "data_ref": data_ref},
+        train_loop_config={
+            "recipe": dataclasses.asdict(recipe_for(spec, config)),
+            "data_ref": data_ref,
+            "teacher_ref": [ray.put(teacher_weights)] if teacher_weights else None,
+        },
         scaling_config=ScalingConfig(
             num_workers=workers,
             use_gpu=spec.resources.gpus_per_worker > 0,
@@ -67,7 +83,47 @@ def trial_driver(config: dict, spec_json: str, data_ref: list) -> None:
 def _train_worker(config):
     recipe = TrialRecipe(**(config["recipe"] | {"device": str(ray.train.torch.get_device())}))
     data = ray.get(config["data_ref"][0])
-    train_trial(recipe, data, _report_to_train, _load_trained(ray.train.get_checkpoint()))
+    teacher_weights = ray.get(config["teacher_ref"][0]) if config["teacher_ref"] else None
+    with _teacher_file(recipe, teacher_weights) as recipe:
+        train_once(recipe, data, _report_to_train, _load_trained(ray.train.get_checkpoint()))
+
+
+@contextlib.contextmanager
+def _teacher_file(recipe, teacher_weights):
+    if teacher_weights is None:
+        yield recipe
+        return
+    with tempfile.TemporaryDirectory() as directory:
+        path = os.path.join(directory, teacher.TEACHER_FILE)
+        with open(path, "wb") as file:
+            file.write(teacher_weights)
+        yield dataclasses.replace(recipe, teacher_path=path)
+
+
+def train_once(recipe: TrialRecipe, data, report, resume: dict | None) -> None:
+    """`train_trial`, except that a failure a retry would only repeat (`TrialFailed`: a refused
+    technique, an export or agreement error) ends the trial with its reason, and its trained
+    weights when it had trained, as the last report: the trial returns, so neither Tune nor Ray
+    Train retries it. Errors a retry can fix (a lost worker) are raised as they are.
+
+    Args:
+        recipe: the trial's recipe.
+        data: the data set.
+        report: the trial's report callable (to Tune, or to Ray Train in a worker).
+        resume: the trained state to resume from, or None.
+
+    Example:
+        >>> train_once(recipe_for(spec, {"quant_bits": 8}), data, _report_to_tune, None)  # doctest: +SKIP
+    """
+    try:
+        train_trial(recipe, data, report, resume)
+    except TrialFailed as failure:
+        _report_failure(report, failure)
+
+
+def _report_failure(report, failure):
+    epoch = failure.trained["epoch"] if failure.trained else 0
+    report({"epoch": epoch, "failure": failure.reason}, {"trained": failure.trained} if failure.trained else None)
 
 
 def _report_to_tune(metrics, checkpoint):

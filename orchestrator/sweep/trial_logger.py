@@ -99,7 +99,7 @@ class TrialLogger(tune.Callback):
                     staged = os.path.join(self.staging_dir, trial.trial_id)
                     shutil.copytree(checkpoint_dir, staged, dirs_exist_ok=True)
                     self.outbox.send((trial.trial_id, "artifacts", staged))
-        self.outbox.send((trial.trial_id, "terminate", "FINISHED"))
+        self.outbox.send((trial.trial_id, "terminate", "FAILED" if result.get("failure") else "FINISHED"))
         self.completed.add(trial.trial_id)
 
     def on_trial_error(self, iteration, trials, trial, **info):
@@ -152,6 +152,8 @@ def ended_tags(result: dict) -> dict[str, str]:
     """
     tags = {f"{NOTE_TAG_PREFIX}{key}": str(value) for key, value in result.get("notes", {}).items()}
     tags[STATUS_TAG] = _ended_status(result)
+    if result.get("failure"):
+        tags[ERROR_TAG] = result["failure"][-400:]
     if result.get("diverged"):
         tags[DIVERGED_EPOCH_TAG] = str(int(result["diverged_epoch"]))
     tags[NODE_IP_TAG] = str(result.get("node_ip", ""))
@@ -160,6 +162,8 @@ def ended_tags(result: dict) -> dict[str, str]:
 
 
 def _ended_status(result):
+    if result.get("failure"):  # failed in a way a retry would repeat: not retried
+        return "error"
     if result.get("diverged"):
         return "diverged"
     if "test_accuracy" not in result:  # ended before its last epoch: the scheduler (ASHA) stopped it

@@ -9,7 +9,8 @@ from ray.tune.search import Searcher
 from orchestrator.config.schema import Spec
 from orchestrator.sweep.resources import max_concurrent_trials, trial_resources
 from orchestrator.sweep.search import param_space, sampled_trials, scheduler
-from orchestrator.sweep.trial_driver import trial_driver
+from orchestrator.sweep import teacher
+from orchestrator.sweep.trial_driver import checkpoint_dir_of, trial_driver
 from orchestrator.sweep.trial_logger import TrialLogger
 from trainers.data import Dataset
 
@@ -28,11 +29,17 @@ def run_sweep(spec: Spec, data: Dataset, callbacks: list, results_path: str, sea
     Returns:
         Tune's result grid.
 
+    A sweep whose trials distill from its baseline gets its teacher store and publisher here
+    (`orchestrator.sweep.teacher`).
+
     Example:
         >>> grid = run_sweep(spec, data, [TrialLogger(...)], "/tmp/sweep", search_algorithm(spec))  # doctest: +SKIP
     """
+    teacher_store = teacher.start_store(results_path) if teacher.sweep_needs_teacher(spec) else None
+    if teacher_store is not None:
+        callbacks = [*callbacks, teacher.TeacherPublisher(spec, results_path, checkpoint_dir_of)]
     tuner = tune.Tuner(
-        _trainable(spec, data),
+        _trainable(spec, data, results_path),
         param_space=param_space(spec),
         tune_config=tune.TuneConfig(
             search_alg=search_alg,
@@ -53,7 +60,9 @@ def run_sweep(spec: Spec, data: Dataset, callbacks: list, results_path: str, sea
             checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
         ),
     )
-    return tuner.fit()
+    grid = tuner.fit()
+    del teacher_store  # held until the trials are done: Ray ends an actor once no handle is left
+    return grid
 
 
 def resume_sweep(spec: Spec, data: Dataset, results_path: str):
@@ -72,16 +81,23 @@ def resume_sweep(spec: Spec, data: Dataset, results_path: str):
     Example:
         >>> trial_logger = resume_sweep(spec, data, "/tmp/accelsweep_results/quickstart-20261128-015123")  # doctest: +SKIP
     """
-    tuner = tune.Tuner.restore(results_path, _trainable(spec, data), resume_unfinished=True, resume_errored=True)
+    # its publisher came back with the callbacks, and publishes again
+    teacher_store = teacher.start_store(results_path) if teacher.sweep_needs_teacher(spec) else None
+    tuner = tune.Tuner.restore(
+        results_path, _trainable(spec, data, results_path), resume_unfinished=True, resume_errored=True
+    )
     # Tune restores the run config (and so our callbacks, with their state) from its own pickle;
     # it offers no public way to read it back.
     callbacks = tuner._local_tuner.get_run_config().callbacks
     tuner.fit()
+    del teacher_store  # held until the trials are done: Ray ends an actor once no handle is left
     return next(callback for callback in callbacks if isinstance(callback, TrialLogger))
 
 
-def _trainable(spec, data):
+def _trainable(spec, data, results_path):
     return tune.with_resources(
-        tune.with_parameters(trial_driver, spec_json=spec.model_dump_json(), data_ref=[ray.put(data)]),
+        tune.with_parameters(
+            trial_driver, spec_json=spec.model_dump_json(), data_ref=[ray.put(data)], results_path=results_path
+        ),
         lambda choices: trial_resources(spec, choices),
     )

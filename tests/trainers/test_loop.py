@@ -12,6 +12,7 @@ from trainers.data import load_dataset
 from trainers.deployable import Deployable
 from trainers.loop import (
     RuntimeDisagreement,
+    TrialFailed,
     TrialRecipe,
     build_trial_model,
     deploy_to,
@@ -177,8 +178,10 @@ def test_the_primary_runtime_measures_accuracy_and_ships_its_artifact(digits, tm
 
 def test_a_runtime_that_disagrees_with_pytorch_fails_the_trial(digits):
     recipe = TrialRecipe(epochs=1, hidden=(32,), choices={"quant_bits": 4}, runtime="onnxruntime", max_abs_diff=1e-9)
-    with pytest.raises(RuntimeDisagreement, match="onnxruntime's logits differ from the eager PyTorch model's"):
+    with pytest.raises(TrialFailed, match="onnxruntime's logits differ from the eager PyTorch model's") as failed:
         train_trial(recipe, digits, Recorder())
+    assert isinstance(failed.value.__cause__, RuntimeDisagreement)
+    assert failed.value.trained["epoch"] == 1 and failed.value.trained["model"]  # the trained weights are kept
 
 
 def test_a_runtime_that_cannot_run_the_trial_says_so_and_the_eager_model_is_measured(digits):

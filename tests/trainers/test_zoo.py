@@ -19,7 +19,7 @@ from torch import nn
 from tests.trainers import zoo
 from trainers import techniques
 from trainers.data import load_dataset
-from trainers.loop import TrialRecipe, build_trial_model, deploy_to, export_deployable, train_trial
+from trainers.loop import TrialFailed, TrialRecipe, build_trial_model, deploy_to, export_deployable, train_trial
 from trainers.runtimes.onnxruntime import OnnxRuntimeDeployable, _export_onnx
 from trainers.techniques.quantize import ActivationFakeQuantize, PackedConv2d, quantize_per_channel
 
@@ -126,9 +126,10 @@ def test_compiled_runtimes_agree(architecture, technique, runtime, image_data, t
 def test_a_technique_that_would_change_nothing_is_refused_before_training(image_data):
     reports = []
     recipe = TrialRecipe(model_kind="tests.trainers.test_zoo:embedding_only", choices={"sparsity": 0.5, "rank": 4})
-    with pytest.raises(techniques.UnsupportedTechnique) as refused:
+    with pytest.raises(TrialFailed) as refused:
         train_trial(recipe, image_data, lambda metrics, checkpoint: reports.append(metrics))
-    assert reports == []
+    assert reports == [] and isinstance(refused.value.__cause__, techniques.UnsupportedTechnique)
+    assert refused.value.trained is None  # refused before training: nothing trained, nothing to keep
     assert "sparsity on EmbeddingOnly: no layer it applies to (nn.Linear and nn.Conv2d): sp50 would change nothing" in str(refused.value)
     assert "rank on EmbeddingOnly" in str(refused.value)
 

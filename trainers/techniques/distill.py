@@ -155,10 +155,8 @@ def load_teacher(architecture: nn.Module, path: str | None, device: torch.device
 def _keep_architecture(model, cfg):
     if not cfg.active:
         return {}
-    if cfg.teacher_path is None:
-        raise ValueError(MISSING_TEACHER)
     cfg.teacher.architecture = copy.deepcopy(model)
-    return {"teacher": cfg.teacher_path}
+    return {"teacher": cfg.teacher_path} if cfg.teacher_path else {}
 
 
 def _load(model, cfg, warmup):

@@ -12,9 +12,9 @@ from tests.trainers.zoo import ZOO
 from trainers.attention import Attention
 from trainers.checkpoints import save_atomically
 from trainers.data import load_dataset
-from trainers.loop import TrialRecipe, deploy_to, rebuild_deployable, runtime_difference, train_trial
+from trainers.loop import TrialFailed, TrialRecipe, deploy_to, rebuild_deployable, runtime_difference, train_trial
 from trainers.models import build_model
-from trainers.techniques import UnsupportedTechnique, build, techniques_from_choices
+from trainers.techniques import build, techniques_from_choices
 from trainers.techniques.channel_prune import ChannelPrune, apply_channel_pruning, pruning_epoch
 
 SHAPE, CLASSES = (1, 8, 8), 10
@@ -229,12 +229,12 @@ def test_channel_pruning_composes_with_other_techniques(digits, choices):
 
 def test_a_pruning_mask_is_refused_before_training(digits):
     reports = []
-    with pytest.raises(ValueError, match="sweep channel_sparsity and sparsity in separate trials"):
+    with pytest.raises(TrialFailed, match="sweep channel_sparsity and sparsity in separate trials"):
         train_trial(TrialRecipe(epochs=1, choices={"sparsity": 0.5, "channel_sparsity": 0.5}), digits, lambda m, c: reports.append(m))
     assert reports == []
 
 
 def test_a_model_without_linear_or_conv_layers_is_refused_before_training(digits):
     recipe = TrialRecipe(model_kind="tests.trainers.test_zoo:embedding_only", choices={"channel_sparsity": 0.5})
-    with pytest.raises(UnsupportedTechnique, match="channel_sparsity on EmbeddingOnly: no nn.Linear or nn.Conv2d layer"):
+    with pytest.raises(TrialFailed, match="channel_sparsity on EmbeddingOnly: no nn.Linear or nn.Conv2d layer"):
         train_trial(recipe, digits, lambda m, c: pytest.fail("a refused trial reported"))

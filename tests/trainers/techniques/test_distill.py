@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from trainers import techniques
 from trainers.checkpoints import CheckpointError, save_atomically
 from trainers.data import load_dataset
-from trainers.loop import TrialRecipe, build_trial_model, rebuild_deployable, train_trial
+from trainers.loop import TrialFailed, TrialRecipe, build_trial_model, rebuild_deployable, train_trial
 from trainers.techniques.distill import Distill, distillation_loss
 
 
@@ -90,19 +90,20 @@ def test_the_loss_phase_adds_what_turns_the_plain_cross_entropy_into_hintons_los
 
 def test_a_distilling_trial_without_a_teacher_is_refused_before_it_trains(digits, tmp_path):
     reports = []
-    with pytest.raises(ValueError, match="distill needs a teacher: set the trial recipe's teacher_path"):
+    with pytest.raises(TrialFailed, match="distill needs a teacher: set the trial recipe's teacher_path"):
         train_trial(TrialRecipe(epochs=1, choices={"distill": 0.5}), digits, lambda m, c: reports.append(m))
     garbage = tmp_path / "trained.pt"
     garbage.write_bytes(b"not a checkpoint")
     for path in (str(tmp_path / "missing.pt"), str(garbage)):
-        with pytest.raises(CheckpointError, match="cannot be read"):
+        with pytest.raises(TrialFailed, match="cannot be read") as failed:
             train_trial(TrialRecipe(epochs=1, choices={"distill": 0.5}, teacher_path=path), digits, lambda m, c: reports.append(m))
+        assert isinstance(failed.value.__cause__, CheckpointError) and failed.value.trained is None
     assert reports == []
 
 
 def test_a_teacher_of_another_architecture_is_refused_with_the_reason(digits, untrained_teacher):
     path = untrained_teacher
-    with pytest.raises(ValueError, match="does not fit this trial's model"):
+    with pytest.raises(TrialFailed, match="does not fit this trial's model"):
         train_trial(TrialRecipe(hidden=(32,), epochs=1, choices={"distill": 0.5}, teacher_path=path), digits, lambda m, c: None)
 
 
