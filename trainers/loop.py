@@ -126,7 +126,7 @@ def build_trial_model(recipe: TrialRecipe, data: Dataset) -> tuple[nn.Module, Da
     refusals = techniques.unsupported(model, configs)
     if refusals:
         raise techniques.UnsupportedTechnique("; ".join(refusals))
-    notes = {"mode": techniques.mode_string(configs)} | data_notes | techniques.build(model, configs)
+    notes = {"mode": techniques.label_string(configs)} | data_notes | techniques.build(model, configs)
     return model.to(recipe.device), data, configs, notes
 
 

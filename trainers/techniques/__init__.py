@@ -1,8 +1,8 @@
 """The acceleration techniques, registered by the spec's `space` key and walked phase by phase.
 
 Each technique is one module in this package: a frozen config dataclass (its first field is the
-swept value, `key` names the spec key, `active` says whether it does anything, `mode()` gives its
-short recipe string) and the hook functions it takes part in the trial with, registered with
+swept value, `key` names the spec key, `active` says whether it does anything, `label()` gives its
+short recipe label) and the hook functions it takes part in the trial with, registered with
 `register(Technique(...))`. A config may have further fields with defaults; those named like a
 trial-wide setting (`teacher_path`) receive it from `techniques_from_choices`. Every module in the package is imported here, so a new technique moves
 in with its module (and its test): nothing else names it.
@@ -62,8 +62,8 @@ class Technique:
 
     Attributes:
         config: the frozen config dataclass (ClassVar `key`, first field the swept value,
-            `active`, `mode()`).
-        position: its place in a trial's mode string and, by default, in every phase.
+            `active`, `label()`).
+        position: its place in a trial's label and, by default, in every phase.
         after: keys of techniques whose hooks must run before this one's.
         export_yields_to: keys of techniques whose export wins over this one's when both are active.
         needs_explicit_attention: its build replaces or wraps nn.Linear layers (or walks activation
@@ -209,8 +209,8 @@ def off_value(key: str) -> object:
     return fields(TECHNIQUES[key])[0].default
 
 
-def mode_string(configs: dict[str, object]) -> str:
-    """The trial's recipe at a glance: the active techniques' mode strings joined by "-".
+def label_string(configs: dict[str, object]) -> str:
+    """The trial's recipe at a glance: the active techniques' labels joined by "-".
 
     Args:
         configs: technique configs by key, as `techniques_from_choices` returns them.
@@ -219,11 +219,11 @@ def mode_string(configs: dict[str, object]) -> str:
         e.g. "r16-q8-d0.1-wd1e-4", or "baseline" when no technique is active.
 
     Example:
-        >>> mode_string(techniques_from_choices({"rank": 16, "quant_bits": 8}))
+        >>> label_string(techniques_from_choices({"rank": 16, "quant_bits": 8}))
         'r16-q8'
     """
-    modes = [cfg.mode() for cfg in configs.values() if cfg.active]
-    return "-".join(modes) or "baseline"
+    labels = [cfg.label() for cfg in configs.values() if cfg.active]
+    return "-".join(labels) or "baseline"
 
 
 def phase_order(phase: str) -> list[Technique]:
@@ -294,7 +294,7 @@ def build(model: nn.Module, configs: dict) -> dict:
         uncovered = _uncovered_weight_layers(model, technique) if cfg.active else []
         if uncovered:
             notes[f"{technique.key}_not_covered"] = (
-                f"{', '.join(uncovered)} left as they are: {cfg.mode()} applies to {technique.covers} only"
+                f"{', '.join(uncovered)} left as they are: {cfg.label()} applies to {technique.covers} only"
             )
         notes |= technique.build(model, cfg)
     return notes
@@ -340,7 +340,7 @@ def unsupported(model: nn.Module, configs: dict) -> list[str]:
         if technique.applies_to is not None and not any(technique.applies_to(module) for module in model.modules()):
             reasons.append(
                 f"{technique.key} on {type(model).__name__}: no layer it applies to ({technique.covers}): "
-                f"{cfg.mode()} would change nothing"
+                f"{cfg.label()} would change nothing"
             )
         if technique.refusals is not None:
             reasons += technique.refusals(model, cfg)
@@ -489,7 +489,7 @@ def export(model: nn.Module, configs: dict, context: ExportContext) -> nn.Module
         cfg = configs[technique.key]
         winners = [key for key in technique.export_yields_to if configs[key].active]
         if cfg.active and winners:
-            skipped = f"{cfg.mode()} export skipped: {', '.join(configs[key].mode() for key in winners)} export wins"
+            skipped = f"{cfg.label()} export skipped: {', '.join(configs[key].label() for key in winners)} export wins"
             context.notes["export_conflict"] = "; ".join(filter(None, [context.notes.get("export_conflict"), skipped]))
             continue
         model = technique.export(model, cfg, context)

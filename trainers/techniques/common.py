@@ -1,4 +1,4 @@
-"""Shared helpers of the technique modules: mode-string numbers, value checks, baking weight transforms."""
+"""Shared helpers of the technique modules: label numbers, value checks, baking weight transforms."""
 
 import logging
 import math
@@ -11,9 +11,9 @@ logger = logging.getLogger(__name__)
 
 
 def format_number(value: float) -> str:
-    """Render a number as briefly as possible for a mode string.
+    """Render a number as briefly as possible for a label.
 
-    Rounds to three significant digits (a mode string is a label; the exact value is in the
+    Rounds to three significant digits (a label is read at a glance; the exact value is in the
     trial's params), then picks the shorter of plain decimal and scientific notation (ties go to
     decimal), with no trailing zeros, no "+" and no zero-padded exponent.
 

@@ -33,7 +33,7 @@ class Compile:
     def active(self) -> bool:
         return self.compile
 
-    def mode(self) -> str:
+    def label(self) -> str:
         return "compiled" if self.active else ""
 
     def describe(self) -> str:

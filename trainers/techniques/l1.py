@@ -32,11 +32,11 @@ class L1:
         """Whether the config changes training (l1 > 0)."""
         return self.l1 > 0
 
-    def mode(self) -> str:
+    def label(self) -> str:
         """Short recipe text, e.g. "l1_1e-5"; "" when off.
 
         Example:
-            >>> L1(1e-5).mode()
+            >>> L1(1e-5).label()
             'l1_1e-5'
         """
         return f"l1_{format_number(self.l1)}" if self.active else ""

@@ -35,7 +35,7 @@ class Precision:
     def active(self) -> bool:
         return self.precision != "fp32"
 
-    def mode(self) -> str:
+    def label(self) -> str:
         return self.precision if self.active else ""
 
     def describe(self) -> str:

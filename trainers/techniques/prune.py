@@ -49,11 +49,11 @@ class Prune:
         """Whether the config changes the model (sparsity > 0)."""
         return self.sparsity > 0
 
-    def mode(self) -> str:
+    def label(self) -> str:
         """Short recipe text: the target sparsity in percent, e.g. "sp50", "sp12.5"; "" when off.
 
         Example:
-            >>> Prune(0.5).mode()
+            >>> Prune(0.5).label()
             'sp50'
         """
         return f"sp{format_number(round(self.sparsity * 100, 1))}" if self.active else ""
@@ -184,7 +184,7 @@ def apply_pruning(model: nn.Module, cfg: Prune) -> dict[str, str]:
             raise RuntimeError(f"apply_pruning must run before other weight parametrizations; {name!r} has one")
         parametrize.register_parametrization(module, "weight", WeightMask(module.weight))
         names.append(name)
-    logger.info("pruning %s (%s, %s) on %s", cfg.mode(), cfg.scope, cfg.schedule, names)
+    logger.info("pruning %s (%s, %s) on %s", cfg.label(), cfg.scope, cfg.schedule, names)
     return {"pruned_layers": ",".join(names)}
 
 
@@ -322,7 +322,7 @@ def dense_storage_note(model: nn.Module, cfg: Prune) -> str:
 
     Args:
         model: the model after `export_sparse`.
-        cfg: the pruning config (for the mode string).
+        cfg: the pruning config (for its label).
 
     Returns:
         The note, e.g. "sp50: 2 of 2 pruned layers stored dense, their zeros stored and multiplied
@@ -336,7 +336,7 @@ def dense_storage_note(model: nn.Module, cfg: Prune) -> str:
     if not dense:
         return ""
     return (
-        f"{cfg.mode()}: {len(dense)} of {len(dense) + sparse_count} pruned layers stored dense, their zeros stored and "
+        f"{cfg.label()}: {len(dense)} of {len(dense) + sparse_count} pruned layers stored dense, their zeros stored and "
         f"multiplied (no smaller, no faster than dense): {', '.join(dense)}"
     )
 

@@ -58,7 +58,7 @@ class Quantize:
         bits: weight bit width, one of 2, 4, 8, 16, 32; 32 means off.
 
     Example:
-        >>> Quantize(4).mode()
+        >>> Quantize(4).label()
         'q4'
     """
 
@@ -73,7 +73,7 @@ class Quantize:
     def active(self) -> bool:
         return self.bits != 32
 
-    def mode(self) -> str:
+    def label(self) -> str:
         return f"q{self.bits}" if self.active else ""
 
     def describe(self) -> str:

@@ -31,11 +31,11 @@ class WeightDecay:
         """Whether the config changes training (weight_decay > 0)."""
         return self.weight_decay > 0
 
-    def mode(self) -> str:
+    def label(self) -> str:
         """Short recipe text, e.g. "wd1e-4"; "" when off.
 
         Example:
-            >>> WeightDecay(1e-4).mode()
+            >>> WeightDecay(1e-4).label()
             'wd1e-4'
         """
         return f"wd{format_number(self.weight_decay)}" if self.active else ""
