@@ -136,7 +136,7 @@ def load_teacher(architecture: nn.Module, path: str | None, device: torch.device
         CheckpointError: the file is missing, corrupt or not a trial checkpoint.
 
     Example:
-        >>> teacher = load_teacher(model, "baseline/checkpoint_000004/trained.pt", torch.device("cpu"))
+        >>> teacher = load_teacher(model, "baseline/checkpoint_000004/trained.pt", torch.device("cpu"))  # doctest: +SKIP
     """
     if path is None:
         raise ValueError(MISSING_TEACHER)

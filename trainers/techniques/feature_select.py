@@ -84,7 +84,8 @@ def apply_feature_selection(ds: Dataset, cfg: FeatureSelect) -> tuple[Dataset, t
         flattened model inputs). When ``cfg`` is inactive, ``ds`` itself and all indices.
 
     Example:
-        >>> selected, kept = apply_feature_selection(ds, FeatureSelect(keep=0.5))
+        >>> from trainers.data import load_dataset
+        >>> selected, kept = apply_feature_selection(load_dataset("digits"), FeatureSelect(keep=0.5))
         >>> selected.model_input_shape == (len(kept),)
         True
     """

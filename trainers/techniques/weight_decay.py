@@ -68,7 +68,8 @@ def param_groups(model: nn.Module, cfg: WeightDecay) -> list[dict]:
 
     Example:
         >>> model = nn.Linear(4, 2)
-        >>> optimizer = torch.optim.AdamW(param_groups(model, WeightDecay(1e-4)), lr=1e-3)
+        >>> [group["weight_decay"] for group in param_groups(model, WeightDecay(1e-4))]
+        [0.0001, 0.0]
     """
     trainable = [parameter for parameter in model.parameters() if parameter.requires_grad]
     if not cfg.active:
