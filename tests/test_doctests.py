@@ -1,5 +1,6 @@
 """Every docstring example in the packages named here runs, as `pytest --doctest-modules` would
-run it: an example that needs Ray, a cluster or a tracking store says `# doctest: +SKIP`.
+run it: an example that needs Ray, a cluster, a tracking store, a data file or checkpoint, a GPU, or
+more than a second of training or compiling says `# doctest: +SKIP`.
 
 The examples run from the repository root (they name files such as
 search_spaces/quickstart.yaml). To cover another package, add it to DOCTESTED.
@@ -12,8 +13,8 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-DOCTESTED = ("orchestrator",)
-"""The packages whose docstring examples run (`trainers` joins once its examples are made to run)."""
+DOCTESTED = ("orchestrator", "trainers")
+"""The packages whose docstring examples run."""
 
 
 def _modules():

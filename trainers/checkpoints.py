@@ -26,7 +26,8 @@ def save_atomically(state: object, path: str) -> None:
         path: the final file.
 
     Example:
-        >>> save_atomically({"w": torch.zeros(2)}, "/tmp/x.pt")
+        >>> import tempfile
+        >>> save_atomically({"w": torch.zeros(2)}, os.path.join(tempfile.mkdtemp(), "x.pt"))
     """
     partial = f"{path}.partial"
     torch.save(state, partial)
@@ -47,7 +48,7 @@ def load_trained(path: str) -> dict:
             message names the file (not a traceback from deep inside pickle).
 
     Example:
-        >>> load_trained("accelsweep_results/quickstart-.../checkpoint_000004/trained.pt")["epoch"]
+        >>> load_trained("accelsweep_results/quickstart-.../checkpoint_000004/trained.pt")["epoch"]  # doctest: +SKIP
         5
     """
     try:

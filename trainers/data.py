@@ -95,7 +95,7 @@ class Dataset:
 
         Example:
             >>> ds = load_dataset("digits")
-            >>> torch.equal(ds.preprocess()(ds.x_test), ds.preprocessed().x_test)
+            >>> ds.preprocess()(ds.x_test).equal(ds.preprocessed().x_test)
             True
         """
         from torch import nn
@@ -112,6 +112,9 @@ class Dataset:
             A new Dataset sharing the split tensors.
 
         Example:
+            >>> import torch
+            >>> from trainers.techniques.feature_select import SelectFeatures
+            >>> ds = load_dataset("digits")
             >>> selected = ds.with_transform(SelectFeatures(torch.tensor([0, 5])))
             >>> selected.model_input_shape
             (2,)

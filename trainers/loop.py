@@ -69,6 +69,7 @@ class TrialRecipe:
 
     Example:
         >>> TrialRecipe(model_kind="mlp", choices={"rank": 8}, epochs=2)
+        TrialRecipe(model_kind='mlp', choices={'rank': 8}, epochs=2, batch_size=64, ...)
     """
 
     model_kind: str = "mlp"
@@ -110,7 +111,10 @@ def build_trial_model(recipe: TrialRecipe, data: Dataset) -> tuple[nn.Module, Da
             the message gives every reason, see `trainers.techniques.unsupported`).
 
     Example:
+        >>> from trainers.data import load_dataset
         >>> model, data, configs, notes = build_trial_model(TrialRecipe(), load_dataset("digits"))
+        >>> notes["mode"], sum(p.numel() for p in model.parameters())
+        ('baseline', 4810)
     """
     configs = techniques.techniques_from_choices(recipe.choices, {"teacher_path": recipe.teacher_path})
     data, data_notes = techniques.prepare_data(data, configs)
@@ -126,7 +130,7 @@ def build_trial_model(recipe: TrialRecipe, data: Dataset) -> tuple[nn.Module, Da
     refusals = techniques.unsupported(model, configs)
     if refusals:
         raise techniques.UnsupportedTechnique("; ".join(refusals))
-    notes = {"mode": techniques.mode_string(configs)} | data_notes | techniques.build(model, configs)
+    notes = {"mode": techniques.label_string(configs)} | data_notes | techniques.build(model, configs)
     return model.to(recipe.device), data, configs, notes
 
 
@@ -178,6 +182,8 @@ def export_deployable(model: nn.Module, configs: dict, preprocess: nn.Module, ex
         The float model, the eager deployable, how its weights are stored, notes and metrics.
 
     Example:
+        >>> from trainers.data import load_dataset
+        >>> model, data, configs, notes = build_trial_model(TrialRecipe(), load_dataset("digits"))
         >>> exported = export_deployable(model, configs, data.preprocess(), data.x_test[:1])
         >>> exported.eager(data.x_test[:1]).shape
         torch.Size([1, 10])
@@ -227,8 +233,11 @@ def deploy_to(runtime: str, exported: Exported, data: Dataset, device: torch.dev
         RuntimeUnavailable: the runtime cannot run this model here (the message says why).
 
     Example:
+        >>> from trainers.data import load_dataset
+        >>> model, data, configs, notes = build_trial_model(TrialRecipe(), load_dataset("digits"))
         >>> exported = export_deployable(model, configs, data.preprocess(), data.x_test[:1])
-        >>> deploy_to("onnxruntime", exported, data, torch.device("cpu"))
+        >>> deploy_to("onnxruntime", exported, data, torch.device("cpu"))(data.x_test[:2]).shape
+        torch.Size([2, 10])
     """
     inputs = exported.inputs_for_runtimes(
         data.x_test[:8].to(device), data.x_train[:CALIBRATION_ROWS].to(device), threads
@@ -241,8 +250,9 @@ def runtime_difference(deployable: Deployable, eager: Deployable, x: torch.Tenso
     to the largest eager logit (so one tolerance fits models whose logits are 1 or 100).
 
     Example:
-        >>> runtime_difference(onnx_deployable, exported.eager, data.x_test[:256])
-        3.1e-07
+        >>> eager = EagerDeployable(nn.Linear(4, 2))
+        >>> runtime_difference(EagerDeployable(nn.Sequential(eager.module, nn.Identity())), eager, torch.randn(3, 4))
+        0.0
     """
     reference = eager(x).float()
     return (deployable(x).float() - reference).abs().max().item() / max(reference.abs().max().item(), 1e-12)
@@ -268,8 +278,8 @@ def rebuild_deployable(recipe: TrialRecipe, data: Dataset, trained_path: str) ->
         CheckpointError: the checkpoint is missing, corrupt or not a trial checkpoint.
 
     Example:
-        >>> exported, model_data = rebuild_deployable(recipe, data, "model/trained.pt")
-        >>> deploy_to("onnxruntime", exported, model_data, torch.device("cpu"))
+        >>> exported, model_data = rebuild_deployable(recipe, data, "model/trained.pt")  # doctest: +SKIP
+        >>> deploy_to("onnxruntime", exported, model_data, torch.device("cpu"))  # doctest: +SKIP
     """
     model, model_data, configs, _ = build_trial_model(recipe, data)
     trained = load_trained(trained_path)
@@ -340,8 +350,8 @@ def train_trial(
         The final metrics (the last report's).
 
     Example:
-        >>> final = train_trial(TrialRecipe(epochs=1), load_dataset("digits"), lambda m, c: None)
-        >>> final["test_accuracy"] > 0.5
+        >>> final = train_trial(TrialRecipe(epochs=1), load_dataset("digits"), lambda m, c: None)  # doctest: +SKIP
+        >>> final["test_accuracy"] > 0.5  # doctest: +SKIP
         True
     """
     progress = _Progress()

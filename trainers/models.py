@@ -59,6 +59,7 @@ def build_model(
         ModelError: for an unknown kind, a bad size, or a factory that cannot be used.
 
     Example:
+        >>> import torch
         >>> model = build_model("cnn", (1, 28, 28), 10, channels=(8, 16))
         >>> model(torch.zeros(2, 1, 28, 28)).shape
         torch.Size([2, 10])

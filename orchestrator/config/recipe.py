@@ -4,7 +4,7 @@ workers, and its label (the recipe at a glance, as run names and the `accelsweep
 
 from orchestrator.config.schema import Spec
 from trainers.loop import TrialRecipe
-from trainers.techniques import mode_string, techniques_from_choices
+from trainers.techniques import label_string, techniques_from_choices
 
 
 def recipe_for(spec: Spec, choices: dict, device: str = "cpu") -> TrialRecipe:
@@ -67,7 +67,7 @@ def trial_label(spec: Spec, choices: dict) -> str:
         >>> trial_label(spec, {"rank": 16, "quant_bits": 8, "workers": 2})
         'r16-q8-w2'
     """
-    parts = [mode_string(techniques_from_choices(choices))]
+    parts = [label_string(techniques_from_choices(choices))]
     workers = workers_of(spec, choices)
     if workers != spec.resources.workers_per_trial:
         parts.append(f"w{workers}")

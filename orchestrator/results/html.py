@@ -2,7 +2,7 @@
 inline JavaScript, no network fetch), so that it renders offline and in MLflow's artifact viewer.
 
 Test accuracy against batch-1 latency, marker area = stored size; hovering a trial (or its row in
-the table below the plot) shows its mode string, accuracy, latencies, size and ratios. The Pareto
+the table below the plot) shows its label, accuracy, latencies, size and ratios. The Pareto
 front is blue and labelled, the baseline a red star, the other trials grey.
 """
 

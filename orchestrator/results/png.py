@@ -18,7 +18,7 @@ PLOT_FILE = "tradeoff.png"
 def plot_tradeoff(rows: list[dict], path: str, title: str = "sweep", x: str = "latency_ms") -> Figure:
     """Draw the trade-off as a PNG: test accuracy against latency (or `x`), marker area = stored size.
 
-    Pareto-front trials are coloured and labelled with their mode strings, the accuracy/x front
+    Pareto-front trials are coloured and labelled with their recipe labels, the accuracy/x front
     is drawn as a staircase, and the baseline is a star with dotted lines through it. The x axis
     is logarithmic when its values spread over more than LOG_SCALE_SPREAD times. Latency points
     carry the 95% interval of their paired speedup. Drawn with matplotlib's Agg canvas: no

@@ -41,8 +41,11 @@ class ExportInputs:
         threads: intra-op threads the runtime may use.
 
     Example:
-        >>> inputs = ExportInputs(model, EagerDeployable(model), DeployFormat(8), x[:4], x[:256],
-        ...                       torch.device("cpu"))
+        >>> model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 10)).eval()
+        >>> x = torch.randn(256, 8)
+        >>> inputs = ExportInputs(model, EagerDeployable(model), DeployFormat(8), x[:4], x, torch.device("cpu"))
+        >>> inputs.example.shape, inputs.threads
+        (torch.Size([4, 8]), 1)
     """
 
     model: nn.Module
@@ -57,7 +60,9 @@ class ExportInputs:
         """The example rows, repeated to at least two: exporters specialise a batch of one to the constant 1.
 
         Example:
-            >>> len(dataclasses.replace(inputs, example=x[:1]).batch_example())
+            >>> model, x = nn.Linear(8, 10), torch.randn(1, 8)
+            >>> inputs = ExportInputs(model, EagerDeployable(model), DeployFormat(), x, x, torch.device("cpu"))
+            >>> len(inputs.batch_example())
             2
         """
         if len(self.example) > 1:
@@ -97,7 +102,7 @@ def register(name: str, packages: tuple[str, ...] = ("torch",)) -> Callable[[Exp
         The decorator, which returns the function unchanged.
 
     Example:
-        >>> @register("eager")
+        >>> @register("eager")  # doctest: +SKIP
         ... def export_eager(inputs: ExportInputs) -> Deployable:
         ...     return inputs.eager
     """
@@ -145,6 +150,8 @@ def export_to(runtime: str, inputs: ExportInputs) -> Deployable:
         RuntimeUnavailable: when the runtime cannot run this model here; the message says why.
 
     Example:
+        >>> model, x = nn.Linear(8, 10).eval(), torch.randn(256, 8)
+        >>> inputs = ExportInputs(model, EagerDeployable(model), DeployFormat(), x[:4], x, torch.device("cpu"))
         >>> export_to("onnxruntime", inputs)(inputs.example).shape
         torch.Size([4, 10])
     """
@@ -191,8 +198,10 @@ def max_abs_diff(deployable: Deployable, reference: Deployable, inputs: torch.Te
         max |deployable(inputs) - reference(inputs)| as a float.
 
     Example:
-        >>> max_abs_diff(export_to("onnxruntime", inputs), inputs.eager, inputs.example)
-        2.384185791015625e-07
+        >>> model, x = nn.Linear(8, 10).eval(), torch.randn(256, 8)
+        >>> inputs = ExportInputs(model, EagerDeployable(model), DeployFormat(), x[:4], x, torch.device("cpu"))
+        >>> max_abs_diff(export_to("onnxruntime", inputs), inputs.eager, inputs.example) < 1e-5
+        True
     """
     return (deployable(inputs).float() - reference(inputs).float()).abs().max().item()
 

@@ -16,6 +16,10 @@ def export_eager(inputs: ExportInputs) -> EagerDeployable:
         `inputs.eager` itself.
 
     Example:
+        >>> import torch
+        >>> from trainers.deployable import DeployFormat
+        >>> model, x = torch.nn.Linear(8, 10), torch.randn(4, 8)
+        >>> inputs = ExportInputs(model, EagerDeployable(model), DeployFormat(), x, x, torch.device("cpu"))
         >>> export_eager(inputs) is inputs.eager
         True
     """

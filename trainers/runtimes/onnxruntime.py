@@ -95,6 +95,9 @@ class OnnxRuntimeDeployable(Deployable):
         session_config: extra session config entries (`SessionOptions.add_session_config_entry`).
 
     Example:
+        >>> from trainers.deployable import DeployFormat, EagerDeployable
+        >>> model, x = torch.nn.Linear(8, 10).eval(), torch.randn(256, 8)
+        >>> inputs = ExportInputs(model, EagerDeployable(model), DeployFormat(8), x[:4], x, torch.device("cpu"))
         >>> deployable = export_onnxruntime(inputs)
         >>> deployable(inputs.example).shape, deployable.stored_bytes() == len(deployable.model_bytes)
         (torch.Size([4, 10]), True)
@@ -175,8 +178,12 @@ def export_onnxruntime(inputs: ExportInputs) -> OnnxRuntimeDeployable:
             an unsupported bit width; a graph this ONNX Runtime build has no kernel for.
 
     Example:
+        >>> from trainers.deployable import DeployFormat, EagerDeployable
+        >>> model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 10)).eval()
+        >>> x = torch.randn(256, 8)
+        >>> inputs = ExportInputs(model, EagerDeployable(model), DeployFormat(8), x[:4], x, torch.device("cpu"))
         >>> export_onnxruntime(inputs).notes
-        {'onnx_weights': 'int8: 3 MatMul dynamic (per-channel symmetric), 0 Conv static QDQ'}
+        {'onnx_weights': 'int8: 2 MatMul dynamic (per-channel symmetric), 0 Conv static QDQ'}
     """
     bits = inputs.fmt.weight_bits
     _provider(inputs.device)  # fail early on a CUDA device without the CUDA provider

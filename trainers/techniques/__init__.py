@@ -1,8 +1,8 @@
 """The acceleration techniques, registered by the spec's `space` key and walked phase by phase.
 
 Each technique is one module in this package: a frozen config dataclass (its first field is the
-swept value, `key` names the spec key, `active` says whether it does anything, `mode()` gives its
-short recipe string) and the hook functions it takes part in the trial with, registered with
+swept value, `key` names the spec key, `active` says whether it does anything, `label()` gives its
+short recipe label) and the hook functions it takes part in the trial with, registered with
 `register(Technique(...))`. A config may have further fields with defaults; those named like a
 trial-wide setting (`teacher_path`) receive it from `techniques_from_choices`. Every module in the package is imported here, so a new technique moves
 in with its module (and its test): nothing else names it.
@@ -62,8 +62,8 @@ class Technique:
 
     Attributes:
         config: the frozen config dataclass (ClassVar `key`, first field the swept value,
-            `active`, `mode()`).
-        position: its place in a trial's mode string and, by default, in every phase.
+            `active`, `label()`).
+        position: its place in a trial's label and, by default, in every phase.
         after: keys of techniques whose hooks must run before this one's.
         export_yields_to: keys of techniques whose export wins over this one's when both are active.
         needs_explicit_attention: its build replaces or wraps nn.Linear layers (or walks activation
@@ -78,7 +78,9 @@ class Technique:
             phase hooks (see the package docstring); None where it takes no part.
 
     Example:
-        >>> register(Technique(config=Dropout, position=40, build=apply_dropout))
+        >>> from trainers.techniques.dropout import Dropout, apply_dropout
+        >>> Technique(config=Dropout, position=40, build=apply_dropout).key
+        'dropout'
     """
 
     config: type
@@ -140,7 +142,7 @@ def register(technique: Technique) -> Technique:
         The technique.
 
     Example:
-        >>> TECHNIQUE = register(Technique(config=L1, position=60, loss=l1_penalty))
+        >>> TECHNIQUE = register(Technique(config=L1, position=60, loss=_loss_term))  # in l1.py  # doctest: +SKIP
     """
     if technique.key in _REGISTRY and _REGISTRY[technique.key] != technique:
         raise ValueError(f"technique key {technique.key!r} is registered twice")
@@ -209,8 +211,8 @@ def off_value(key: str) -> object:
     return fields(TECHNIQUES[key])[0].default
 
 
-def mode_string(configs: dict[str, object]) -> str:
-    """The trial's recipe at a glance: the active techniques' mode strings joined by "-".
+def label_string(configs: dict[str, object]) -> str:
+    """The trial's recipe at a glance: the active techniques' labels joined by "-".
 
     Args:
         configs: technique configs by key, as `techniques_from_choices` returns them.
@@ -219,11 +221,11 @@ def mode_string(configs: dict[str, object]) -> str:
         e.g. "r16-q8-d0.1-wd1e-4", or "baseline" when no technique is active.
 
     Example:
-        >>> mode_string(techniques_from_choices({"rank": 16, "quant_bits": 8}))
+        >>> label_string(techniques_from_choices({"rank": 16, "quant_bits": 8}))
         'r16-q8'
     """
-    modes = [cfg.mode() for cfg in configs.values() if cfg.active]
-    return "-".join(modes) or "baseline"
+    labels = [cfg.label() for cfg in configs.values() if cfg.active]
+    return "-".join(labels) or "baseline"
 
 
 def phase_order(phase: str) -> list[Technique]:
@@ -261,7 +263,10 @@ def prepare_data(data, configs: dict):
     transform appended to its `transforms`, in phase order.
 
     Example:
+        >>> from trainers.data import load_dataset
         >>> data, notes = prepare_data(load_dataset("digits"), techniques_from_choices({"feature_keep": 0.5}))
+        >>> data.model_input_shape
+        (32,)
     """
     notes = {}
     for technique in phase_order("data"):
@@ -281,7 +286,9 @@ def build(model: nn.Module, configs: dict) -> dict:
     ("<key>_not_covered").
 
     Example:
-        >>> notes = build(model, techniques_from_choices({"rank": 8, "quant_bits": 8}))
+        >>> model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 2))
+        >>> build(model, techniques_from_choices({"rank": 4, "quant_bits": 8}))
+        {'low_rank_factorised': '0', 'low_rank_skipped': '2 (16->2, r=4)', 'quant_fake_quant_layers': '0.0,0.1,2'}
     """
     notes = {}
     rewritten = None
@@ -294,7 +301,7 @@ def build(model: nn.Module, configs: dict) -> dict:
         uncovered = _uncovered_weight_layers(model, technique) if cfg.active else []
         if uncovered:
             notes[f"{technique.key}_not_covered"] = (
-                f"{', '.join(uncovered)} left as they are: {cfg.mode()} applies to {technique.covers} only"
+                f"{', '.join(uncovered)} left as they are: {cfg.label()} applies to {technique.covers} only"
             )
         notes |= technique.build(model, cfg)
     return notes
@@ -340,7 +347,7 @@ def unsupported(model: nn.Module, configs: dict) -> list[str]:
         if technique.applies_to is not None and not any(technique.applies_to(module) for module in model.modules()):
             reasons.append(
                 f"{technique.key} on {type(model).__name__}: no layer it applies to ({technique.covers}): "
-                f"{cfg.mode()} would change nothing"
+                f"{cfg.label()} would change nothing"
             )
         if technique.refusals is not None:
             reasons += technique.refusals(model, cfg)
@@ -364,7 +371,11 @@ def param_groups(model: nn.Module, configs: dict) -> list[dict]:
     every trainable parameter without weight decay.
 
     Example:
-        >>> torch.optim.AdamW(param_groups(model, configs), lr=1e-3)
+        >>> model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 2))
+        >>> groups = param_groups(model, techniques_from_choices({"weight_decay": 1e-4}))
+        >>> [group["weight_decay"] for group in groups]
+        [0.0001, 0.0]
+        >>> optimizer = torch.optim.AdamW(groups, lr=1e-3)
     """
     for technique in phase_order("param_groups"):
         groups = technique.param_groups(model, configs[technique.key])
@@ -377,7 +388,10 @@ def wrap(model: nn.Module, configs: dict, warmup: Callable[[nn.Module], None]) -
     """Run the wrap phase: the module that trains, and one-off metrics (e.g. compile_seconds).
 
     Example:
-        >>> trained, metrics = wrap(model, configs, lambda m: m(x).sum().backward())
+        >>> model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 2))
+        >>> trained, metrics = wrap(model, techniques_from_choices({}), lambda m: m(torch.randn(4, 8)).sum().backward())
+        >>> trained is model, metrics  # without compile, the model trains as it is
+        (True, {})
     """
     metrics = {}
     for technique in phase_order("wrap"):
@@ -390,8 +404,11 @@ def autocast(configs: dict, device: torch.device):
     """The training step's precision context (a no-op context when no technique sets one).
 
     Example:
-        >>> with autocast(configs, torch.device("cpu")):
-        ...     loss = model(x).sum()
+        >>> model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 2))
+        >>> with autocast(techniques_from_choices({"precision": "bf16"}), torch.device("cpu")):
+        ...     loss = model(torch.randn(4, 8)).sum()
+        >>> loss.dtype
+        torch.bfloat16
     """
     for technique in phase_order("autocast"):
         context = technique.autocast(configs[technique.key], device)
@@ -404,7 +421,8 @@ def grad_scaler(configs: dict, device: torch.device) -> torch.amp.GradScaler:
     """The gradient scaler of the training step (a disabled one when no technique needs one).
 
     Example:
-        >>> scaler = grad_scaler(configs, torch.device("cpu"))
+        >>> grad_scaler(techniques_from_choices({}), torch.device("cpu")).is_enabled()
+        False
     """
     for technique in phase_order("grad_scaler"):
         scaler = technique.grad_scaler(configs[technique.key], device)
@@ -421,8 +439,10 @@ def reshape(model: nn.Module, configs: dict, epoch: int, epochs: int, example: t
         the optimizer's parameters are still the model's).
 
     Example:
-        >>> if reshape(model, configs, epoch, epochs, x_train[:64]) is not None:
-        ...     optimizer = torch.optim.AdamW(param_groups(model, configs))
+        >>> model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 2))
+        >>> configs = techniques_from_choices({"channel_sparsity": 0.5})
+        >>> [reshape(model, configs, epoch, 4, torch.randn(4, 8)) for epoch in range(4)]
+        [None, None, {'parameters_before_pruning': 178.0, 'parameters_after_pruning': 90.0}, None]
     """
     metrics = None
     for technique in phase_order("reshape"):
@@ -439,9 +459,10 @@ def replay_reshapes(model: nn.Module, configs: dict, epochs_done: int, epochs: i
     load into the model (they replace whatever values the replay chose).
 
     Example:
-        >>> state = load_trained(path)
-        >>> replay_reshapes(model, configs, state["epoch"], recipe.epochs, x[:64])
-        >>> model.load_state_dict(state["model"])
+        >>> model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 2))
+        >>> replay_reshapes(model, techniques_from_choices({"channel_sparsity": 0.5}), 3, 4, torch.randn(4, 8))
+        >>> model[0].out_features  # as a checkpoint taken after 3 of 4 epochs has it: its weights load
+        8
     """
     for epoch in range(epochs_done):
         reshape(model, configs, epoch, epochs, example)
@@ -451,6 +472,9 @@ def epoch_start(model: nn.Module, configs: dict, epoch: int, epochs: int) -> dic
     """Run the epoch_start phase before epoch `epoch` (0-based). Returns the metrics it reports.
 
     Example:
+        >>> model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 2))
+        >>> configs = techniques_from_choices({"sparsity": 0.5})
+        >>> notes = build(model, configs)
         >>> epoch_start(model, configs, 0, 5)
         {'sparsity': 0.0}
     """
@@ -466,8 +490,14 @@ def loss_terms(
     """The terms the active techniques add to a step's loss.
 
     Example:
+        >>> model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 2))
+        >>> configs = techniques_from_choices({"l1": 1e-5})
+        >>> x, y = torch.randn(4, 8), torch.tensor([0, 1, 1, 0])
         >>> logits = model(x)
-        >>> loss = sum(loss_terms(model, configs, logits, y, x), F.cross_entropy(logits, y))
+        >>> terms = loss_terms(model, configs, logits, y, x)
+        >>> loss = sum(terms, nn.functional.cross_entropy(logits, y))
+        >>> len(terms)
+        1
     """
     terms = (
         technique.loss(model, configs[technique.key], logits, targets, inputs) for technique in phase_order("loss")
@@ -482,14 +512,17 @@ def export(model: nn.Module, configs: dict, context: ExportContext) -> nn.Module
     say so under "export_conflict".
 
     Example:
-        >>> context = ExportContext(torch.device("cpu"), x[:1], DeployFormat(), {}, {})
-        >>> deployable_module = export(model, configs, context)
+        >>> model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 2))
+        >>> context = ExportContext(torch.device("cpu"), torch.randn(1, 8), DeployFormat(), {}, {})
+        >>> deployable_module = export(model, techniques_from_choices({"quant_bits": 8}), context)
+        >>> context.fmt, context.notes
+        (DeployFormat(weight_bits=8, sparse=False, notes={}), {'quant_kernel': '2 DynamicQuantizedLinear (int8 matmul, ... engine)'})
     """
     for technique in phase_order("export"):
         cfg = configs[technique.key]
         winners = [key for key in technique.export_yields_to if configs[key].active]
         if cfg.active and winners:
-            skipped = f"{cfg.mode()} export skipped: {', '.join(configs[key].mode() for key in winners)} export wins"
+            skipped = f"{cfg.label()} export skipped: {', '.join(configs[key].label() for key in winners)} export wins"
             context.notes["export_conflict"] = "; ".join(filter(None, [context.notes.get("export_conflict"), skipped]))
             continue
         model = technique.export(model, cfg, context)

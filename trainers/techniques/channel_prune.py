@@ -67,11 +67,11 @@ class ChannelPrune:
         """Whether the config changes the model (channel_sparsity > 0)."""
         return self.channel_sparsity > 0
 
-    def mode(self) -> str:
+    def label(self) -> str:
         """Short recipe text: the removed fraction in percent, e.g. "cp50"; "" when off.
 
         Example:
-            >>> ChannelPrune(0.5).mode()
+            >>> ChannelPrune(0.5).label()
             'cp50'
         """
         return f"cp{format_number(round(self.channel_sparsity * 100, 1))}" if self.active else ""
@@ -196,8 +196,8 @@ def apply_channel_pruning(model: nn.Module, cfg: ChannelPrune, example: torch.Te
     model.train(was_training)
     after = _parameter_count(model)
     if after == before:
-        raise RuntimeError(f"channel pruning {cfg.mode()} found no channel group to remove in {type(model).__name__}")
-    logger.info("channel pruning %s: %d -> %d parameters", cfg.mode(), before, after)
+        raise RuntimeError(f"channel pruning {cfg.label()} found no channel group to remove in {type(model).__name__}")
+    logger.info("channel pruning %s: %d -> %d parameters", cfg.label(), before, after)
     return {"parameters_before_pruning": float(before), "parameters_after_pruning": float(after)}
 
 
@@ -253,7 +253,7 @@ def _bare_parameters(model):
 def _refusals(model, cfg):
     if any(isinstance(module, PRUNED_LAYERS) for module in model.modules()):
         return []
-    return [f"channel_sparsity on {type(model).__name__}: no nn.Linear or nn.Conv2d layer: {cfg.mode()} would change nothing"]
+    return [f"channel_sparsity on {type(model).__name__}: no nn.Linear or nn.Conv2d layer: {cfg.label()} would change nothing"]
 
 
 def _reshape(model, cfg, epoch, epochs, example):

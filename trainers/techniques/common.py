@@ -1,4 +1,4 @@
-"""Shared helpers of the technique modules: mode-string numbers, value checks, baking weight transforms."""
+"""Shared helpers of the technique modules: label numbers, value checks, baking weight transforms."""
 
 import logging
 import math
@@ -11,9 +11,9 @@ logger = logging.getLogger(__name__)
 
 
 def format_number(value: float) -> str:
-    """Render a number as briefly as possible for a mode string.
+    """Render a number as briefly as possible for a label.
 
-    Rounds to three significant digits (a mode string is a label; the exact value is in the
+    Rounds to three significant digits (a label is read at a glance; the exact value is in the
     trial's params), then picks the shorter of plain decimal and scientific notation (ties go to
     decimal), with no trailing zeros, no "+" and no zero-padded exponent.
 
@@ -77,7 +77,9 @@ def bake_weight_transforms(model: nn.Module) -> nn.Module:
         >>> notes = apply_pruning(model, Prune(0.5, schedule="oneshot"))
         >>> update_pruning(model, Prune(0.5, schedule="oneshot"), epoch=0, epochs=1)
         0.5
-        >>> bake_weight_transforms(model)[0].weight  # a plain Parameter, half of its entries zero
+        >>> weight = bake_weight_transforms(model)[0].weight
+        >>> type(weight).__name__, int((weight == 0).sum())  # a plain Parameter, half of its 8 entries zero
+        ('Parameter', 4)
     """
     for name, module in model.named_modules():
         if parametrize.is_parametrized(module):
@@ -100,7 +102,12 @@ def remove_parametrizations_alone(module: nn.Module, tensor_name: str, leave_par
         leave_parametrized: keep the transformed values (True) or the original tensor (False).
 
     Example:
+        >>> import copy
+        >>> layer = parametrize.register_parametrization(nn.Linear(4, 2), "weight", nn.Identity())
+        >>> twin = copy.deepcopy(layer)
         >>> remove_parametrizations_alone(layer, "weight", leave_parametrized=False)
+        >>> parametrize.is_parametrized(layer), parametrize.is_parametrized(twin)
+        (False, True)
     """
     shared_class = type(module)
     module.__class__ = type(shared_class.__name__, shared_class.__bases__, dict(vars(shared_class)))

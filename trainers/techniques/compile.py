@@ -33,7 +33,7 @@ class Compile:
     def active(self) -> bool:
         return self.compile
 
-    def mode(self) -> str:
+    def label(self) -> str:
         return "compiled" if self.active else ""
 
     def describe(self) -> str:
@@ -57,7 +57,10 @@ def compile_model(model: nn.Module, cfg: Compile) -> nn.Module:
         The compiled module, or `model`.
 
     Example:
-        >>> fast = compile_model(model, Compile(True))
+        >>> model = nn.Linear(4, 2)
+        >>> compile_model(model, Compile(False)) is model
+        True
+        >>> fast = compile_model(model, Compile(True))  # compiles at its first call
     """
     return torch.compile(model) if cfg.active else model
 
@@ -72,7 +75,8 @@ def timed_first_call(run: Callable[[], object]) -> float:
         Wall seconds.
 
     Example:
-        >>> compile_seconds = timed_first_call(lambda: fast(x).sum().backward())
+        >>> fast = compile_model(nn.Linear(4, 2), Compile(True))
+        >>> compile_seconds = timed_first_call(lambda: fast(torch.randn(3, 4)).sum().backward())  # doctest: +SKIP
     """
     started = time.perf_counter()
     run()

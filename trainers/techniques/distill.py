@@ -70,11 +70,11 @@ class Distill:
         """Whether the config changes training (distill > 0)."""
         return self.distill > 0
 
-    def mode(self) -> str:
+    def label(self) -> str:
         """Short recipe text: the soft term's weight, e.g. "kd0.5"; "" when off.
 
         Example:
-            >>> Distill(0.5).mode()
+            >>> Distill(0.5).label()
             'kd0.5'
         """
         return f"kd{format_number(self.distill)}" if self.active else ""
@@ -136,7 +136,7 @@ def load_teacher(architecture: nn.Module, path: str | None, device: torch.device
         CheckpointError: the file is missing, corrupt or not a trial checkpoint.
 
     Example:
-        >>> teacher = load_teacher(model, "baseline/checkpoint_000004/trained.pt", torch.device("cpu"))
+        >>> teacher = load_teacher(model, "baseline/checkpoint_000004/trained.pt", torch.device("cpu"))  # doctest: +SKIP
     """
     if path is None:
         raise ValueError(MISSING_TEACHER)

@@ -33,11 +33,11 @@ class Dropout:
         """Whether the config changes the model (dropout > 0)."""
         return self.dropout > 0
 
-    def mode(self) -> str:
+    def label(self) -> str:
         """Short recipe text, e.g. "d0.1"; "" when off.
 
         Example:
-            >>> Dropout(0.1).mode()
+            >>> Dropout(0.1).label()
             'd0.1'
         """
         return f"d{format_number(self.dropout)}" if self.active else ""
@@ -82,8 +82,8 @@ def apply_dropout(model: nn.Module, cfg: Dropout) -> dict[str, str]:
             model.set_submodule(name, nn.Sequential(module, nn.Dropout(cfg.dropout)))
             wrapped.append(name)
     if not wrapped:
-        logger.warning("dropout %s: the model has no activation modules, nothing was added", cfg.mode())
-    logger.info("dropout %s after %s", cfg.mode(), wrapped)
+        logger.warning("dropout %s: the model has no activation modules, nothing was added", cfg.label())
+    logger.info("dropout %s after %s", cfg.label(), wrapped)
     return {"dropout_after": ",".join(wrapped) or "none"}
 
 
@@ -92,7 +92,7 @@ def _refusals(model, cfg):
         return []
     return [
         f"dropout on {type(model).__name__}: no activation module ({', '.join(f'nn.{a.__name__}' for a in ACTIVATIONS)}); "
-        f"activations called as functions get none: {cfg.mode()} would change nothing"
+        f"activations called as functions get none: {cfg.label()} would change nothing"
     ]
 
 

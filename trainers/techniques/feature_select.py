@@ -35,7 +35,7 @@ class FeatureSelect:
         """Whether any feature is dropped."""
         return self.keep < 1
 
-    def mode(self) -> str:
+    def label(self) -> str:
         """Short recipe tag such as "fk0.5"; "" when inactive."""
         return f"fk{self.keep:g}" if self.active else ""
 
@@ -84,7 +84,8 @@ def apply_feature_selection(ds: Dataset, cfg: FeatureSelect) -> tuple[Dataset, t
         flattened model inputs). When ``cfg`` is inactive, ``ds`` itself and all indices.
 
     Example:
-        >>> selected, kept = apply_feature_selection(ds, FeatureSelect(keep=0.5))
+        >>> from trainers.data import load_dataset
+        >>> selected, kept = apply_feature_selection(load_dataset("digits"), FeatureSelect(keep=0.5))
         >>> selected.model_input_shape == (len(kept),)
         True
     """
@@ -95,7 +96,7 @@ def apply_feature_selection(ds: Dataset, cfg: FeatureSelect) -> tuple[Dataset, t
     with torch.no_grad():
         variance = ds.preprocess()(ds.x_train).flatten(1).var(dim=0, correction=0)
     kept = torch.argsort(variance, descending=True, stable=True)[:k].sort().values
-    logger.info("feature selection keeps %d of %d input features (%s)", k, n_features, cfg.mode())
+    logger.info("feature selection keeps %d of %d input features (%s)", k, n_features, cfg.label())
     return ds.with_transform(SelectFeatures(kept)), kept
 
 

@@ -32,11 +32,11 @@ class L1:
         """Whether the config changes training (l1 > 0)."""
         return self.l1 > 0
 
-    def mode(self) -> str:
+    def label(self) -> str:
         """Short recipe text, e.g. "l1_1e-5"; "" when off.
 
         Example:
-            >>> L1(1e-5).mode()
+            >>> L1(1e-5).label()
             'l1_1e-5'
         """
         return f"l1_{format_number(self.l1)}" if self.active else ""
@@ -65,7 +65,8 @@ def l1_penalty(model: nn.Module, cfg: L1) -> torch.Tensor:
         A scalar tensor on the model's device.
 
     Example:
-        >>> loss = criterion(model(inputs), targets) + l1_penalty(model, L1(1e-5))
+        >>> model = nn.Linear(4, 2)
+        >>> loss = nn.functional.cross_entropy(model(torch.randn(3, 4)), torch.tensor([0, 1, 0])) + l1_penalty(model, L1(1e-5))
         >>> loss.backward()
     """
     weights = [parameter for parameter in model.parameters() if parameter.requires_grad and parameter.dim() >= 2]

@@ -37,11 +37,11 @@ class LowRank:
         """Whether the config changes the model (rank is not None)."""
         return self.rank is not None
 
-    def mode(self) -> str:
+    def label(self) -> str:
         """Short recipe text: "r16" for rank 16, "r0.25" for a quarter of full rank, "" when off.
 
         Example:
-            >>> LowRank(16).mode(), LowRank(0.25).mode(), LowRank(1.0).mode()
+            >>> LowRank(16).label(), LowRank(0.25).label(), LowRank(1.0).label()
             ('r16', 'r0.25', 'r1.0')
         """
         if not self.active:
@@ -106,7 +106,7 @@ def apply_low_rank(
             continue
         model.set_submodule(name, _factorise(module, rank))
         factorised.append(name)
-    logger.info("low rank %s: factorised %s; skipped %s", cfg.mode(), factorised, skipped)
+    logger.info("low rank %s: factorised %s; skipped %s", cfg.label(), factorised, skipped)
     notes = {}
     if factorised:
         notes["low_rank_factorised"] = ",".join(factorised)

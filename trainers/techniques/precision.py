@@ -35,7 +35,7 @@ class Precision:
     def active(self) -> bool:
         return self.precision != "fp32"
 
-    def mode(self) -> str:
+    def label(self) -> str:
         return self.precision if self.active else ""
 
     def describe(self) -> str:
@@ -59,8 +59,11 @@ def autocast(cfg: Precision, device: torch.device):
         `torch.autocast` for bf16/fp16, a no-op context for fp32.
 
     Example:
+        >>> model = torch.nn.Linear(4, 2)
         >>> with autocast(Precision("bf16"), torch.device("cpu")):
-        ...     loss = model(x).sum()
+        ...     loss = model(torch.randn(3, 4)).sum()
+        >>> loss.dtype
+        torch.bfloat16
     """
     if not cfg.active:
         return contextlib.nullcontext()
@@ -78,6 +81,9 @@ def grad_scaler(cfg: Precision, device: torch.device) -> torch.amp.GradScaler:
         A `torch.amp.GradScaler`; a disabled one passes `scale`, `step` and `update` straight through.
 
     Example:
+        >>> model = torch.nn.Linear(4, 2)
+        >>> optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+        >>> loss = model(torch.randn(3, 4)).sum()
         >>> scaler = grad_scaler(Precision("fp16"), torch.device("cpu"))
         >>> scaler.scale(loss).backward(); scaler.step(optimizer); scaler.update()
     """

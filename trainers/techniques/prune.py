@@ -49,11 +49,11 @@ class Prune:
         """Whether the config changes the model (sparsity > 0)."""
         return self.sparsity > 0
 
-    def mode(self) -> str:
+    def label(self) -> str:
         """Short recipe text: the target sparsity in percent, e.g. "sp50", "sp12.5"; "" when off.
 
         Example:
-            >>> Prune(0.5).mode()
+            >>> Prune(0.5).label()
             'sp50'
         """
         return f"sp{format_number(round(self.sparsity * 100, 1))}" if self.active else ""
@@ -184,7 +184,7 @@ def apply_pruning(model: nn.Module, cfg: Prune) -> dict[str, str]:
             raise RuntimeError(f"apply_pruning must run before other weight parametrizations; {name!r} has one")
         parametrize.register_parametrization(module, "weight", WeightMask(module.weight))
         names.append(name)
-    logger.info("pruning %s (%s, %s) on %s", cfg.mode(), cfg.scope, cfg.schedule, names)
+    logger.info("pruning %s (%s, %s) on %s", cfg.label(), cfg.scope, cfg.schedule, names)
     return {"pruned_layers": ",".join(names)}
 
 
@@ -206,9 +206,10 @@ def update_pruning(model: nn.Module, cfg: Prune, epoch: int, epochs: int) -> flo
         The scheduled sparsity for this epoch (0.0 when the config is inactive).
 
     Example:
-        >>> for epoch in range(epochs):
-        ...     sparsity = update_pruning(model, cfg, epoch, epochs)
-        ...     train_one_epoch(model)
+        >>> model = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 2))
+        >>> notes = apply_pruning(model, Prune(0.8))
+        >>> [round(update_pruning(model, Prune(0.8), epoch, 4), 3) for epoch in range(4)]  # one call per epoch
+        [0.0, 0.563, 0.77, 0.8]
     """
     if not cfg.active:
         return 0.0
@@ -274,9 +275,14 @@ def export_sparse(model: nn.Module) -> nn.Module:
         The same model.
 
     Example:
+        >>> from trainers.techniques.common import bake_weight_transforms
+        >>> model = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 2))
+        >>> notes = apply_pruning(model, Prune(0.9, schedule="oneshot"))
+        >>> update_pruning(model, Prune(0.9, schedule="oneshot"), epoch=0, epochs=1)
+        0.9
         >>> model = export_sparse(bake_weight_transforms(model))
         >>> [name for name, module in model.named_modules() if isinstance(module, SparseLinear)]
-        ['fc1', 'fc2']
+        ['0', '2']
     """
     if any(parametrize.is_parametrized(module) for module in model.modules()):
         raise RuntimeError("export_sparse needs a plain model; call bake_weight_transforms first")
@@ -322,21 +328,22 @@ def dense_storage_note(model: nn.Module, cfg: Prune) -> str:
 
     Args:
         model: the model after `export_sparse`.
-        cfg: the pruning config (for the mode string).
+        cfg: the pruning config (for its label).
 
     Returns:
         The note, e.g. "sp50: 2 of 2 pruned layers stored dense, their zeros stored and multiplied
         (no smaller, no faster than dense): 0 (Linear), 2 (Linear)"; "" when every pruned layer is sparse.
 
     Example:
-        >>> dense_storage_note(export_sparse(bake_weight_transforms(model)), Prune(0.5))
+        >>> dense_storage_note(nn.Sequential(nn.Linear(8, 2)), Prune(0.5))
+        'sp50: 1 of 1 pruned layers stored dense, their zeros stored and multiplied (no smaller, no faster than dense): 0 (Linear)'
     """
     dense = [f"{name} ({type(module).__name__})" for name, module in model.named_modules() if isinstance(module, PRUNABLE)]
     sparse_count = sum(isinstance(module, SparseLinear) for module in model.modules())
     if not dense:
         return ""
     return (
-        f"{cfg.mode()}: {len(dense)} of {len(dense) + sparse_count} pruned layers stored dense, their zeros stored and "
+        f"{cfg.label()}: {len(dense)} of {len(dense) + sparse_count} pruned layers stored dense, their zeros stored and "
         f"multiplied (no smaller, no faster than dense): {', '.join(dense)}"
     )
 

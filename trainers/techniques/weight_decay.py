@@ -31,11 +31,11 @@ class WeightDecay:
         """Whether the config changes training (weight_decay > 0)."""
         return self.weight_decay > 0
 
-    def mode(self) -> str:
+    def label(self) -> str:
         """Short recipe text, e.g. "wd1e-4"; "" when off.
 
         Example:
-            >>> WeightDecay(1e-4).mode()
+            >>> WeightDecay(1e-4).label()
             'wd1e-4'
         """
         return f"wd{format_number(self.weight_decay)}" if self.active else ""
@@ -68,7 +68,8 @@ def param_groups(model: nn.Module, cfg: WeightDecay) -> list[dict]:
 
     Example:
         >>> model = nn.Linear(4, 2)
-        >>> optimizer = torch.optim.AdamW(param_groups(model, WeightDecay(1e-4)), lr=1e-3)
+        >>> [group["weight_decay"] for group in param_groups(model, WeightDecay(1e-4))]
+        [0.0001, 0.0]
     """
     trainable = [parameter for parameter in model.parameters() if parameter.requires_grad]
     if not cfg.active:

@@ -236,7 +236,7 @@ TINY_SPEC = {
 @pytest.fixture(scope="module")
 def finished_sweep(tmp_path_factory):
     """A real `accelsweep run` of a tiny spec (digits, 1 epoch, 2 samples + the baseline) in a
-    fresh directory; returns (directory, the trials' mode strings)."""
+    fresh directory; returns (directory, the trials' labels)."""
     directory = tmp_path_factory.mktemp("sweep")
     (directory / "tiny.yaml").write_text(yaml.safe_dump(TINY_SPEC, sort_keys=False))
     env = {key: value for key, value in os.environ.items() if key not in ("MLFLOW_TRACKING_URI", "RAY_ADDRESS")}

@@ -49,8 +49,8 @@ def pruned(kind, sparsity=0.5):
 
 
 def test_the_config_checks_its_value_says_its_mode_and_what_it_does():
-    assert ChannelPrune(0.5).mode() == "cp50" and ChannelPrune(0.125).mode() == "cp12.5"
-    assert ChannelPrune().mode() == "" and not ChannelPrune().active
+    assert ChannelPrune(0.5).label() == "cp50" and ChannelPrune(0.125).label() == "cp12.5"
+    assert ChannelPrune().label() == "" and not ChannelPrune().active
     assert ChannelPrune(0.5).describe() == "structured pruning: 50% of channels, neurons and heads removed"
     with pytest.raises(ValueError, match="ChannelPrune.channel_sparsity"):
         ChannelPrune(0.95)

@@ -9,7 +9,7 @@ from trainers.techniques.compile import Compile, compile_model, timed_first_call
 def test_values_are_checked_and_named():
     with pytest.raises(ValueError, match="Compile.compile.*'yes'"):
         Compile("yes")
-    assert Compile(True).mode() == "compiled" and Compile().mode() == ""
+    assert Compile(True).label() == "compiled" and Compile().label() == ""
 
 
 def test_inactive_returns_the_model_itself():

@@ -48,7 +48,7 @@ def teacher(digits, tmp_path_factory):
 
 
 def test_the_config_checks_its_values_says_its_mode_and_what_it_does():
-    assert Distill(0.5).mode() == "kd0.5" and Distill().mode() == "" and not Distill().active
+    assert Distill(0.5).label() == "kd0.5" and Distill().label() == "" and not Distill().active
     assert Distill(0.5, temperature=2).describe() == (
         "distillation: 0.5 of the loss is the KL divergence to the teacher's logits at temperature 2"
     )

@@ -29,9 +29,9 @@ def test_bad_probability_raises_naming_the_field(bad_p):
 
 
 def test_mode_and_active():
-    assert Dropout(0.1).mode() == "d0.1"
-    assert Dropout(0.5).mode() == "d0.5"
-    assert Dropout().mode() == "" and not Dropout(0).active
+    assert Dropout(0.1).label() == "d0.1"
+    assert Dropout(0.5).label() == "d0.5"
+    assert Dropout().label() == "" and not Dropout(0).active
 
 
 def test_inserts_dropout_after_every_activation():

@@ -52,11 +52,11 @@ def test_inactive_returns_the_dataset_and_all_indices():
     selected, kept = apply_feature_selection(ds, config)
     assert selected is ds
     assert torch.equal(kept, torch.arange(12))
-    assert not config.active and config.mode() == ""
+    assert not config.active and config.label() == ""
 
 
 def test_mode_names_the_kept_fraction():
-    assert FeatureSelect(keep=0.5).mode() == "fk0.5"
+    assert FeatureSelect(keep=0.5).label() == "fk0.5"
     assert FeatureSelect(keep=0.25).active
     assert FeatureSelect.key == "feature_keep"
 

@@ -17,9 +17,9 @@ def test_bad_value_raises_naming_the_field(bad_value):
 
 
 def test_mode_and_active():
-    assert L1(1e-5).mode() == "l1_1e-5"
-    assert L1(3e-3).mode() == "l1_3e-3"
-    assert L1().mode() == "" and not L1(0.0).active
+    assert L1(1e-5).label() == "l1_1e-5"
+    assert L1(3e-3).label() == "l1_3e-3"
+    assert L1().label() == "" and not L1(0.0).active
 
 
 def test_penalty_sums_absolute_weights_only():

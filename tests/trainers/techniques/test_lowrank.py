@@ -38,11 +38,11 @@ def test_bad_rank_raises_naming_the_field(bad_rank):
 
 
 def test_mode_and_active():
-    assert LowRank(16).mode() == "r16"
-    assert LowRank(0.25).mode() == "r0.25"
-    assert LowRank(1.0).mode() == "r1.0"
-    assert LowRank(1).mode() == "r1"
-    assert LowRank().mode() == ""
+    assert LowRank(16).label() == "r16"
+    assert LowRank(0.25).label() == "r0.25"
+    assert LowRank(1.0).label() == "r1.0"
+    assert LowRank(1).label() == "r1"
+    assert LowRank().label() == ""
     assert LowRank(16).active and not LowRank(None).active
 
 

@@ -7,8 +7,8 @@ from trainers.techniques.precision import Precision, autocast, grad_scaler
 def test_values_are_checked_and_named():
     with pytest.raises(ValueError, match="Precision.precision.*'fp8'"):
         Precision("fp8")
-    assert not Precision().active and Precision().mode() == ""
-    assert Precision("bf16").mode() == "bf16"
+    assert not Precision().active and Precision().label() == ""
+    assert Precision("bf16").label() == "bf16"
 
 
 @pytest.mark.parametrize("name, dtype", [("bf16", torch.bfloat16), ("fp16", torch.float16)])

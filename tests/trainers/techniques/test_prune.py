@@ -84,10 +84,10 @@ def test_bad_values_raise_naming_the_field(field, kwargs):
 
 
 def test_mode_and_active():
-    assert Prune(0.5).mode() == "sp50"
-    assert Prune(0.9).mode() == "sp90"
-    assert Prune(0.125).mode() == "sp12.5"
-    assert Prune().mode() == "" and not Prune(0.0).active
+    assert Prune(0.5).label() == "sp50"
+    assert Prune(0.9).label() == "sp90"
+    assert Prune(0.125).label() == "sp12.5"
+    assert Prune().label() == "" and not Prune(0.0).active
 
 
 def test_gradual_schedule_is_cubic_and_reaches_the_target_at_the_last_epoch():

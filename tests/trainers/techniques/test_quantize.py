@@ -47,7 +47,7 @@ def mlp(width=32, inputs=16, outputs=5):
 
 
 def test_config_modes_and_activity():
-    assert [Quantize(bits).mode() for bits in (2, 4, 8, 16, 32)] == ["q2", "q4", "q8", "q16", ""]
+    assert [Quantize(bits).label() for bits in (2, 4, 8, 16, 32)] == ["q2", "q4", "q8", "q16", ""]
     assert Quantize(8).active and not Quantize().active
     assert Quantize.key == "quant_bits"
 

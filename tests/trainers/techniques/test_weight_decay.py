@@ -23,9 +23,9 @@ def test_bad_value_raises_naming_the_field(bad_value):
 
 
 def test_mode_and_active():
-    assert WeightDecay(1e-4).mode() == "wd1e-4"
-    assert WeightDecay(0.01).mode() == "wd0.01"
-    assert WeightDecay().mode() == "" and not WeightDecay(0).active
+    assert WeightDecay(1e-4).label() == "wd1e-4"
+    assert WeightDecay(0.01).label() == "wd0.01"
+    assert WeightDecay().label() == "" and not WeightDecay(0).active
 
 
 def test_only_tensors_with_two_or_more_dimensions_are_decayed():
