@@ -42,7 +42,7 @@ def test_build_phase_masks_before_fake_quantisation_and_after_factorising():
     assert order.index("rank") < order.index("sparsity") < order.index("quant_bits")
 
 
-def test_compile_exports_last_and_mode_strings_keep_registry_order():
+def test_compile_exports_last_and_labels_keep_registry_order():
     assert keys("export")[-1] == "compile"
     configs = techniques_from_choices({"sparsity": 0.5, "quant_bits": 8, "rank": 4, "dropout": 0.1})
     assert techniques.label_string(configs) == "r4-q8-sp50-d0.1"
