@@ -89,7 +89,9 @@ def test_figures_land_in_each_trial_run_and_the_report(measured_sweep):
         assert "onnxruntime" in json.loads(tags["accelsweep.bench.versions"])
         assert measured_figures.host_figures(client, trial.run_id, host)["speedup"] == metrics["speedup"]
     rows = {row["trial_id"]: row for row in sweep_rows(client, parent)}
-    assert rows["t0"]["speedup"] == 1.0 and rows["t0"]["on_front"] is True
+    # the report reads the quiet figures (whether the baseline is on the front is up to the timings:
+    # t2, dropout only, has the baseline's graph and size)
+    assert rows["t0"]["speedup"] == 1.0 and rows["t0"]["latency_ms"] == figures["trials"]["t0"]["onnxruntime"][1]["median_ms"]
     assert rows["t1"]["runtime"] == "onnxruntime" and rows["t1"]["speedup_low"] <= rows["t1"]["speedup"] <= rows["t1"]["speedup_high"]
 
 
