@@ -202,7 +202,7 @@ def test_tradeoff_html_hover_shows_the_trials_numbers(tmp_path):
     assert tip.splitlines() == [
         "r8-q8  (trial t1, on the Pareto front)",
         "test accuracy 0.8800, drop 0.0200",
-        "latency 1 ms at batch 1, 0.5 ms at batch 256",
+        "latency 1.0000 ms at batch 1, 0.5000 ms at batch 256",
         "size 1.0 kB, - parameters",
         "speedup 2.00x (1.90-2.10x), compression 4.00x",
     ]
