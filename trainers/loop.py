@@ -349,6 +349,12 @@ def train_trial(
     Returns:
         The final metrics (the last report's).
 
+    Raises:
+        TrialFailed: a failure a retry would only repeat: a technique refused on the model or a
+            teacher that does not fit (before training), an export, runtime or agreement error
+            (after it; the trained state comes with it). An error while training (a lost worker)
+            is raised as it is.
+
     Example:
         >>> final = train_trial(TrialRecipe(epochs=1), load_dataset("digits"), lambda m, c: None)  # doctest: +SKIP
         >>> final["test_accuracy"] > 0.5  # doctest: +SKIP
@@ -360,20 +366,20 @@ def train_trial(
     except (MemoryError, torch.OutOfMemoryError):
         raise
     except Exception as error:
-        if progress.stage == "training" or isinstance(error, TrialFailed):
+        if progress.training:
             raise
         raise TrialFailed(_failure_reason(error), progress.trained) from error
 
 
 @dataclass
 class _Progress:
-    stage: str = "building"
+    training: bool = False
     trained: dict | None = None
 
 
 def _failure_reason(error):
     text = runtimes.first_line(error)
-    ours = (RuntimeDisagreement, techniques.UnsupportedTechnique, CheckpointError, ValueError)
+    ours = (RuntimeDisagreement, CheckpointError, ValueError)  # UnsupportedTechnique is a ValueError
     return text if isinstance(error, ours) else f"{type(error).__name__}: {text}"
 
 
@@ -398,7 +404,7 @@ def _train_and_export(recipe, data, report, resume, progress):
         logger.info("resuming at epoch %d", start_epoch)
     scaler = techniques.grad_scaler(configs, device)
     trained, wrap_metrics = _training_module(model, optimizer, configs, world_size, device, x_train[first], y_train[first])
-    progress.stage = "training"
+    progress.training = True
     shard_size = len(x_train) // world_size
     # the schedule is a function of the step, and a resumed trial starts at an epoch boundary, so
     # the step (epoch * steps_per_epoch) is all it needs: the trained state's "epoch" gives it
@@ -451,7 +457,7 @@ def _train_and_export(recipe, data, report, resume, progress):
             report(epoch_metrics, {"trained": _trained_state(model, optimizer, epochs_trained)})
 
     trained_state = _trained_state(model, optimizer, epochs_trained)
-    progress.stage, progress.trained = "exporting", trained_state
+    progress.training, progress.trained = False, trained_state
     final = epoch_metrics | wrap_metrics | _replica_agreement(model, world_size)
     exported = export_deployable(model, configs, data.preprocess(), data.x_test[:1].to(device))
     runtime_notes = {"runtime": recipe.runtime}
