@@ -40,6 +40,8 @@ _PIXEL_MAXIMA = {"digits": 16.0, "idx": 255.0}  # images are scaled from their s
 _IDX_IMAGES_MAGIC = 2051  # unsigned bytes, 3 dimensions
 _IDX_LABELS_MAGIC = 2049  # unsigned bytes, 1 dimension
 _WORD = re.compile(r"\w+")
+MAX_CLASSES = 1_000_000
+"""Labels run from 0 to classes - 1: a label past this is a wrong column or a corrupt file, not a class."""
 _CSV_DELIMITERS = {",": "commas", ";": "semicolons", "\t": "tabs"}
 _FILE_KINDS = (
     (stat.S_ISDIR, "a directory"),
@@ -288,8 +290,8 @@ def _check_arguments(source, val_fraction, test_fraction, num_classes, text_feat
         raise DataError(
             f"data.val_fraction + data.test_fraction = {val_fraction + test_fraction} must be < 1"
         )
-    if num_classes is not None and num_classes < 2:
-        raise DataError(f"data.num_classes={num_classes!r} must be at least 2")
+    if num_classes is not None and not 2 <= num_classes <= MAX_CLASSES:
+        raise DataError(f"data.num_classes={num_classes!r} must be from 2 to {MAX_CLASSES:,}")
     counts = {"text_features": text_features, "n_samples": n_samples, "n_features": n_features}
     for field, count in counts.items():
         if count < 1:
@@ -322,24 +324,39 @@ def _check_path(path, directory):
     _check_fits(info.st_size, f"{path}: reading its {info.st_size:,} bytes")
 
 
-def _as_labels(y, num_classes, where):
+def _as_labels(y, num_classes, where, locate=None):
+    # `locate(i)` names example i's place in the file ("line 7, column label"); default its position
+    locate = locate or (lambda index: f"example {index + 1}")
     if y.ndim != 1:
         raise DataError(f"{where}: labels must be one-dimensional, got shape {y.shape}")
     if len(y) == 0:
         raise DataError(f"{where}: no examples")
-    if not np.issubdtype(y.dtype, np.number):
-        raise DataError(f"{where}: labels must be numbers, got dtype {y.dtype}")
+    if not np.issubdtype(y.dtype, np.number) or np.issubdtype(y.dtype, np.complexfloating):
+        raise DataError(f"{where}: labels must be real numbers, got dtype {y.dtype}")
     if np.issubdtype(y.dtype, np.floating):
         not_integer = ~np.isfinite(y) | (y != np.round(y))
         if not_integer.any():
-            raise DataError(f"{where}: label {y[not_integer.argmax()]} is not an integer")
-    upper = math.inf if num_classes is None else num_classes
+            index = int(not_integer.argmax())
+            raise DataError(f"{where}: {locate(index)}: label {_show_label(y[index])} is not an integer")
+    upper = MAX_CLASSES if num_classes is None else num_classes
     out_of_range = (y < 0) | (y >= upper)
     if out_of_range.any():
-        value = int(y[out_of_range.argmax()])
-        problem = "is negative" if num_classes is None else f"out of range [0, {num_classes})"
-        raise DataError(f"{where}: label {value} {problem}")
+        index = int(out_of_range.argmax())
+        if y[index] < 0:
+            problem = "is negative"
+        elif num_classes is None:
+            problem = f"is beyond {MAX_CLASSES - 1:,}, the largest class index (labels are 0 .. classes - 1)"
+        else:
+            problem = f"out of range [0, {num_classes})"
+        raise DataError(f"{where}: {locate(index)}: label {_show_label(y[index])} {problem}")
     return y.astype(np.int64)
+
+
+def _show_label(value):
+    value = float(value)
+    if value.is_integer():
+        return str(int(value)) if abs(value) < 2**53 else f"{value:g}"
+    return repr(value)
 
 
 def _split(x, y, fractions, seed, where):
@@ -402,38 +419,41 @@ def _find_idx_file(directory, name):
 def _read_idx(path, expected_magic):
     _check_path(path, directory=False)
     try:
-        raw = _read_gzip(path) if path.suffix == ".gz" else path.read_bytes()
+        with gzip.open(path) if path.suffix == ".gz" else path.open("rb") as file:
+            return _read_idx_stream(path, file, expected_magic)
     except (OSError, EOFError, zlib.error) as error:
         raise DataError(f"{path}: cannot read: {error}") from error
-    if len(raw) < 4:
-        raise DataError(f"{path}: {len(raw)} bytes is too short for an IDX header")
-    magic = int.from_bytes(raw[:4], "big")
+
+
+def _read_idx_stream(path, file, expected_magic):
+    # read as the header says, into one buffer of that size: a small .gz can unpack to terabytes
+    head = file.read(4)
+    if len(head) < 4:
+        raise DataError(f"{path}: {len(head)} bytes is too short for an IDX header")
+    magic = int.from_bytes(head, "big")
     if magic != expected_magic:
         raise DataError(f"{path}: magic number {magic}, expected {expected_magic}")
     n_dims = magic & 0xFF
     header_size = 4 + 4 * n_dims
-    if len(raw) < header_size:
-        raise DataError(f"{path}: {len(raw)} bytes is too short for an IDX header of {header_size} bytes")
-    dims = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(n_dims))
+    sizes = file.read(4 * n_dims)
+    if len(sizes) < 4 * n_dims:
+        raise DataError(f"{path}: {4 + len(sizes)} bytes is too short for an IDX header of {header_size} bytes")
+    dims = tuple(int.from_bytes(sizes[4 * i : 4 * i + 4], "big") for i in range(n_dims))
     expected_size = header_size + math.prod(dims)
-    if len(raw) != expected_size:
-        raise DataError(
-            f"{path}: header says dimensions {dims} ({expected_size} bytes) but the file has {len(raw)} bytes"
-        )
-    return np.frombuffer(raw, np.uint8, offset=header_size).reshape(dims)
-
-
-def _read_gzip(path):
-    with gzip.open(path) as file:  # measured first, keeping nothing: a small file can unpack to terabytes
-        size = sum(len(chunk) for chunk in iter(lambda: file.read(1 << 20), b""))
-    _check_fits(size, f"{path}: decompressing it")
-    with gzip.open(path) as file:
-        return file.read()
+    _check_fits(expected_size, f"{path}: its header's dimensions {dims}")
+    body = bytearray(math.prod(dims))
+    view, filled = memoryview(body), 0
+    while filled < len(body) and (count := file.readinto(view[filled:])):
+        filled += count
+    if filled < len(body) or file.read(1):
+        found = f"{header_size + filled} bytes" if filled < len(body) else "more"
+        raise DataError(f"{path}: header says dimensions {dims} ({expected_size} bytes) but the file has {found}")
+    return np.frombuffer(body, np.uint8).reshape(dims)
 
 
 def _read_csv(path, label_column, num_classes):
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # a byte-order mark (Excel's "CSV UTF-8") is no part of the header
     except (OSError, UnicodeDecodeError) as error:
         raise DataError(f"{path}: cannot read: {error}") from error
     delimiter = _sniff_delimiter(text)
@@ -473,7 +493,8 @@ def _read_csv(path, label_column, num_classes):
             f"{path}: line {line_numbers[row_index]}, column {column}: {cell!r} is not a finite number"
         )
     features = np.delete(table, label_index, axis=1).astype(np.float32)
-    return features, _as_labels(table[:, label_index], num_classes, path)
+    column = header[label_index] if header else str(label_index % width + 1)
+    return features, _as_labels(table[:, label_index], num_classes, path, lambda row: f"line {line_numbers[row]}, column {column}")
 
 
 def _sniff_delimiter(text):
@@ -553,9 +574,10 @@ def _read_npz(path, num_classes):
     result = []
     for x_key, y_key in zip(keys[::2], keys[1::2]):
         x, y = arrays[x_key], arrays[y_key]
-        if not (np.issubdtype(x.dtype, np.number) or x.dtype == bool) or x.ndim < 2:
+        real = np.issubdtype(x.dtype, np.number) and not np.issubdtype(x.dtype, np.complexfloating)
+        if not (real or x.dtype == bool) or x.ndim < 2:
             raise DataError(
-                f"{path}: array {x_key!r} must be numeric with shape (N, ...), got {x.dtype} {x.shape}"
+                f"{path}: array {x_key!r} must be real numbers with shape (N, ...), got {x.dtype} {x.shape}"
             )
         if not np.isfinite(x).all():
             raise DataError(f"{path}: array {x_key!r} contains NaN or infinite values")
@@ -576,7 +598,7 @@ def _read_text(path, text_features, num_classes, token_length):
     except OSError as error:
         raise DataError(f"{path}: cannot read: {error}") from error
     try:
-        content = raw.decode("utf-8")
+        content = raw.decode("utf-8-sig")
     except UnicodeDecodeError as error:
         line = raw[: error.start].count(b"\n") + 1
         raise DataError(f"{path}: line {line} is not valid UTF-8") from error
@@ -600,7 +622,8 @@ def _read_text(path, text_features, num_classes, token_length):
 
 def _text_labels(path, labels, num_classes):
     if all(re.fullmatch(r"-?\d+", label) for label in labels):
-        return _as_labels(np.array([int(label) for label in labels]), num_classes, path)
+        numbers = [int(label) if len(label) < 19 else float(label) for label in labels]  # int64 holds 18 digits
+        return _as_labels(np.array(numbers), num_classes, path)
     class_names = sorted(set(labels))
     if num_classes is not None and len(class_names) > num_classes:
         raise DataError(f"{path}: {len(class_names)} distinct labels but data.num_classes={num_classes}")

@@ -9,8 +9,8 @@ import yaml
 from pydantic import ValidationError
 
 from orchestrator.config.safe_yaml import MAX_DEPTH, _nested_too_deep, _parse_yaml, _read_spec_text, _yaml_problem
-from orchestrator.config.schema import Spec, SpecError, _cut, _did_you_mean, _show
-from orchestrator.config.space_rules import _space_problems, _target_problems
+from orchestrator.config.schema import Spec, SpecError, _closest, _cut, _did_you_mean, _show
+from orchestrator.config.space_rules import _scheduler_problems, _space_problems, _target_problems
 
 
 def load_spec(path: str | os.PathLike) -> Spec:
@@ -72,9 +72,9 @@ def parse_spec(raw: object, source: str = "<spec>") -> Spec:
     try:
         spec = Spec.model_validate(raw)
     except ValidationError as error:  # the space is checked once the rest is right: it loads torch
-        problems = [_describe(problem) for problem in error.errors()]
+        problems = [_describe(problem) for problem in _without_misspelt_missing_keys(error.errors())]
     else:
-        problems = _space_problems(spec.space, spec.search.algorithm) + _target_problems(spec)
+        problems = _space_problems(spec.space, spec.search.algorithm) + _target_problems(spec) + _scheduler_problems(spec)
     if problems:
         raise SpecError("\n".join(f"{source}: {problem}" for problem in problems))
     return spec
@@ -92,6 +92,16 @@ def _describe(problem):
     if "input" in problem and problem["type"] not in ("value_error",):
         message += f", got {_show(problem['input'])}"
     return f"{location}: {message}" if location else message
+
+
+def _without_misspelt_missing_keys(problems):
+    # `data.sorce: unknown key (did you mean 'source'?)` says all; `data.source: missing` would repeat it
+    misspelt = set()
+    for problem in problems:
+        if problem["type"] == "extra_forbidden":
+            *parent, key = problem["loc"]
+            misspelt.add((*parent, _closest(str(key), _section_keys(parent))))
+    return [problem for problem in problems if not (problem["type"] == "missing" and tuple(problem["loc"]) in misspelt)]
 
 
 def _section_keys(parent):

@@ -32,6 +32,8 @@ def load_data(spec: Spec, spec_path: str):
         data = load_dataset(spec.data.source, spec.data.path, seed=spec.train.seed, **fields)
     except DataError as error:
         raise SpecError(f"{spec_path}: data: {error}") from None
+    except MemoryError:  # past the estimate: another process took the memory meanwhile
+        raise SpecError(f"{spec_path}: data: out of memory loading {spec.data.path or spec.data.source!r}") from None
     from trainers.models import ModelError, build_model
 
     try:

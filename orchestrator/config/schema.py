@@ -17,7 +17,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from orchestrator.errors import UserError
-from trainers.data import SOURCES  # numpy only: the techniques (torch) load when `space` values are checked
+from trainers.data import MAX_CLASSES, SOURCES  # numpy only: the techniques (torch) load when `space` values are checked
 from trainers.metrics import EPOCH_OBJECTIVES, FRONT_METRICS, OBJECTIVES
 
 SAMPLING_FORMS = ("choice", "grid", "uniform", "loguniform", "randint")
@@ -37,7 +37,7 @@ class DataSpec(_Section):
     source: str
     path: str | None = None
     label_column: str | None = None
-    num_classes: int | None = Field(default=None, ge=2)
+    num_classes: int | None = Field(default=None, ge=2, le=MAX_CLASSES)
     val_fraction: float = Field(default=0.1, gt=0, lt=1)
     test_fraction: float = Field(default=0.2, gt=0, lt=1)
     text_features: int = Field(default=1024, ge=1)
@@ -230,8 +230,13 @@ def tracking_uri(explicit: str | None = None) -> str:
 
 
 def _did_you_mean(word, candidates):
+    close = _closest(word, candidates)
+    return f" {_show(word)} (did you mean {close!r}?)" if close else f" {_show(word)}"
+
+
+def _closest(word, candidates):
     close = difflib.get_close_matches(word[:100], list(candidates), n=1, cutoff=0.6)
-    return f" {_show(word)} (did you mean {close[0]!r}?)" if close else f" {_show(word)}"
+    return close[0] if close else None
 
 
 def _is_number(value):

@@ -36,6 +36,15 @@ def _target_problems(spec):
     ]
 
 
+def _scheduler_problems(spec):
+    search = spec.search
+    max_t = search.max_t or spec.train.epochs
+    if search.scheduler != "asha" or search.grace_period <= max_t:
+        return []
+    bound = f"search.max_t ({max_t})" if search.max_t else f"train.epochs ({max_t}), ASHA's max_t when search.max_t is unset"
+    return [f"search.grace_period: {search.grace_period} is more than {bound}: ASHA lets every trial train grace_period epochs"]
+
+
 def _space_problems(space, algorithm):
     if not space:
         return []

@@ -1,7 +1,10 @@
 import gzip
 import os
+import subprocess
+import sys
 import time
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -56,7 +59,7 @@ def test_split_follows_seed():
 
 
 def test_digits_label_beyond_num_classes_is_named():
-    with pytest.raises(DataError, match=r"digits: label 5 out of range \[0, 5\)"):
+    with pytest.raises(DataError, match=r"digits: example \d+: label 5 out of range \[0, 5\)"):
         load_dataset("digits", num_classes=5)
 
 
@@ -98,7 +101,10 @@ def test_idx_size_that_disagrees_with_header_is_rejected(tmp_path):
     _write_idx_directory(tmp_path)
     path = tmp_path / "t10k-images-idx3-ubyte"
     path.write_bytes(path.read_bytes()[:-3])
-    with pytest.raises(DataError, match=r"t10k-images-idx3-ubyte: header says dimensions \(6, 4, 5\)"):
+    with pytest.raises(DataError, match=r"t10k-images-idx3-ubyte: header says dimensions \(6, 4, 5\) \(136 bytes\) but the file has 133 bytes"):
+        load_dataset("idx", str(tmp_path))
+    path.write_bytes(path.read_bytes() + bytes(10))  # more than the header says: read no further
+    with pytest.raises(DataError, match=r"\(6, 4, 5\) \(136 bytes\) but the file has more"):
         load_dataset("idx", str(tmp_path))
 
 
@@ -125,7 +131,7 @@ def test_idx_corrupt_gzip_is_a_data_error(tmp_path):
 
 def test_idx_label_out_of_range_names_labels_file(tmp_path):
     _write_idx_directory(tmp_path, labels_high=12)
-    with pytest.raises(DataError, match=r"labels-idx1-ubyte: label 1[01] out of range \[0, 10\)"):
+    with pytest.raises(DataError, match=r"labels-idx1-ubyte: example \d+: label 1[01] out of range \[0, 10\)"):
         load_dataset("idx", str(tmp_path), num_classes=10)
 
 
@@ -182,13 +188,46 @@ def test_csv_bad_cell_names_file_line_and_column(tmp_path, cell):
 
 
 @pytest.mark.parametrize(
-    ("label", "message"), [("1.5", "label 1.5 is not an integer"), ("-1", "label -1 is negative")]
+    ("label", "message"),
+    [
+        ("1.5", "label 1.5 is not an integer"),
+        ("-1", "label -1 is negative"),
+        ("1e20", r"label 1e\+20 is beyond 999,999, the largest class index"),  # int64 would take it silently
+    ],
 )
-def test_csv_bad_label_is_named(tmp_path, label, message):
+def test_csv_bad_label_is_named_with_its_line_and_column(tmp_path, label, message):
     path = tmp_path / "data.csv"
     _write_csv(path, ["a", "label"], [[i, i % 2] for i in range(29)] + [[29, label]])
-    with pytest.raises(DataError, match=f"data.csv: {message}"):
+    with pytest.raises(DataError, match=f"data.csv: line 31, column label: {message}"):
         load_dataset("csv", str(path))
+
+
+def test_csv_label_column_without_header_is_named_by_number(tmp_path):
+    path = tmp_path / "data.csv"
+    _write_csv(path, None, [[i, i % 2] for i in range(29)] + [[29, 2.5]])
+    with pytest.raises(DataError, match="data.csv: line 30, column 2: label 2.5 is not an integer"):
+        load_dataset("csv", str(path))
+
+
+def test_csv_with_a_byte_order_mark_keeps_its_header_and_label_column(tmp_path):
+    path = tmp_path / "excel.csv"
+    _write_csv(path, ["\ufefflabel", "a", "b"], [[label, a, b] for label, a, b in _labelled_rows()])
+    ds = load_dataset("csv", str(path))
+    assert (ds.num_classes, ds.input_shape) == (3, (2,))
+    _write_csv(path, None, [[a, b, label] for label, a, b in _labelled_rows()])
+    path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())  # no header: the first cell is still a number
+    ds = load_dataset("csv", str(path))
+    assert (ds.num_classes, ds.input_shape) == (3, (2,))
+
+
+def test_npz_complex_values_are_refused(tmp_path):
+    path = tmp_path / "data.npz"
+    np.savez(path, x=np.ones((30, 2)) * (1 + 2j), y=np.arange(30) % 2)
+    with pytest.raises(DataError, match=r"data.npz: array 'x' must be real numbers with shape \(N, ...\), got complex128"):
+        load_dataset("npz", str(path))
+    np.savez(path, x=np.ones((30, 2)), y=(np.arange(30) % 2).astype(np.complex64))
+    with pytest.raises(DataError, match="data.npz array 'y': labels must be real numbers, got dtype complex64"):
+        load_dataset("npz", str(path))
 
 
 def test_npz_single_set_is_split_and_standardised(tmp_path):
@@ -277,7 +316,7 @@ def test_text_tokens_are_int64_hashed_ids_padded_with_zero(tmp_path):
 def test_text_integer_labels_checked_against_num_classes(tmp_path):
     path = tmp_path / "numbers.txt"
     path.write_text("".join(f"{i % 12}\tword {i}\n" for i in range(30)))
-    with pytest.raises(DataError, match=r"numbers.txt: label 1[01] out of range \[0, 10\)"):
+    with pytest.raises(DataError, match=r"numbers.txt: example \d+: label 1[01] out of range \[0, 10\)"):
         load_dataset("text", str(path), num_classes=10)
 
 
@@ -309,7 +348,7 @@ def test_missing_path_is_reported(tmp_path):
         ({"val_fraction": 0.0}, "val_fraction=0.0 must be in"),
         ({"test_fraction": 1.5}, "test_fraction=1.5 must be in"),
         ({"val_fraction": 0.5, "test_fraction": 0.5}, "must be < 1"),
-        ({"num_classes": 1}, "num_classes=1 must be at least 2"),
+        ({"num_classes": 1}, "num_classes=1 must be from 2 to 1,000,000"),
         ({"n_samples": 0}, "n_samples=0 must be at least 1"),
     ],
 )
@@ -395,3 +434,33 @@ def test_sizes_beyond_memory_are_refused_with_the_figure(tmp_path):
     path.write_text("".join(f"{i % 2}\tsome words {i}\n" for i in range(50)))
     with pytest.raises(DataError, match=r"data.text_features=10000000000 for 50 lines needs ~2.0 TB"):
         load_dataset("text", str(path), text_features=10**10)
+
+
+_LOAD_UNDER_RLIMIT_AS = """
+import resource, sys
+from trainers.data import DataError, load_dataset
+with open("/proc/self/status") as status:
+    used = next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmSize:"))
+resource.setrlimit(resource.RLIMIT_AS, (used + 200_000_000, resource.RLIM_INFINITY))
+try:
+    load_dataset("idx", sys.argv[1])
+except DataError as error:
+    print(error)
+"""
+
+
+def test_a_gzip_bomb_is_refused_against_what_the_process_may_allocate(tmp_path):
+    """A process allowed 200 MB more (RLIMIT_AS, as a cgroup or `ulimit -v` would) reading 400 MB:
+    one DataError naming the file, not a MemoryError, though the machine has room for it."""
+    _write_idx_directory(tmp_path, ".gz")
+    bomb = tmp_path / "train-images-idx3-ubyte.gz"
+    with gzip.open(bomb, "wb", compresslevel=1) as file:
+        header = (2051).to_bytes(4, "big") + b"".join(size.to_bytes(4, "big") for size in (20_000_000, 4, 5))
+        file.write(header)
+        for _ in range(400):
+            file.write(bytes(1_000_000))
+    completed = subprocess.run([sys.executable, "-c", _LOAD_UNDER_RLIMIT_AS, str(tmp_path)], capture_output=True,
+                               text=True, timeout=120, cwd=Path(__file__).resolve().parents[2])
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    assert "train-images-idx3-ubyte.gz: its header's dimensions (20000000, 4, 5) needs ~400.0 MB" in completed.stdout
+    assert "(what this process's RLIMIT_AS leaves)" in completed.stdout, completed.stdout

@@ -208,6 +208,22 @@ def test_asha_needs_a_per_epoch_metric(quickstart):
     assert parse_spec(quickstart).search.scheduler == "asha"
 
 
+@pytest.mark.parametrize(
+    "search, message",
+    [
+        ({"grace_period": 4, "max_t": 3}, "search.grace_period: 4 is more than search.max_t (3)"),
+        ({"grace_period": 9}, "search.grace_period: 9 is more than train.epochs (5), ASHA's max_t when search.max_t is unset"),
+    ],
+)
+def test_asha_grace_period_within_max_t(quickstart, search, message):
+    quickstart["train"]["epochs"] = 5
+    quickstart["search"] |= {"scheduler": "asha", "metric": "val_accuracy", "mode": "max"} | search
+    assert spec_error(quickstart) == f"{SOURCE}: {message}: ASHA lets every trial train grace_period epochs"
+    quickstart["search"]["grace_period"] = 3  # equal to max_t is what Ray accepts
+    quickstart["search"]["max_t"] = 3
+    assert parse_spec(quickstart).search.grace_period == 3
+
+
 def test_grid_algorithm_refuses_sampled_ranges(quickstart):
     quickstart["search"]["algorithm"] = "grid"
     quickstart["space"]["dropout"] = {"uniform": [0.0, 0.5]}
@@ -247,6 +263,14 @@ def test_unknown_data_source_suggests_the_close_one(quickstart):
 def test_required_keys(quickstart, key):
     del quickstart[key]
     assert f"{key}: missing (required)" in spec_error(quickstart)
+
+
+def test_a_misspelt_required_key_is_one_problem_not_two(quickstart):
+    quickstart["data"] = {"sorce": "digits"}
+    quickstart["nme"] = quickstart.pop("name")
+    lines = spec_error(quickstart).splitlines()
+    assert sorted(line.split(": ")[1] for line in lines) == ["data.sorce", "nme"], lines
+    assert "(did you mean 'source'?)" in lines[0]
 
 
 def test_every_problem_is_reported_at_once(quickstart):
