@@ -79,6 +79,52 @@ def build_model(
     raise ModelError(f"model kind {kind!r} is unknown; valid kinds: {', '.join(MODEL_KINDS)}")
 
 
+def check_logits(model: nn.Module, inputs, num_classes: int, kind: str) -> None:
+    """Run `model` once on a batch of the data's model inputs, in eval mode and without gradients,
+    and check that it gives one logit per class: a factory built for other widths fails here, at
+    validation, rather than in the first training step.
+
+    Args:
+        model: the built model.
+        inputs: a few examples as the model reads them (`Dataset.preprocess()` applied).
+        num_classes: the data's number of classes.
+        kind: the spec's model kind, named in messages.
+
+    Raises:
+        ModelError: the forward pass raises, or its output is not (batch, num_classes).
+
+    Example:
+        >>> import torch
+        >>> check_logits(build_model("mlp", (4,), 3), torch.zeros(2, 4), 3, "mlp")
+        >>> try:
+        ...     check_logits(build_model("mlp", (4,), 3), torch.zeros(2, 4), 10, "mlp")
+        ... except ModelError as error:
+        ...     print(error)
+        model 'mlp' gives logits of shape (2, 3) for a batch of 2 inputs; the data has 10 classes, so (2, 10) is expected
+    """
+    import torch
+
+    batch = f"a batch of {len(inputs)} inputs"
+    was_training = model.training
+    try:
+        with torch.no_grad():
+            logits = model.eval()(inputs)
+    except Exception as error:  # the user's forward: any error is a model that does not fit the data
+        first_line = (str(error).strip().splitlines() or [""])[0][:300]
+        shape = "x".join(str(size) for size in inputs.shape)
+        raise ModelError(f"model {kind!r} fails on {batch} of the data ({shape} {inputs.dtype}): {type(error).__name__}: {first_line}") from None
+    finally:
+        model.train(was_training)
+    if not isinstance(logits, torch.Tensor):
+        raise ModelError(f"model {kind!r} returns a {type(logits).__name__} for {batch}, not a tensor of logits")
+    expected = (len(inputs), num_classes)
+    if tuple(logits.shape) != expected:
+        raise ModelError(
+            f"model {kind!r} gives logits of shape {tuple(logits.shape)} for {batch}; the data has {num_classes} "
+            f"classes, so {expected} is expected"
+        )
+
+
 def _build_mlp(input_shape, num_classes, hidden):
     _check_widths("hidden", hidden)
     in_features = math.prod(input_shape)

@@ -7,8 +7,9 @@ from orchestrator.config.space_rules import domain_of
 
 
 def load_data(spec: Spec, spec_path: str):
-    """Load the spec's data set and build its baseline model once, so that a bad file, label or
-    model factory fails before Ray starts.
+    """Load the spec's data set, build its baseline model and run it on one batch, so that a bad
+    file, label or model factory (one built for other input widths or another number of classes)
+    fails before Ray starts.
 
     Args:
         spec: the validated spec.
@@ -34,7 +35,7 @@ def load_data(spec: Spec, spec_path: str):
         raise SpecError(f"{spec_path}: data: {error}") from None
     except MemoryError:  # past the estimate: another process took the memory meanwhile
         raise SpecError(f"{spec_path}: data: out of memory loading {spec.data.path or spec.data.source!r}") from None
-    from trainers.models import ModelError, build_model
+    from trainers.models import ModelError, build_model, check_logits
 
     try:
         model = build_model(
@@ -45,6 +46,7 @@ def load_data(spec: Spec, spec_path: str):
             channels=spec.model.channels,
             options=spec.model.options,
         )
+        check_logits(model, data.preprocess()(data.x_train[:2]), data.num_classes, spec.model.kind)
     except ModelError as error:
         raise SpecError(f"{spec_path}: {error.key}: {error}") from None
     _check_techniques_apply(spec, spec_path, model)

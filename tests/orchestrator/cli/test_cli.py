@@ -101,6 +101,19 @@ def _infinite_lr(spec, tmp_path):
     return ("bad.yaml: train.lr:", "finite number", "inf")
 
 
+def _misspelt_required_key(spec, tmp_path):
+    spec["data"] = {"sorce": "digits"}  # the unknown key alone: "data.source: missing" would say it twice
+    return ("bad.yaml: data.sorce:", "(did you mean 'source'?)")
+
+
+def _factory_with_wrong_logits(spec, tmp_path):
+    (tmp_path / "threelogits.py").write_text(
+        "from torch import nn\n\ndef make(input_shape):\n    return nn.Sequential(nn.Flatten(), nn.Linear(64, 3))\n"
+    )
+    spec["model"] = {"kind": "threelogits:make"}
+    return ("bad.yaml: model.kind: model 'threelogits:make' gives logits of shape (2, 3)", "the data has 10 classes")
+
+
 def _warmup_past_training(spec, tmp_path):
     spec["train"] |= {"epochs": 2, "warmup_epochs": 2}
     return ("bad.yaml: train.warmup_epochs:", "must be less than train.epochs (2), got 2")
@@ -151,6 +164,8 @@ def _factory_exiting_on_import(spec, tmp_path):
 
 BAD_SPECS = [
     _unknown_key,
+    _misspelt_required_key,
+    _factory_with_wrong_logits,
     _warmup_past_training,
     _bad_value,
     _missing_data,

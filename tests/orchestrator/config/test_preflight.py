@@ -58,3 +58,18 @@ def test_a_teacher_of_another_model_is_refused_and_this_models_is_taken(quicksta
     same = _trained_file(tmp_path / "same.pt", build_model("mlp", (1, 8, 8), 10, hidden=(64,)))
     spec = _spec(quickstart, train={"epochs": 1, "teacher_path": same}, space={"distill": 0.5})
     assert load_data(spec, "spec.yaml").num_classes == 10
+
+
+@pytest.mark.parametrize(
+    "factory, message",
+    [
+        ("make_three_logits", "gives logits of shape (2, 3) for a batch of 2 inputs; the data has 10 classes, so (2, 10) is expected"),
+        ("make_for_100_inputs", "fails on a batch of 2 inputs of the data (2x1x8x8 torch.float32): RuntimeError: mat1 and mat2 shapes cannot be multiplied (2x64 and 100x10)"),
+    ],
+)
+def test_a_model_that_does_not_fit_the_data_is_refused_after_one_batch(quickstart, factory, message):
+    kind = f"tests.trainers.toy_factory:{factory}"
+    spec = _spec(quickstart, model={"kind": kind})
+    with pytest.raises(SpecError) as refused:
+        load_data(spec, "spec.yaml")
+    assert str(refused.value) == f"spec.yaml: model.kind: model {kind!r} {message}"
