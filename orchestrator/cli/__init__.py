@@ -5,6 +5,7 @@ runs it; `main` here parses, sets up logging and the environment, and turns erro
 """
 
 import argparse
+import os
 import sys
 
 from orchestrator.cli import bench, environment, jobs, report, resume, run, submit, ui, validate
@@ -34,7 +35,17 @@ def main(argv: list[str] | None = None) -> int:
         search_spaces/quickstart.yaml: valid; 9 trials of mlp on digits (1258 train / 180 val / 359 test, ...)
         0
     """
-    args = parser().parse_args(argv)
+    try:
+        try:
+            return _run(parser().parse_args(argv))
+        finally:
+            sys.stdout.flush()  # a closed stdout (`| head`) is met here, not in the interpreter's exit
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # what is still buffered goes nowhere
+        return 141  # 128 + SIGPIPE, what a command killed by the closed pipe would return
+
+
+def _run(args):
     environment.configure(args.verbose)
     try:
         return args.command(args)
@@ -56,7 +67,7 @@ def parser() -> argparse.ArgumentParser:
         >>> parser().parse_args(["validate", "spec.yaml"]).spec
         'spec.yaml'
     """
-    top = argparse.ArgumentParser(
+    top = _OneLineErrors(
         prog="accelsweep",
         description=(
             "Find the best speed/accuracy trade-off of deep-learning acceleration techniques "
@@ -70,6 +81,14 @@ def parser() -> argparse.ArgumentParser:
     for command in COMMANDS:
         command.register(commands)
     return top
+
+
+class _OneLineErrors(argparse.ArgumentParser):
+    """Its sub-parsers are of its class: a bad argument to any command is one `error:` line."""
+
+    def error(self, message):
+        _print_error(f"{self.prog}: {message} (see {self.prog} --help)")
+        sys.exit(2)
 
 
 def _print_error(message):

@@ -4,7 +4,7 @@ with the baseline, in each runtime; log the figures under this host and print th
 import argparse
 import logging
 
-from orchestrator.cli.options import add_trust_options, add_uri_option
+from orchestrator.cli.options import add_trust_options, add_uri_option, comma_separated, deploy_setting, whole_number
 from orchestrator.errors import UserError
 
 logger = logging.getLogger("accelsweep")
@@ -32,10 +32,10 @@ def register(commands: argparse._SubParsersAction) -> None:
     bench.add_argument("sweep", help="the sweep's name (its newest run) or its parent run id")
     bench.add_argument(
         "--runtimes",
-        type=lambda text: [name.strip() for name in text.split(",") if name.strip()],
+        type=deploy_setting("runtimes", comma_separated),
         help="comma-separated runtimes, the primary first (default: the spec's deploy.runtimes)",
     )
-    bench.add_argument("--rounds", type=int, help="interleaved rounds (default: the spec's deploy.rounds)")
+    bench.add_argument("--rounds", type=deploy_setting("rounds", whole_number), help="interleaved rounds (default: the spec's deploy.rounds)")
     bench.add_argument("--gpu", action="store_true", help="time on this machine's first CUDA device")
     add_uri_option(bench)
     add_trust_options(bench)
@@ -49,6 +49,10 @@ def main(args: argparse.Namespace) -> int:
         >>> main(parser.parse_args(["bench", "quickstart", "--rounds", "3"]))  # doctest: +SKIP
         0
     """
+    import torch
+
+    if args.gpu and not torch.cuda.is_available():
+        raise UserError(f"bench --gpu: no CUDA device here (torch {torch.__version__}): run it on the GPU machine, or time on the CPU without --gpu")
     from orchestrator.config.preflight import load_data
     from orchestrator.config.schema import tracking_uri
     from orchestrator.deploy import trust
@@ -78,13 +82,5 @@ def main(args: argparse.Namespace) -> int:
 
 
 def _deploy_settings(spec, args):
-    from pydantic import ValidationError
-
-    from orchestrator.config.schema import DeploySpec, SpecError
-
-    overrides = {key: value for key, value in (("runtimes", args.runtimes), ("rounds", args.rounds)) if value}
-    try:
-        return DeploySpec.model_validate(spec.deploy.model_dump() | overrides)
-    except ValidationError as error:
-        problem = error.errors()[0]
-        raise SpecError(f"bench --{problem['loc'][0]}: {problem['msg'].removeprefix('Value error, ')}") from None
+    overrides = {key: value for key, value in (("runtimes", args.runtimes), ("rounds", args.rounds)) if value is not None}
+    return spec.deploy.model_copy(update=overrides)  # each checked as it was parsed (`deploy_setting`)

@@ -6,7 +6,7 @@ import argparse
 import logging
 import sys
 
-from orchestrator.cli.options import add_trust_options, add_uri_option
+from orchestrator.cli.options import add_trust_options, add_uri_option, comma_separated, finite_float, png_path, registered_model_name
 from orchestrator.errors import UserError
 from orchestrator.results.text import FORMATS
 
@@ -30,7 +30,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     report.add_argument("sweep", help="the sweep's name (its newest run) or its parent run id")
     report.add_argument("--format", choices=FORMATS, default="table")
     add_uri_option(report)
-    report.add_argument("--plot", metavar="PNG", help="also write the trade-off plot (accuracy vs latency) to PNG")
+    report.add_argument("--plot", metavar="PNG", type=png_path, help="also write the trade-off plot (accuracy vs latency) to PNG")
     report.add_argument(
         "--log",
         action="store_true",
@@ -40,12 +40,13 @@ def register(commands: argparse._SubParsersAction) -> None:
     report.add_argument(
         "--objectives",
         metavar="METRICS",
+        type=comma_separated,
         help="comma-separated metrics the Pareto front is drawn over, each optimised in its own direction "
         "(default test_accuracy,latency_ms,size_bytes; training speed: e.g. test_accuracy,time_to_target_s,cost_cpu_s)",
     )
     report.add_argument(
         "--target-tolerance",
-        type=float,
+        type=finite_float,
         default=0.01,
         metavar="DROP",
         help="time_to_target_s races to the baseline's final validation accuracy minus DROP (default 0.01), "
@@ -62,7 +63,7 @@ def register(commands: argparse._SubParsersAction) -> None:
 def _add_choice_options(report):
     report.add_argument(
         "--max-accuracy-drop",
-        type=float,
+        type=finite_float,
         metavar="DROP",
         help="name the fastest trial whose test accuracy is at most DROP below the baseline's "
         "(absolute: 0.01 = one point); exits 2 if none is",
@@ -75,6 +76,7 @@ def _add_choice_options(report):
     report.add_argument(
         "--register",
         metavar="MODEL",
+        type=registered_model_name,
         help="with --max-accuracy-drop: register the chosen trial's shipped artifact (its model.onnx, with "
         "MLflow's ONNX flavour, for an onnxruntime trial) in the MLflow Model Registry as MODEL",
     )
@@ -87,7 +89,7 @@ def main(args: argparse.Namespace) -> int:
         >>> main(parser.parse_args(["report", "quickstart"]))  # doctest: +SKIP
         0
     """
-    if args.max_accuracy_drop is None and (args.register or args.optimize):
+    if args.max_accuracy_drop is None and (args.register is not None or args.optimize):
         raise UserError("--register and --optimize choose a trial: give --max-accuracy-drop too")
     from orchestrator.config.schema import tracking_uri
     from orchestrator.deploy import trust
@@ -100,7 +102,7 @@ def main(args: argparse.Namespace) -> int:
     parent = store.find_sweep_run(client, args.sweep)
     if args.register:  # the model is rebuilt from the spec: refuse a stored one the user has not vouched for
         spec, _ = trust.vouched_spec(client, parent, args.spec, args.trust_stored_spec)
-    objectives = results_rows.parse_objectives(args.objectives) if args.objectives else None
+    objectives = results_rows.parse_objectives(",".join(args.objectives)) if args.objectives else None
     rows = results_rows.sweep_rows(client, parent, host=args.host, objectives=objectives, target_tolerance=args.target_tolerance)
     print(text.format_rows(rows, args.format, objectives))
     if args.log:

@@ -2,7 +2,7 @@
 
 import argparse
 
-from orchestrator.cli.options import add_uri_option
+from orchestrator.cli.options import add_uri_option, port_number
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -26,7 +26,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     ui.add_argument("sweep", nargs="?", help="the sweep's name or parent run id (default: the newest sweep)")
     add_uri_option(ui)
     ui.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
-    ui.add_argument("--port", type=int, default=5000)
+    ui.add_argument("--port", type=port_number, default=5000, help="port to serve on (default 5000)")
     ui.set_defaults(command=main)
 
 

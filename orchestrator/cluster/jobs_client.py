@@ -76,7 +76,11 @@ def jobs_address(explicit: str | None = None) -> tuple[str, str]:
     address, source = next((address, source) for address, source in candidates if address)
     if "://" not in address and address != "auto":
         address = f"http://{address}"
-    if urlparse(address).scheme not in ("http", "https"):
+    try:
+        scheme = urlparse(address).scheme
+    except ValueError as error:  # "Invalid IPv6 URL": an unclosed [
+        raise JobError(f"{address!r} (from {source}) is not a URL: {error}") from None
+    if scheme not in ("http", "https"):
         raise JobError(
             f"{address!r} (from {source}) is not a Jobs API address: give the head's dashboard URL, "
             f"e.g. --address http://HEAD:8265"

@@ -12,6 +12,7 @@ import logging
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -112,6 +113,7 @@ def serve(uri: str, sweep: str | None = None, host: str = "127.0.0.1", port: int
     if parent is not None:
         client.set_experiment_tag(parent.info.experiment_id, EXPERIMENT_KIND_TAG, MODEL_TRAINING)
     base_url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
+    _check_port_free(host, port)
     on_sigterm = signal.signal(signal.SIGTERM, signal.default_int_handler)  # `kill` stops it too, like Ctrl-C
     with tempfile.TemporaryFile("w+") as server_log:
         server = _start_server(uri, host, port, None if verbose else server_log)
@@ -151,13 +153,27 @@ def _start_server(uri, host, port, output):
     return subprocess.Popen(command, stdout=output, stderr=output, env=env, start_new_session=True)
 
 
+def _check_port_free(host, port):
+    # the server would fail on it with a traceback; Ctrl-C'd servers' TIME_WAIT ports are free (SO_REUSEADDR)
+    try:
+        family, kind, protocol, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except socket.gaierror as error:
+        raise UIError(f"ui --host {host!r}: not an address of this machine ({error.strerror})") from None
+    with socket.socket(family, kind, protocol) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as error:
+            raise UIError(f"ui --port {port}: cannot serve on {host}:{port}: {error.strerror} (give another --port)") from None
+
+
 def _wait_until_answering(base_url, server, server_log):
     deadline = time.monotonic() + STARTUP_SECONDS
     while time.monotonic() < deadline:
         if server.poll() is not None:
             server_log.seek(0)
-            last_lines = "\n".join(server_log.read().strip().splitlines()[-5:])
-            raise UIError(f"the MLflow UI server exited with code {server.returncode}:\n{last_lines}")
+            last_line = (server_log.read().strip().splitlines() or ["(no output; -v shows its log)"])[-1]
+            raise UIError(f"the MLflow UI server exited with code {server.returncode}: {last_line}")
         try:
             with urllib.request.urlopen(f"{base_url}/health", timeout=2) as response:
                 if response.status == 200:
