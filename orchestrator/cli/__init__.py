@@ -6,6 +6,7 @@ runs it; `main` here parses, sets up logging and the environment, and turns erro
 
 import argparse
 import os
+import re
 import sys
 
 from orchestrator.cli import bench, environment, jobs, report, resume, run, submit, ui, validate
@@ -19,6 +20,7 @@ MAX_ERROR_LINE = 500
 """An `error:` line is cut to this many characters: values quoted in it are already cut shorter."""
 MAX_ERROR_LINES = 20
 """A spec with more problems than this shows the first ones and a count of the rest."""
+_LINE_BREAKS = re.compile(r"[\x00-\x1f\x7f\x85\u2028\u2029]")  # control characters, and what str.splitlines breaks at
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -87,7 +89,8 @@ class _OneLineErrors(argparse.ArgumentParser):
     """Its sub-parsers are of its class: a bad argument to any command is one `error:` line."""
 
     def error(self, message):
-        _print_error(f"{self.prog}: {message} (see {self.prog} --help)")
+        one_line = _LINE_BREAKS.sub(lambda match: repr(match.group())[1:-1], message)  # argparse quotes no values
+        _print_error(f"{self.prog}: {one_line} (see {self.prog} --help)")
         sys.exit(2)
 
 

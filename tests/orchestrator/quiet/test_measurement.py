@@ -129,6 +129,6 @@ def test_accelsweep_bench_times_again_on_this_machine(measured_sweep, tmp_path):
     )  # fmt: skip
     assert bad.returncode == 2
     assert bad.stderr.strip().splitlines()[-1] == (
-        "error: bench --runtimes: unknown runtime 'eagr' (did you mean 'eager'?); "
-        "valid: aotinductor, compile, eager, onnxruntime"
+        "error: accelsweep bench: argument --runtimes: unknown runtime 'eagr' (did you mean 'eager'?); "
+        "valid: aotinductor, compile, eager, onnxruntime, got 'eagr' (see accelsweep bench --help)"
     )
