@@ -602,7 +602,7 @@ def _read_text(path, text_features, num_classes, token_length):
     except UnicodeDecodeError as error:
         line = raw[: error.start].count(b"\n") + 1
         raise DataError(f"{path}: line {line} is not valid UTF-8") from error
-    labels, texts = [], []
+    labels, texts, line_numbers = [], [], []
     for line_number, line in enumerate(content.split("\n"), start=1):
         line = line.rstrip("\r")
         if not line.strip():
@@ -611,19 +611,20 @@ def _read_text(path, text_features, num_classes, token_length):
         if not tab or not label.strip():
             raise DataError(f"{path}: line {line_number} is not 'label<TAB>text': {line[:60]!r}")
         labels.append(label.strip())
+        line_numbers.append(line_number)
         texts.append(text)
     if not labels:
         raise DataError(f"{path}: no examples")
     if token_length is not None:
-        return _hashed_token_ids(texts, text_features, token_length), _text_labels(path, labels, num_classes)
+        return _hashed_token_ids(texts, text_features, token_length), _text_labels(path, labels, line_numbers, num_classes)
     _check_fits(len(texts) * text_features * 4, f"data.text_features={text_features} for {len(texts):,} lines")
-    return _hashed_bag_of_words(texts, text_features), _text_labels(path, labels, num_classes)
+    return _hashed_bag_of_words(texts, text_features), _text_labels(path, labels, line_numbers, num_classes)
 
 
-def _text_labels(path, labels, num_classes):
+def _text_labels(path, labels, line_numbers, num_classes):
     if all(re.fullmatch(r"-?\d+", label) for label in labels):
         numbers = [int(label) if len(label) < 19 else float(label) for label in labels]  # int64 holds 18 digits
-        return _as_labels(np.array(numbers), num_classes, path)
+        return _as_labels(np.array(numbers), num_classes, path, lambda row: f"line {line_numbers[row]}")
     class_names = sorted(set(labels))
     if num_classes is not None and len(class_names) > num_classes:
         raise DataError(f"{path}: {len(class_names)} distinct labels but data.num_classes={num_classes}")

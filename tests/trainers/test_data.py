@@ -316,7 +316,7 @@ def test_text_tokens_are_int64_hashed_ids_padded_with_zero(tmp_path):
 def test_text_integer_labels_checked_against_num_classes(tmp_path):
     path = tmp_path / "numbers.txt"
     path.write_text("".join(f"{i % 12}\tword {i}\n" for i in range(30)))
-    with pytest.raises(DataError, match=r"numbers.txt: example \d+: label 1[01] out of range \[0, 10\)"):
+    with pytest.raises(DataError, match=r"numbers.txt: line 1[12]: label 1[01] out of range \[0, 10\)"):
         load_dataset("text", str(path), num_classes=10)
 
 
