@@ -6,7 +6,7 @@ plus 8 sampled from the quickstart's rank, weight decay and dropout choices; pla
 no export, no quiet timing), the same epochs, batch size, optimizer, 1 CPU per trial and 2 at a
 time. Each side runs as its own process in a fresh temporary directory (its own mlflow.db):
 `python -m orchestrator run search_spaces/quickstart.yaml` against `python script.py`, one warm-up
-each (not counted), then `--pairs` pairs in alternating order (A B, B A, ...), so drift on a
+each (not counted; `--warmups`), then `--pairs` pairs in alternating order (A B, B A, ...), so drift on a
 shared machine hits both. It prints each run's wall and CPU seconds (children's user + system),
 the medians and the ratio accelsweep / script. Target: wall ratio <= 1.0x.
 
@@ -99,9 +99,10 @@ def run_side(side):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pairs", type=int, default=3)
+    parser.add_argument("--warmups", type=int, default=1, help="uncounted runs of each side first")
     args = parser.parse_args()
     sides = ("accelsweep", "script")
-    for side in sides:
+    for side in sides * args.warmups:
         print(f"warm-up {side}: {run_side(side)[0]:.1f} s", flush=True)
     walls, cpus = {side: [] for side in sides}, {side: [] for side in sides}
     for pair in range(args.pairs):
