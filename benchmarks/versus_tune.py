@@ -80,7 +80,7 @@ def timed_run(command, directory):
     started = time.monotonic()
     environment = {**os.environ, "PYTHONPATH": str(REPO)}
     environment.pop("MLFLOW_TRACKING_URI", None)
-    completed = subprocess.run(command, cwd=directory, env=environment, capture_output=True, text=True, timeout=900)
+    completed = subprocess.run(command, cwd=directory, env=environment, capture_output=True, text=True, timeout=3600)
     wall = time.monotonic() - started
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if completed.returncode != 0:
