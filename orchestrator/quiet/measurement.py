@@ -206,10 +206,13 @@ def time_training_steps(spec: Spec, data, trials: list[TrialToMeasure], device: 
             path = os.path.join(directory, f"{trial.trial_id}.pt")
             with open(path, "wb") as file:
                 file.write(trial.trained)
-            for name in [trial.trial_id, control] if trial.trial_id == baseline else [trial.trial_id]:
-                steps[name] = training_steps(recipes[trial.trial_id], data, path, TRAIN_STEPS_PER_CALL)
+            try:
+                for name in [trial.trial_id, control] if trial.trial_id == baseline else [trial.trial_id]:
+                    steps[name] = training_steps(recipes[trial.trial_id], data, path, TRAIN_STEPS_PER_CALL)
+            except (RuntimeError, ValueError) as error:  # e.g. a technique that cannot rebuild here
+                figures[trial.trial_id] = {"unavailable": f"its training step could not be rebuilt: {error}"[:500]}
     if baseline not in steps:
-        return {trial.trial_id: {"unavailable": "the baseline trains on several workers"} for trial in trials}
+        return {trial.trial_id: {"unavailable": "the baseline's training step was not timed"} for trial in trials}
     logger.info("timing %d trials' training steps, %d a call, paired with the baseline", len(steps) - 1, TRAIN_STEPS_PER_CALL)
     paired = paired_latencies(
         {name: (lambda _, run=run: run()) for name, run in steps.items()},
