@@ -8,7 +8,8 @@ time. Each side runs as its own process in a fresh temporary directory (its own 
 `python -m orchestrator run search_spaces/quickstart.yaml` against `python script.py`, one warm-up
 each (not counted; `--warmups`), then `--pairs` pairs in alternating order (A B, B A, ...), so drift on a
 shared machine hits both. It prints each run's wall and CPU seconds (children's user + system),
-the medians and the ratio accelsweep / script. Target: wall ratio <= 1.0x.
+the medians and the ratio accelsweep / script (CPU seconds count only processes that were waited
+for: a lower bound where Ray's workers outlive their raylet). Target: wall ratio <= 1.0x.
 
 Run: python benchmarks/versus_tune.py [--pairs 3]   (about 2 minutes a pair on 2 cores)
 """
