@@ -7,9 +7,11 @@ eager runtime gets it from the techniques' own export step, other runtimes reali
 own kernels from the trained float model.
 """
 
+import functools
 import io
 import os
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -42,7 +44,9 @@ class Deployable(ABC):
     """A trained model as one runtime runs it: float32 inputs in, float32 logits out.
 
     Subclasses set `runtime` (its name, e.g. "eager", "onnxruntime") and `mlflow_flavor`
-    ("pytorch", "onnx"), and implement the four methods.
+    ("pytorch", "onnx"), and implement the four methods; one whose native call differs from
+    `__call__` (inputs in the runtime's own form, no conversion) overrides `native_call`, which
+    is what latency is timed on.
 
     Example:
         >>> deployable = EagerDeployable(nn.Linear(4, 2))
@@ -56,6 +60,22 @@ class Deployable(ABC):
     @abstractmethod
     def __call__(self, inputs: torch.Tensor) -> torch.Tensor:
         """Logits for one batch of inputs (on the device the deployable runs on)."""
+
+    def native_call(self, inputs: torch.Tensor) -> Callable[[], object]:
+        """One call as a user of the runtime makes it, its inputs already in the runtime's own form:
+        what latency times (the conversions `__call__` makes for a torch caller are left out).
+
+        Args:
+            inputs: one batch, on the device the deployable runs on.
+
+        Returns:
+            A callable of no arguments that runs the batch and returns the runtime's own output.
+
+        Example:
+            >>> EagerDeployable(nn.Linear(4, 2)).native_call(torch.zeros(3, 4))().shape
+            torch.Size([3, 2])
+        """
+        return functools.partial(self, inputs)
 
     @abstractmethod
     def stored_bytes(self) -> int:
@@ -93,6 +113,9 @@ class EagerDeployable(Deployable):
     def __call__(self, inputs: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode():
             return self.module(inputs)
+
+    def native_call(self, inputs: torch.Tensor) -> Callable[[], object]:
+        return functools.partial(self.module, inputs)  # the caller holds inference mode (`measure_latency`)
 
     def stored_bytes(self) -> int:
         buffer = io.BytesIO()

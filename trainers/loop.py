@@ -281,15 +281,55 @@ def rebuild_deployable(recipe: TrialRecipe, data: Dataset, trained_path: str) ->
         >>> exported, model_data = rebuild_deployable(recipe, data, "model/trained.pt")  # doctest: +SKIP
         >>> deploy_to("onnxruntime", exported, model_data, torch.device("cpu"))  # doctest: +SKIP
     """
+    model, model_data, configs = _rebuilt_model(recipe, data, trained_path)
+    example = model_data.x_test[:1].to(recipe.device)
+    return export_deployable(model, configs, model_data.preprocess(), example), model_data
+
+
+def training_steps(recipe: TrialRecipe, data: Dataset, trained_path: str, steps: int) -> Callable[[], None]:
+    """A finished trial's training step, rebuilt to be timed again: a callable that runs `steps` of
+    its optimizer steps (one worker, its batch size, techniques and optimizer, as its epochs ran
+    them) on its training rows, on the shape its checkpoint ended with.
+
+    Args:
+        recipe: the trial's recipe.
+        data: the full data set.
+        trained_path: the trial's `trained.pt`.
+        steps: optimizer steps per call.
+
+    Returns:
+        A callable of no arguments; each call trains `steps` steps (and waits for the device).
+
+    Example:
+        >>> run_steps = training_steps(recipe, data, "model/trained.pt", steps=2)  # doctest: +SKIP
+        >>> run_steps()  # doctest: +SKIP
+    """
+    model, model_data, configs = _rebuilt_model(recipe, data, trained_path)
+    device = torch.device(recipe.device)
+    x, y = model_data.preprocessed().x_train.to(device), model_data.y_train.to(device)
+    optimizer = _make_optimizer(recipe, techniques.param_groups(model, configs))
+    scaler = techniques.grad_scaler(configs, device)
+    first = slice(0, recipe.batch_size)
+    trained, _ = _training_module(model, optimizer, configs, 1, device, x[first], y[first])
+    shard = (torch.arange(steps * recipe.batch_size) % len(x)).to(device)
+    steps_per_epoch = math.ceil(len(x) / recipe.batch_size)
+
+    def run_steps():
+        with torch.inference_mode(False), torch.enable_grad():  # timed from inside `measure_latency`'s inference mode
+            _train_epoch(trained, model, optimizer, scaler, x, y, shard, recipe, configs, 0, steps_per_epoch)
+            _synchronize(device)
+
+    return run_steps
+
+
+def _rebuilt_model(recipe, data, trained_path):
     model, model_data, configs, _ = build_trial_model(recipe, data)
     trained = load_trained(trained_path)
-    example = model_data.x_test[:1].to(recipe.device)
-    preprocess = model_data.preprocess().to(recipe.device)
     with torch.no_grad():
-        model_example = preprocess(example)
+        model_example = model_data.preprocess().to(recipe.device)(model_data.x_test[:1].to(recipe.device))
     techniques.replay_reshapes(model, configs, trained["epoch"], recipe.epochs, model_example)
     model.load_state_dict(trained["model"])
-    return export_deployable(model, configs, model_data.preprocess(), example), model_data
+    return model, model_data, configs
 
 
 def scheduled_lr(schedule: str, lr: float, step: int, total_steps: int, warmup_steps: int = 0) -> float:

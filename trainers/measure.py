@@ -5,6 +5,7 @@ it says what it stores (`Deployable.stored_bytes`, `parameter_count`), and laten
 time per call. Nothing here knows a technique or a layer type.
 """
 
+import functools
 import logging
 import time
 from typing import Callable
@@ -67,6 +68,9 @@ def measure_latency(
 ) -> dict:
     """Wall-clock latency of one forward call on `example`, on the example's device.
 
+    A `Deployable` is timed on its `native_call`: the runtime as its users call it (ONNX Runtime's
+    `session.run` on a numpy array, a module on a tensor), the example converted once beforehand.
+
     Runs `warmup` untimed calls, then timed calls until both `min_repeats` calls and
     `min_time_s` seconds of timed calls are reached, or `max_repeats` calls are made. CPU
     threads are set to `threads` for the duration and restored; CUDA is synchronised around
@@ -89,17 +93,18 @@ def measure_latency(
         >>> sorted(latency), latency["median_ms"] > 0
         (['median_ms', 'p95_ms', 'repeats', 'times_ms'], True)
     """
+    call = model.native_call(example) if isinstance(model, Deployable) else functools.partial(model, example)
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
         with torch.inference_mode():
             for _ in range(warmup):
-                model(example)
+                call()
             times_s = []
             while len(times_s) < max_repeats and (len(times_s) < min_repeats or sum(times_s) < min_time_s):
                 _synchronize(example.device)
                 start = time.perf_counter()
-                model(example)
+                call()
                 _synchronize(example.device)
                 times_s.append(time.perf_counter() - start)
     finally:
@@ -196,17 +201,22 @@ def paired_latencies(
     *,
     batch_sizes: tuple[int, ...] = (1, 256),
     rounds: int = 7,
+    min_rounds: int = 5,
+    precision: float = 0.05,
     threads: int = 1,
     min_time_s: float = 0.03,
     control: str | None = None,
 ) -> dict[str, dict[int, dict]]:
     """Time every candidate against the baseline in interleaved rounds, as a paired A/B benchmark.
 
-    In each round every candidate is timed once per batch size (`measure_latency`, its own
-    warm-up), in an order that rotates from round to round; its per-round speedup is the
-    baseline's median in that round divided by its own. Drift over the run (another process,
-    thermal state) hits both sides of a round alike, so the ratios stay honest where two separate
-    timings would not.
+    In each round every candidate still timed is timed once per batch size (`measure_latency`,
+    its own warm-up), with the baseline, in an order that rotates from round to round; its
+    per-round speedup is the baseline's median in that round divided by its own. Drift over the
+    run (another process, thermal state) hits both sides of a round alike, so the ratios stay
+    honest where two separate timings would not. The rounds are adaptive, as
+    `torch.utils.benchmark`'s `adaptive_autorange` stops once its spread is small: after
+    `min_rounds`, a candidate whose per-round speedups' 95% interval is narrower than `precision`
+    of their median at every batch size leaves the rotation; `rounds` caps the rest.
 
     Args:
         candidates: deployables by name; `baseline` must be one of them.
@@ -214,7 +224,9 @@ def paired_latencies(
         samples: input rows by candidate name (candidates may read differently shaped inputs,
             e.g. after feature selection), on each candidate's device.
         batch_sizes: batch sizes to time.
-        rounds: interleaved rounds (at least 3).
+        rounds: the most interleaved rounds (at least 3).
+        min_rounds: the fewest rounds a candidate is timed in (at most `rounds`).
+        precision: the interval width, relative to the median speedup, that ends a candidate's rounds.
         threads: torch CPU threads while timing.
         min_time_s: least timed seconds per candidate, batch size and round.
         control: the name of a second copy of the baseline among the candidates (an A/A
@@ -225,8 +237,8 @@ def paired_latencies(
 
     Returns:
         {name: {batch size: {"median_ms", "p95_ms", "speedup", "speedup_low", "speedup_high",
-        "round_speedups"}}}: median over rounds of the per-round medians, p95 of every timed call,
-        and the median per-round speedup with its 95% bootstrap interval.
+        "round_speedups"}}}: median over its rounds of the per-round medians, p95 of every timed
+        call, and the median per-round speedup with its 95% bootstrap interval.
 
     Example:
         >>> a, b, x = torch.nn.Linear(64, 10), torch.nn.Linear(64, 10), torch.randn(8, 64)
@@ -238,33 +250,37 @@ def paired_latencies(
         raise ValueError(f"the baseline {baseline!r} is not among the candidates {sorted(candidates)}")
     if rounds < 3:
         raise ValueError(f"paired timing needs at least 3 rounds, got {rounds}")
-    names = list(candidates)
-    round_medians = {name: {batch: [] for batch in batch_sizes} for name in names}
-    all_calls = {name: {batch: [] for batch in batch_sizes} for name in names}
+    medians = {name: {batch: {} for batch in batch_sizes} for name in candidates}  # round index -> median
+    all_calls = {name: {batch: [] for batch in batch_sizes} for name in candidates}
+    active = [name for name in candidates if name != baseline]
     for round_index in range(rounds):
-        shift = round_index % len(names)
-        for name in names[shift:] + names[:shift]:
+        timed = [baseline] + active
+        shift = round_index % len(timed)
+        for name in timed[shift:] + timed[:shift]:
             for batch in batch_sizes:
                 sample = samples[name]
                 rows = torch.arange(batch, device=sample.device) % len(sample)
                 timing = measure_latency(
                     candidates[name], sample[rows], warmup=3, min_repeats=5, min_time_s=min_time_s, threads=threads
                 )
-                round_medians[name][batch].append(timing["median_ms"])
+                medians[name][batch][round_index] = timing["median_ms"]
                 all_calls[name][batch].extend(timing["times_ms"])
+        if round_index + 1 >= min(min_rounds, rounds):
+            active = [name for name in active if not _tight(medians, baseline, name, batch_sizes, precision)]
+        if not active:
+            break
     figures = {}
-    for name in names:
+    for name in candidates:
         figures[name] = {}
         for batch in batch_sizes:
-            ratios = np.array(round_medians[baseline][batch]) / np.array(round_medians[name][batch])
+            ratios = _round_ratios(medians, baseline, name, batch)
             low, high = bootstrap_median_interval(ratios)
             if control is not None:
-                control_ratios = np.array(round_medians[baseline][batch]) / np.array(round_medians[control][batch])
-                control_low, control_high = bootstrap_median_interval(control_ratios)
+                control_low, control_high = bootstrap_median_interval(_round_ratios(medians, baseline, control, batch))
                 spread = max(control_high, 1.0 / control_low)  # how far from 1.0 an identical model lands
                 low, high = low / spread, high * spread
             figures[name][batch] = {
-                "median_ms": float(np.median(round_medians[name][batch])),
+                "median_ms": float(np.median(list(medians[name][batch].values()))),
                 "p95_ms": float(np.percentile(all_calls[name][batch], 95)),
                 "speedup": float(np.median(ratios)),
                 "speedup_low": low,
@@ -272,6 +288,20 @@ def paired_latencies(
                 "round_speedups": [float(ratio) for ratio in ratios],
             }
     return figures
+
+
+def _round_ratios(medians, baseline, name, batch):
+    own = medians[name][batch]
+    return np.array([medians[baseline][batch][index] / own[index] for index in sorted(own)])
+
+
+def _tight(medians, baseline, name, batch_sizes, precision):
+    for batch in batch_sizes:
+        ratios = _round_ratios(medians, baseline, name, batch)
+        low, high = bootstrap_median_interval(ratios, resamples=1000)
+        if high - low > precision * float(np.median(ratios)):
+            return False
+    return True
 
 
 def bootstrap_median_interval(values, confidence: float = 0.95, resamples: int = 4000, seed: int = 0) -> tuple[float, float]:

@@ -7,13 +7,21 @@ weights, exports it to each runtime of `deploy.runtimes`, and times all of them 
 the baseline's (`trainers.measure.paired_latencies`): speedups are medians of per-round ratios,
 with a 95% bootstrap interval. `accelsweep bench` runs the same phase later, on another machine.
 
+Training speed is timed the same way: every one-worker trial's training step, rebuilt from its
+checkpoint (`trainers.loop.training_steps`), a few steps per call, round-robin with the baseline's,
+one task alone on the node; the speedup is the median per-round ratio of the cost per training
+sample. (Trials time their own epochs while another trial trains beside them: those figures stay
+as the provisional ones.)
+
 Figures land in each trial's MLflow run: the primary runtime's as `latency_ms`, `latency_b256_ms`,
-`speedup`, `speedup_low`, `speedup_high`, ...; every runtime's as `latency_<runtime>_ms`; the host
-and versions as tags; and all of it as `bench/<host>.json` (what `report --host` reads).
+`speedup`, `speedup_low`, `speedup_high`, ...; every runtime's as `latency_<runtime>_ms`; the
+training step's as `train_step_ms`, `train_epoch_s`, `train_step_speedup` (with `_low`, `_high`);
+the host and versions as tags; and all of it as `bench/<host>.json` (what `report --host` reads).
 """
 
 import json
 import logging
+import math
 import os
 import platform
 import socket
@@ -42,6 +50,9 @@ from orchestrator.tracking.tags import (
 from trainers.metrics import runtime_latency_name
 
 logger = logging.getLogger(__name__)
+
+TRAIN_STEPS_PER_CALL = 2
+"""Training steps per timed call of the quiet phase (a call is timed about 8 times a round, warm-up included)."""
 
 
 @dataclass(frozen=True)
@@ -120,8 +131,9 @@ def measure_trials(spec: Spec, data, trials: list[TrialToMeasure], runtimes: lis
     Returns:
         {"host": host_info(...), "runtimes": runtimes, "rounds": int, "trials": {trial_id:
         {runtime: {batch size: figures} or {"unavailable": why}}}, "control": {runtime: the A/A
-        control's figures}} (see `paired_latencies`: a second copy of the baseline is timed as a
-        control, and every interval is widened by its error).
+        control's figures}, "training": {trial_id: `time_training_steps` figures}} (see
+        `paired_latencies`: a second copy of the baseline is timed as a control, and every
+        interval is widened by its error).
 
     Raises:
         ValueError: no baseline among `trials`.
@@ -153,6 +165,78 @@ def measure_trials(spec: Spec, data, trials: list[TrialToMeasure], runtimes: lis
         "rounds": spec.deploy.rounds,
         "trials": figures,
         "control": control_figures,
+        "training": time_training_steps(spec, data, trials, device),
+    }
+
+
+def time_training_steps(spec: Spec, data, trials: list[TrialToMeasure], device: str = "cpu") -> dict:
+    """Time every one-worker trial's training step round-robin with the baseline's, in this process.
+
+    Args:
+        spec: the sweep's spec.
+        data: the full data set.
+        trials: from `trials_to_measure`; one of them must be the baseline.
+        device: where to train ("cpu" or "cuda").
+
+    Returns:
+        {trial_id: {"step_ms": median seconds of one step x 1000, "epoch_s": one epoch of such
+        steps, "speedup", "speedup_low", "speedup_high": the baseline's cost per training sample
+        over the trial's, per round, median and 95% interval (widened by an A/A control's)} or
+        {"unavailable": why}} (multi-worker trials train data-parallel: one process cannot time them).
+
+    Example:
+        >>> time_training_steps(spec, data, trials_to_measure(client, parent))["3a975_00001"]["speedup"]  # doctest: +SKIP
+        1.41
+    """
+    from orchestrator.config.recipe import recipe_for, workers_of
+    from trainers.loop import training_steps
+    import torch
+
+    from trainers.measure import paired_latencies
+
+    recipes = {trial.trial_id: recipe_for(spec, trial.choices, device) for trial in trials}
+    baseline = next(trial.trial_id for trial in trials if trial.baseline)
+    control = f"{baseline} (A/A copy)"
+    steps, figures = {}, {}
+    with tempfile.TemporaryDirectory() as directory:
+        for trial in trials:
+            if workers_of(spec, trial.choices) > 1:
+                figures[trial.trial_id] = {"unavailable": "a multi-worker trial: its in-sweep figure stays"}
+                continue
+            path = os.path.join(directory, f"{trial.trial_id}.pt")
+            with open(path, "wb") as file:
+                file.write(trial.trained)
+            try:
+                for name in [trial.trial_id, control] if trial.trial_id == baseline else [trial.trial_id]:
+                    steps[name] = training_steps(recipes[trial.trial_id], data, path, TRAIN_STEPS_PER_CALL)
+            except (RuntimeError, ValueError) as error:  # e.g. a technique that cannot rebuild here
+                figures[trial.trial_id] = {"unavailable": f"its training step could not be rebuilt: {error}"[:500]}
+    if baseline not in steps:
+        return {trial.trial_id: {"unavailable": "the baseline's training step was not timed"} for trial in trials}
+    logger.info("timing %d trials' training steps, %d a call, paired with the baseline", len(steps) - 1, TRAIN_STEPS_PER_CALL)
+    paired = paired_latencies(
+        {name: (lambda _, run=run: run()) for name, run in steps.items()},
+        baseline,
+        dict.fromkeys(steps, torch.zeros(1)),
+        batch_sizes=(1,),
+        rounds=spec.deploy.rounds,
+        threads=recipes[baseline].threads,
+        min_time_s=0.0,
+        control=control,
+    )
+    paired.pop(control)
+    for trial_id, by_batch in paired.items():
+        figures[trial_id] = _training_figures(by_batch[1], recipes[trial_id], recipes[baseline], len(data.x_train))
+    return figures
+
+
+def _training_figures(paired, recipe, baseline_recipe, train_rows):
+    per_sample = recipe.batch_size / baseline_recipe.batch_size  # steps of other batch sizes: per sample
+    step_ms = paired["median_ms"] / TRAIN_STEPS_PER_CALL
+    return {
+        "step_ms": step_ms,
+        "epoch_s": math.ceil(train_rows / recipe.batch_size) * step_ms / 1000.0,
+        **{key: paired[key] * per_sample for key in ("speedup", "speedup_low", "speedup_high")},
     }
 
 
@@ -235,7 +319,7 @@ def log_measurements(client: MlflowClient, parent_id: str, trials: list[TrialToM
     host_tags = {BENCH_HOST_TAG: host["host"], BENCH_HARDWARE_TAG: host["hardware"], BENCH_VERSIONS_TAG: host["versions"]}
     for trial in trials:
         figures = measured["trials"][trial.trial_id]
-        metrics = primary_metrics(figures.get(primary, {}))
+        metrics = primary_metrics(figures.get(primary, {})) | training_metrics(measured.get("training", {}).get(trial.trial_id, {}))
         measured_in_primary = "unavailable" not in figures.get(primary, {"unavailable": ""})
         tags = host_tags | {RUNTIME_TAG: primary if measured_in_primary else f"none ({primary} unavailable)"}
         for runtime, by_batch in figures.items():
@@ -250,10 +334,26 @@ def log_measurements(client: MlflowClient, parent_id: str, trials: list[TrialToM
             metrics=[Metric(key, float(value), now, 0) for key, value in metrics.items()],
             tags=[RunTag(key, value) for key, value in tags.items()],
         )
-        stored = {"host": host, "primary": primary, "figures": figures}
+        stored = {"host": host, "primary": primary, "figures": figures, "training": measured.get("training", {}).get(trial.trial_id)}
         client.log_text(trial.run_id, json.dumps(stored, indent=1), artifact_path(host["host"]))
     client.log_batch(parent_id, tags=[RunTag(key, value) for key, value in host_tags.items()])
     client.log_text(parent_id, json.dumps(measured, indent=1, default=str), artifact_path(host["host"]))
+
+
+def training_metrics(training: dict) -> dict[str, float]:
+    """One trial's quiet training figures (`time_training_steps`) as its run's metrics.
+
+    Example:
+        >>> training_metrics({"step_ms": 2.0, "epoch_s": 0.05, "speedup": 1.5, "speedup_low": 1.4, "speedup_high": 1.6})["train_step_speedup"]
+        1.5
+        >>> training_metrics({"unavailable": "a multi-worker trial"})
+        {}
+    """
+    if not training or "unavailable" in training:
+        return {}
+    return {"train_step_ms": training["step_ms"], "train_epoch_s": training["epoch_s"]} | {
+        f"train_step_{key}": training[key] for key in ("speedup", "speedup_low", "speedup_high")
+    }
 
 
 def _cpu_model():

@@ -53,7 +53,8 @@ def format_rows(rows: list[dict], fmt: str = "table", objectives: list[tuple[str
     front = ", ".join(f"{key} {'up' if mode == 'max' else 'down'}" for key, mode in objectives or FRONT_OBJECTIVES)
     legend = (
         f"* = on the Pareto front of ({front}); ratios vs the baseline, speedups paired round by round in the "
-        "runtime shown (95% interval; ≈ = the interval holds 1.00x); t2t_s = training seconds to the target accuracy"
+        "runtime shown (95% interval; ≈ = the interval holds 1.00x); t2t_s = training seconds to the target accuracy "
+        "and train_x the training speedup (timed quietly, paired with the baseline, where the sweep did)"
     )
     return "\n".join(lines + [legend])
 

@@ -2,6 +2,11 @@
 
 Computed from what every trial already logs (per-epoch `val_accuracy` and `epoch_seconds`, its
 `train_samples_per_s`, `train_seconds` and `world_size`), so it works after the fact on any sweep.
+Where the quiet phase timed a trial's training step paired with the baseline's (`train_step_speedup`,
+`train_epoch_s`), those are the figures: `train_speedup` is the quiet one, and `time_to_target_s`
+is the epochs the trial took to the target times its quiet epoch cost. The trials' own timings,
+taken while another trial trained beside them, stay as `train_speedup_provisional` and
+`time_to_target_provisional_s`.
 MLPerf Training's rule, time to reach a fixed quality, is the comparison: the target is the spec's
 `train.target_accuracy` if it set one, else the baseline's final validation accuracy minus a
 tolerance (one point by default).
@@ -69,13 +74,18 @@ def add_training_figures(
         if row["status"] != "finished":
             continue
         if target is not None:
-            row["time_to_target_s"] = _time_to_target(client, row["run_id"], target)
-            row["reached_target"] = row["time_to_target_s"] is not None
+            epochs, seconds = _to_target(client, row["run_id"], target)
+            row["time_to_target_provisional_s"] = seconds
+            quiet = epochs * row["train_epoch_s"] if epochs is not None and is_number(row.get("train_epoch_s")) else None
+            row["time_to_target_s"] = seconds if quiet is None else quiet
+            row["reached_target"] = epochs is not None
         if is_number(row.get("train_seconds")):
             row |= worker_cost(row["train_seconds"], row.get("world_size") or 1, cpus, gpus)
     for row in rows:
         if baseline is not None and row["status"] == "finished":
-            row["train_speedup"] = _ratio(row.get("train_samples_per_s"), baseline.get("train_samples_per_s"))
+            row["train_speedup_provisional"] = _ratio(row.get("train_samples_per_s"), baseline.get("train_samples_per_s"))
+            quiet = row.get("train_step_speedup")
+            row["train_speedup"] = quiet if is_number(quiet) else row["train_speedup_provisional"]
             row["time_to_target_speedup"] = _ratio(baseline.get("time_to_target_s"), row.get("time_to_target_s"))
         _add_scaling(row, rows)
     return target
@@ -133,15 +143,16 @@ def search_figures(result: dict, cpus_per_worker: float, gpus_per_worker: float,
     return figures
 
 
-def _time_to_target(client, run_id, target):
+def _to_target(client, run_id, target):
+    # (epochs to the target, their in-sweep seconds), or (None, None) when it never got there
     accuracy = {metric.step: metric.value for metric in client.get_metric_history(run_id, "val_accuracy")}
     seconds = {metric.step: metric.value for metric in client.get_metric_history(run_id, "epoch_seconds")}
     elapsed = 0.0
-    for epoch in sorted(accuracy):
+    for count, epoch in enumerate(sorted(accuracy), start=1):
         elapsed += seconds.get(epoch, math.nan)
         if accuracy[epoch] >= target:
-            return elapsed if math.isfinite(elapsed) else None
-    return None
+            return count, (elapsed if math.isfinite(elapsed) else None)
+    return None, None
 
 
 def _add_scaling(row, rows):

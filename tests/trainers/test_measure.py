@@ -213,3 +213,14 @@ def test_an_a_a_control_widens_every_interval_by_its_own_error():
     for figures in (plain, controlled):
         big = figures["big"][1]
         assert big["speedup_low"] <= big["speedup"] <= big["speedup_high"]
+
+
+def test_paired_rounds_stop_once_a_candidate_is_precise_enough_and_never_past_the_cap():
+    sample = torch.randn(8, 64)
+    candidates = {"baseline": EagerDeployable(mlp(64, 64, 10)), "wide": EagerDeployable(mlp(64, 512, 10))}
+    samples = dict.fromkeys(candidates, sample)
+    timing = {"batch_sizes": (1,), "rounds": 8, "min_rounds": 3, "min_time_s": 0.0}
+    loose = paired_latencies(candidates, "baseline", samples, precision=100.0, **timing)
+    exact = paired_latencies(candidates, "baseline", samples, precision=0.0, **timing)
+    assert len(loose["wide"][1]["round_speedups"]) == 3  # any interval is narrow enough after the fewest rounds
+    assert len(exact["wide"][1]["round_speedups"]) == 8  # none is: every round up to the cap

@@ -9,10 +9,12 @@ for a tiny model). Building takes tens of seconds on a small CPU; a module torch
 capture, or a failed build, makes the runtime unavailable for that model, with the reason.
 """
 
+import functools
 import logging
 import os
 import tempfile
 import time
+from collections.abc import Callable
 
 import torch
 
@@ -51,6 +53,9 @@ class AOTInductorDeployable(Deployable):
     def __call__(self, inputs: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode():
             return self.model(inputs)
+
+    def native_call(self, inputs: torch.Tensor) -> Callable[[], object]:
+        return functools.partial(self.model, inputs)
 
     def stored_bytes(self) -> int:
         return len(self.package)

@@ -5,7 +5,9 @@ loaded); the one-off compilation, done on the example rows at export, is kept ap
 `compile_seconds` so that it never counts as latency.
 """
 
+import functools
 import logging
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -40,6 +42,9 @@ class CompiledDeployable(EagerDeployable):
     def __call__(self, inputs: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode():
             return self.compiled(inputs)
+
+    def native_call(self, inputs: torch.Tensor) -> Callable[[], object]:
+        return functools.partial(self.compiled, inputs)
 
 
 @register("compile")

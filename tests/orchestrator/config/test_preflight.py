@@ -55,7 +55,7 @@ def test_a_teacher_of_another_model_is_refused_and_this_models_is_taken(quicksta
     spec = _spec(quickstart, train={"epochs": 1, "teacher_path": other}, space={"distill": 0.5})
     with pytest.raises(SpecError, match=r"^spec.yaml: train.teacher_path: teacher .* does not fit this trial's model"):
         load_data(spec, "spec.yaml")
-    same = _trained_file(tmp_path / "same.pt", build_model("mlp", (1, 8, 8), 10, hidden=(64,)))
+    same = _trained_file(tmp_path / "same.pt", build_model("mlp", (1, 8, 8), 10, hidden=tuple(quickstart["model"]["hidden"])))
     spec = _spec(quickstart, train={"epochs": 1, "teacher_path": same}, space={"distill": 0.5})
     assert load_data(spec, "spec.yaml").num_classes == 10
 

@@ -25,7 +25,7 @@ def test_quickstart_parses(quickstart):
     spec = parse_spec(quickstart, source=SOURCE)
     assert spec.name == "quickstart"
     assert spec.search.num_samples == 8
-    assert spec.space["rank"] == {"choice": [None, 4, 8, 16]}
+    assert spec.space["rank"] == {"choice": [None, 8, 16, 32]}
 
 
 @pytest.mark.parametrize("path", sorted(SEARCH_SPACES.glob("*.yaml")), ids=lambda p: p.name)

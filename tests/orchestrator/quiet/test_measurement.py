@@ -132,3 +132,19 @@ def test_accelsweep_bench_times_again_on_this_machine(measured_sweep, tmp_path):
         "error: accelsweep bench: argument --runtimes: unknown runtime 'eagr' (did you mean 'eager'?); "
         "valid: aotinductor, compile, eager, onnxruntime, got 'eagr' (see accelsweep bench --help)"
     )
+
+
+@pytest.mark.slow
+def test_training_steps_are_timed_paired_with_the_baseline_and_drive_the_report(measured_sweep):
+    client, parent, trials, figures, _, _ = measured_sweep
+    training = figures["training"]
+    assert set(training) == {"t0", "t1", "t2"} and training["t0"]["speedup"] == 1.0
+    assert training["t0"]["speedup_low"] <= 1.0 <= training["t0"]["speedup_high"]  # widened by the A/A copy's error
+    for trial in trials:
+        figure = training[trial.trial_id]
+        assert figure["speedup_low"] <= figure["speedup"] <= figure["speedup_high"] and figure["step_ms"] > 0
+        first = {key: client.get_metric_history(trial.run_id, key)[0].value for key in ("train_step_speedup", "train_epoch_s")}
+        assert first == {"train_step_speedup": figure["speedup"], "train_epoch_s": figure["epoch_s"]}  # `bench` logs later ones
+    rows = {row["trial_id"]: row for row in sweep_rows(client, parent)}
+    latest = client.get_run(trials[1].run_id).data.metrics["train_step_speedup"]
+    assert rows["t1"]["train_speedup"] == latest and "train_speedup_provisional" in rows["t1"]

@@ -110,3 +110,17 @@ def test_a_search_sees_cost_and_the_time_to_a_stated_target_from_each_trial_alon
     assert "time_to_target_s" not in search_figures(reached | {"reached_target": 0.0}, 1, 0, 0.9)
     assert "time_to_target_s" not in search_figures(reached, 1, 0, None)  # the baseline's target: after the sweep
     assert search_figures({"epoch": 3}, 1, 0, 0.9) == {}  # a trial that ended without training figures
+
+
+def test_quiet_training_figures_win_and_the_in_sweep_ones_stay_provisional(client):
+    parent = store_sweep(client, client.get_experiment_by_name("training").experiment_id, {})
+    quiet = {"t0": {"train_step_speedup": 1.0, "train_epoch_s": 1.5}, "t1": {"train_step_speedup": 1.6, "train_epoch_s": 0.5}}
+    for row in sweep_rows(client, parent):
+        for key, value in quiet.get(row["trial_id"], {}).items():
+            client.log_metric(row["run_id"], key, value)
+    rows = {row["trial_id"]: row for row in sweep_rows(client, parent)}
+    assert rows["t1"]["train_speedup"] == 1.6 and rows["t1"]["train_speedup_provisional"] == pytest.approx(2.0)
+    # epochs to the target (0.89) times the quiet epoch: t1 took 2, the baseline 3
+    assert rows["t1"]["time_to_target_s"] == pytest.approx(1.0) and rows["t1"]["time_to_target_provisional_s"] == pytest.approx(2.0)
+    assert rows["t0"]["time_to_target_s"] == pytest.approx(4.5)
+    assert rows["t2"]["train_speedup"] == pytest.approx(1.5)  # not timed quietly: its in-sweep ratio

@@ -218,3 +218,11 @@ def test_a_graph_without_a_kernel_in_this_build_is_unavailable(monkeypatch):
     monkeypatch.setattr(onnxruntime, "InferenceSession", no_kernel)
     with pytest.raises(RuntimeUnavailable, match=r"cannot run the 2-bit: .* graph: Could not find .*MatMulNBits.*'x'$"):
         export_to("onnxruntime", export_inputs(mlp(), bits=2))
+
+
+def test_the_native_call_is_session_run_on_numpy_with_the_same_logits():
+    inputs = export_inputs(mlp())
+    deployable = export_to("onnxruntime", inputs)
+    native = deployable.native_call(inputs.example)()
+    assert isinstance(native[0], np.ndarray)  # ONNX Runtime's own output: nothing crossed back to torch
+    assert np.array_equal(native[0], deployable(inputs.example).numpy())

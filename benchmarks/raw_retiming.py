@@ -1,0 +1,107 @@
+"""Logged vs raw speedup: every finished trial's logged ONNX artifact timed again, raw, against the baseline's.
+
+Reads a finished sweep from an MLflow store (the latest run of the experiment given, default
+`quickstart` in ./mlflow.db, what `accelsweep run search_spaces/quickstart.yaml` writes), downloads
+each finished trial's logged `model/model.onnx`, and times it independently of accelsweep's code:
+one ONNX Runtime session per artifact (1 intra-op thread, 1 inter-op thread, sequential), a numpy
+array in, `session.run`, nothing converted; every artifact once per round, in an order that
+rotates from round to round, all in this one process; a trial's raw speedup is the median over
+rounds of the baseline's median call divided by its own. Inputs are uniform random rows of the
+graph's input shape (a dense MLP's latency does not depend on the values).
+
+It prints, per trial, the logged speedup (the sweep's quiet phase) with its interval, the raw one
+and their disagreement |logged / raw - 1|, and the raw speedup of a second session of the
+baseline's own file (an A/A copy: how far the raw side lands from 1.0 by itself). Target: within
+10% for every trial.
+
+Run: python benchmarks/raw_retiming.py [--uri sqlite:///mlflow.db] [--experiment quickstart] [--rounds 15]
+"""
+
+import argparse
+import tempfile
+import time
+
+import numpy as np
+import onnxruntime
+from mlflow.tracking import MlflowClient
+
+CALLS_PER_ROUND = 300
+WARMUP_CALLS = 30
+
+
+def finished_trials(client, experiment):
+    """(mode, run, is_baseline) of every finished trial of the experiment's latest sweep."""
+    experiment_id = client.get_experiment_by_name(experiment).experiment_id
+    parents = client.search_runs([experiment_id], "tags.`accelsweep.kind` = 'sweep'", order_by=["attributes.start_time DESC"], max_results=1)
+    parent_id = parents[0].info.run_id
+    runs = client.search_runs([experiment_id], f"tags.`mlflow.parentRunId` = '{parent_id}'", max_results=1000)
+    return [
+        (run.data.tags.get("accelsweep.mode", run.info.run_name), run, run.data.tags.get("accelsweep.baseline") == "true")
+        for run in runs
+        if run.data.tags.get("accelsweep.status") == "finished" and "speedup" in run.data.metrics
+    ]
+
+
+def session(path):
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads, options.inter_op_num_threads = 1, 1
+    options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
+    return onnxruntime.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+
+
+def median_call_us(run, feeds):
+    for _ in range(WARMUP_CALLS):
+        run(None, feeds)
+    times = []
+    for _ in range(CALLS_PER_ROUND):
+        start = time.perf_counter()
+        run(None, feeds)
+        times.append(time.perf_counter() - start)
+    return float(np.median(times)) * 1e6
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--uri", default="sqlite:///mlflow.db")
+    parser.add_argument("--experiment", default="quickstart")
+    parser.add_argument("--rounds", type=int, default=15)
+    args = parser.parse_args()
+    client = MlflowClient(tracking_uri=args.uri)
+    trials = finished_trials(client, args.experiment)
+    sessions, feeds = {}, {}
+    with tempfile.TemporaryDirectory() as directory:
+        for mode, run, _ in trials:
+            sessions[mode] = session(client.download_artifacts(run.info.run_id, "model/model.onnx", directory))
+            graph_input = sessions[mode].get_inputs()[0]
+            shape = [1] + [int(dim) for dim in graph_input.shape[1:]]
+            feeds[mode] = {graph_input.name: np.random.default_rng(0).uniform(0, 16, shape).astype(np.float32)}
+    baseline = next(mode for mode, _, is_baseline in trials if is_baseline)
+    control = f"{baseline} (A/A copy)"  # a second session of the baseline's file: the raw side's own noise
+    with tempfile.TemporaryDirectory() as directory:
+        run_id = next(run.info.run_id for mode, run, _ in trials if mode == baseline)
+        sessions[control] = session(client.download_artifacts(run_id, "model/model.onnx", directory))
+    feeds[control] = feeds[baseline]
+    names = list(sessions)
+    medians = {name: [] for name in names}
+    for round_index in range(args.rounds):
+        shift = round_index % len(names)
+        for name in names[shift:] + names[:shift]:
+            medians[name].append(median_call_us(sessions[name].run, feeds[name]))
+    print(f"raw: numpy in, session.run, 1 thread, {args.rounds} rounds x {CALLS_PER_ROUND} calls, batch 1")
+    print(f"{'trial':<28} {'raw_us':>8} {'logged':>8} {'interval':>14} {'raw':>7} {'off':>6}")
+    worst = 0.0
+    for mode, run, _ in trials:
+        raw = float(np.median(np.array(medians[baseline]) / np.array(medians[mode])))
+        metrics = run.data.metrics
+        logged = metrics["speedup"]
+        off = abs(logged / raw - 1)
+        worst = max(worst, off)
+        interval = f"[{metrics.get('speedup_low', float('nan')):.2f}, {metrics.get('speedup_high', float('nan')):.2f}]"
+        print(f"{mode:<28} {np.median(medians[mode]):8.1f} {logged:7.2f}x {interval:>14} {raw:6.2f}x {off:6.1%}")
+    control_raw = float(np.median(np.array(medians[baseline]) / np.array(medians[control])))
+    print(f"{control:<28} {np.median(medians[control]):8.1f} {'':>8} {'':>14} {control_raw:6.2f}x  (two sessions of one file)")
+    print(f"worst logged-vs-raw disagreement: {worst:.1%} (target <= 10%)")
+
+
+if __name__ == "__main__":
+    main()
