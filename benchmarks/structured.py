@@ -19,7 +19,7 @@ Targets: channel_sparsity 0.5 at least 1.5x faster at batch 256 within 2 accurac
 distillation recovers at least a third of the points the most-hurt trial lost.
 
 Run: python benchmarks/structured.py   (about 8 minutes on 2 shared cores); a longer recipe, e.g.
-python benchmarks/structured.py --train-images 12000 --epochs 6   (about 3x as long)
+python benchmarks/structured.py --train-images 12000 --epochs 6   (3x the training steps)
 """
 
 import argparse
