@@ -177,14 +177,15 @@ def test_eight_bit_activation_quantisers_are_lifted_for_the_cut_and_put_back(dig
 
 
 @pytest.mark.slow
-def test_a_pruned_int8_resnet_trial_runs_in_onnx_runtime(digits):
+@pytest.mark.parametrize("kind, quantised_convs", [("resnet", 8), ("transformer", 0)])
+def test_a_pruned_int8_trial_runs_in_onnx_runtime(digits, kind, quantised_convs):
     recipe = TrialRecipe(
-        model_kind=ZOO_KINDS["resnet"], epochs=2, choices={"quant_bits": 8, "channel_sparsity": 0.5}, runtime="onnxruntime"
+        model_kind=ZOO_KINDS[kind], epochs=2, choices={"quant_bits": 8, "channel_sparsity": 0.5}, runtime="onnxruntime"
     )
     recorder = Checkpoints()
     final = train_trial(recipe, digits, recorder)
     notes = recorder.reports[-1][0]["notes"]
-    assert notes["mode"] == "q8-cp50" and "8 Conv static QDQ" in notes["onnx_weights"]
+    assert notes["mode"] == "q8-cp50" and f"{quantised_convs} Conv static QDQ" in notes["onnx_weights"]
     assert final["parameters_after_pruning"] < final["parameters_before_pruning"]
     assert final["runtime_max_abs_diff"] <= recipe.max_abs_diff
 
