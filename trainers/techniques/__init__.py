@@ -287,7 +287,7 @@ def build(model: nn.Module, configs: dict) -> dict:
 
     Example:
         >>> model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 2))
-        >>> build(model, techniques_from_choices({"rank": 4, "quant_bits": 8}))
+        >>> build(model, techniques_from_choices({"rank": 4, "quant_bits": 4}))
         {'low_rank_factorised': '0', 'low_rank_skipped': '2 (16->2, r=4)', 'quant_fake_quant_layers': '0.0,0.1,2'}
     """
     notes = {}

@@ -20,11 +20,12 @@ the weights load.
 
 Composes with low rank (the factors' inner rank shrinks too), fake quantisation (the stateless
 FakeQuantize is lifted off, the weights pruned, and put back), dropout, weight decay, L1,
-precision, feature selection, distillation and compile (recompiled after pruning). It refuses,
-before training, a weight parametrization that holds tensors shaped like the weight: the
-unstructured pruning mask (`sparsity`), which cannot follow the channels being removed; and the
-activation fake quantisers 8-bit quantisation puts around convolutions (static int8 conv), which
-torch-pruning's trace does not follow (4- and 2-bit convs and 8-bit Linear layers compose).
+precision, feature selection, distillation and compile (recompiled after pruning), and with 8-bit
+quantisation's activation fake quantisers (static ones around convolutions, dynamic ones on Linear
+inputs), which torch-pruning's trace does not follow: they are lifted off for the cut and put back,
+keeping their per-tensor ranges. It refuses, before training, a weight parametrization that holds
+tensors shaped like the weight: the unstructured pruning mask (`sparsity`), which cannot follow the
+channels being removed.
 """
 
 import logging
@@ -39,7 +40,7 @@ from torch.nn.utils import parametrize
 from trainers.attention import Attention
 from trainers.techniques import Technique, register
 from trainers.techniques.common import check_number, format_number, remove_parametrizations_alone
-from trainers.techniques.quantize import ActivationFakeQuantize
+from trainers.techniques.quantize import lift_activation_quantizers
 
 logger = logging.getLogger(__name__)
 
@@ -107,8 +108,7 @@ def check_composable(model: nn.Module, cfg: ChannelPrune) -> dict[str, str]:
         No notes (an empty dict).
 
     Raises:
-        ValueError: a parametrization holds tensors (the unstructured pruning mask of `sparsity`), or
-            8-bit quantisation put activation fake quantisers around convolutions.
+        ValueError: a parametrization holds tensors (the unstructured pruning mask of `sparsity`).
 
     Example:
         >>> check_composable(nn.Sequential(nn.Linear(4, 2)), ChannelPrune(0.5))
@@ -117,11 +117,6 @@ def check_composable(model: nn.Module, cfg: ChannelPrune) -> dict[str, str]:
     if not cfg.active:
         return {}
     for name, module in model.named_modules():
-        if isinstance(module, ActivationFakeQuantize):
-            raise ValueError(
-                f"channel_sparsity cannot compose with the activation fake quantisation of 8-bit convolutions ({name}): "
-                "torch-pruning's trace does not follow it, so no channel would be removed; sweep them in separate trials"
-            )
         if not parametrize.is_parametrized(module):
             continue
         for tensor_name, chain in module.parametrizations.items():
@@ -138,9 +133,10 @@ def check_composable(model: nn.Module, cfg: ChannelPrune) -> dict[str, str]:
 def apply_channel_pruning(model: nn.Module, cfg: ChannelPrune, example: torch.Tensor) -> dict[str, float]:
     """Remove `cfg.channel_sparsity` of the channels of every prunable group, for real, in place.
 
-    The model is traced on `example` in training mode (fake-quantised activations have an autograd
-    graph only there; the two forward passes move BatchNorm statistics and activation ranges as
-    two training batches would) to build torch-pruning's dependency graph; every group's channels with the smallest L2 norms are
+    The model is traced on `example` in training mode (the two forward passes move BatchNorm
+    statistics as two training batches would) to build torch-pruning's dependency graph, with 8-bit
+    quantisation's activation fake quantisers lifted off for the trace and put back after the cut
+    (their ranges are per tensor: they fit the smaller layers); every group's channels with the smallest L2 norms are
     cut from all the layers that share them. In attention rewritten into explicit projections
     (`trainers.attention.Attention`) whole heads are removed (the same ones from q, k and v, and
     out's inputs) and the module's `num_heads` follows. Stateless weight parametrizations (fake
@@ -166,8 +162,9 @@ def apply_channel_pruning(model: nn.Module, cfg: ChannelPrune, example: torch.Te
         return {}
     before = _parameter_count(model)
     was_training = model.training
-    model.train()  # a quantised activation's eval path (uint8 tensors) has no autograd graph to trace
+    model.train()  # torch-pruning traces the autograd graph of a training step
     lifted = _lift_parametrizations(model)
+    restore_quantizers = lift_activation_quantizers(model)  # torch-pruning's trace does not follow them
     attentions = [module for module in model.modules() if isinstance(module, Attention)]
     heads = {
         _head_layer(projection): attention.num_heads
@@ -190,6 +187,7 @@ def apply_channel_pruning(model: nn.Module, cfg: ChannelPrune, example: torch.Te
     for attention in attentions:
         attention.embed_dim = _head_layer(attention.q_proj).out_features
         attention.num_heads = attention.embed_dim // attention.head_dim
+    restore_quantizers()
     for module, tensor_name, chain in lifted:
         for parametrization in chain:
             parametrize.register_parametrization(module, tensor_name, parametrization)

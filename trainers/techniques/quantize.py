@@ -8,7 +8,10 @@ fake-quantised too (`ActivationFakeQuantize`: uint8, per tensor, range observed 
 batches): its output after the nn.BatchNorm2d that follows it, where there is one, since the
 deployed graph folds that BatchNorm into the convolution. The eager deployable keeps those
 quantisers and the ONNX graph turns them into QuantizeLinear/DequantizeLinear with the same scale
-and zero point, so training, eager and ONNX Runtime quantise activations alike. Folding BatchNorm
+and zero point, so training, eager and ONNX Runtime quantise activations alike. Every 8-bit
+nn.Linear's input is quantised per call at run time (dynamic int8: uint8 per tensor over the
+batch's own range), and training simulates that too (`DynamicActivationFakeQuantize`, a forward
+pre-hook active in training mode). Folding BatchNorm
 into the weights after QAT keeps them on the trained grid: per output channel the fold multiplies
 the weight by one factor, and the per-channel symmetric scale absorbs it. After training the lead removes all
 parametrizations (keeping the quantised values) and `export_quantized` swaps in the layers that
@@ -16,7 +19,8 @@ really run on the device:
 
 - 32 bits: the model unchanged.
 - 16 bits: the whole model in bfloat16 on CPU, float16 on CUDA; inputs and logits stay float32.
-- 8 bits on CPU: nn.Linear becomes PyTorch's dynamic int8 Linear (int8 weights, int8 matmul);
+- 8 bits on CPU: nn.Linear becomes PyTorch's dynamic int8 Linear (int8 weights, int8 matmul, uint8
+  activations quantised per call over the full range, as ONNX Runtime does: `DynamicInt8Linear`);
   nn.Conv2d keeps int8 weights and runs in fp32 (PackedConv2d).
 - 8 bits on CUDA, 4 and 2 bits anywhere: PackedLinear / PackedConv2d store the weights packed
   into uint8 bytes (1, 2 or 4 values per byte) plus per-channel scales and unpack them in forward.
@@ -211,6 +215,76 @@ class ActivationFakeQuantize(nn.Module):
         self.scale, self.zero_point = float(np.float32(scale.item())), int(zero_point.item())
 
 
+class DynamicActivationFakeQuantize:
+    """Forward pre-hook that fake-quantises an nn.Linear's input as ONNX Runtime's dynamic int8 MatMul will.
+
+    In training mode each call quantises the input per tensor to uint8 over its own range, as
+    ONNX Runtime's DynamicQuantizeLinear (and `DynamicInt8Linear`) do at run time: scale =
+    (max(x, 0) - min(x, 0)) / 255, zero point = round(-min / scale), rounding half to even; the
+    gradient passes straight through. In eval mode it does nothing, so the float model exported
+    to ONNX holds no quantisation of its own (the runtimes quantise those inputs themselves).
+    Registered on every 8-bit Linear by `apply_fake_quant`; `lift_activation_quantizers` takes it
+    off for torch-pruning's trace.
+
+    Example:
+        >>> layer = nn.Linear(4, 2)
+        >>> _ = layer.register_forward_pre_hook(DynamicActivationFakeQuantize())
+        >>> inputs = torch.linspace(-1, 1, 8).reshape(2, 4)
+        >>> bool(torch.equal(layer.eval()(inputs), nn.functional.linear(inputs, layer.weight, layer.bias)))
+        True
+    """
+
+    def __call__(self, module: nn.Module, inputs: tuple) -> tuple | None:
+        if not module.training:
+            return None
+        x = inputs[0]
+        low, high = x.detach().min().clamp_max(0), x.detach().max().clamp_min(0)
+        scale = ((high - low) / 255).clamp_min(torch.finfo(torch.float32).eps).float()
+        zero_point = torch.round(-low / scale).clamp(0, 255).int()
+        return (torch.fake_quantize_per_tensor_affine(x, scale, zero_point, 0, 255), *inputs[1:])
+
+
+def lift_activation_quantizers(model: nn.Module) -> Callable[[], None]:
+    """Take every activation fake quantiser off a model, for code that must not trace them; returns a restore.
+
+    Static quantisers (`ActivationFakeQuantize` modules) become nn.Identity, dynamic ones
+    (`DynamicActivationFakeQuantize` hooks) are removed; calling the returned function puts the
+    same objects back at the same places (a static quantiser's range is per tensor, so it survives
+    a change of channels).
+
+    Args:
+        model: the model, changed in place until the restore is called.
+
+    Returns:
+        restore(): puts the quantisers back.
+
+    Example:
+        >>> model = nn.Sequential(ActivationFakeQuantize(), nn.Linear(4, 2))
+        >>> restore = lift_activation_quantizers(model)
+        >>> type(model[0]).__name__
+        'Identity'
+        >>> restore(); type(model[0]).__name__
+        'ActivationFakeQuantize'
+    """
+    static = [(name, module) for name, module in model.named_modules() if isinstance(module, ActivationFakeQuantize)]
+    for name, _ in static:
+        model.set_submodule(name, nn.Identity())
+    dynamic = []
+    for module in model.modules():
+        for key, hook in list(module._forward_pre_hooks.items()):
+            if isinstance(hook, DynamicActivationFakeQuantize):
+                del module._forward_pre_hooks[key]
+                dynamic.append((module, hook))
+
+    def restore():
+        for name, quantizer in static:
+            model.set_submodule(name, quantizer)
+        for module, hook in dynamic:
+            module.register_forward_pre_hook(hook)
+
+    return restore
+
+
 def _quantizable_layers(
     model: nn.Module, filter_fn: Callable[[str, nn.Module], bool] | None
 ) -> list[tuple[str, nn.Linear | nn.Conv2d]]:
@@ -259,7 +333,9 @@ def apply_fake_quant(
 
     Only 2, 4 and 8 bits train with fake quantisation; 16 and 32 bits leave the model unchanged
     (16-bit precision is applied at export). At 8 bits every quantised nn.Conv2d is also wrapped
-    so that its input and output (after its BatchNorm2d) go through an `ActivationFakeQuantize`.
+    so that its input and output (after its BatchNorm2d) go through an `ActivationFakeQuantize`,
+    and every quantised nn.Linear's input is fake-quantised per call in training
+    (`DynamicActivationFakeQuantize`), as the deployed dynamic int8 kernels quantise it.
 
     Args:
         model: the model, modified in place.
@@ -270,8 +346,8 @@ def apply_fake_quant(
 
     Returns:
         Notes for MLflow tags: "quant_fake_quant_layers" (the layers whose weights are
-        fake-quantised) and, at 8 bits with convolutions, "quant_activations" (where activations
-        are); empty when nothing was registered.
+        fake-quantised) and, at 8 bits, "quant_activations" (convolutions' activations) and
+        "quant_dynamic_activations" (Linear inputs); empty when nothing was registered.
 
     Example:
         >>> model = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 2))
@@ -287,6 +363,13 @@ def apply_fake_quant(
     logger.info("fake %d-bit quantisation on %s", cfg.bits, names)
     notes = {"quant_fake_quant_layers": ",".join(names)}
     convs = [(name, module) for name, module in layers if isinstance(module, nn.Conv2d)]
+    linears = [name for name, module in layers if isinstance(module, nn.Linear)]
+    if cfg.bits == ACTIVATION_QUANT_BITS and linears:
+        for name in linears:
+            model.get_submodule(name).register_forward_pre_hook(DynamicActivationFakeQuantize())
+        notes["quant_dynamic_activations"] = (
+            f"uint8 per tensor per call, as ONNX Runtime's dynamic int8 MatMul: inputs of {len(linears)} Linear, in training"
+        )
     if cfg.bits == ACTIVATION_QUANT_BITS and convs:
         outputs = _quantize_conv_activations(model, convs)
         notes["quant_activations"] = (
@@ -430,12 +513,24 @@ class LowPrecisionModel(nn.Module):
 
 
 class DynamicInt8Linear(dynamic_quantized.Linear):
-    """PyTorch's dynamic int8 Linear that says what it stores (its .parameters() is empty).
+    """PyTorch's dynamic int8 Linear with ONNX Runtime's 8-bit activations, saying what it stores.
+
+    Each call quantises its input per tensor to uint8 over the full 0-255 range (scale =
+    (max(x, 0) - min(x, 0)) / 255, zero point = round(-min / scale)), as ONNX Runtime's
+    DynamicQuantizeLinear does. PyTorch's own dynamic Linear passes `reduce_range=True` to
+    fbgemm: 7-bit activations (0-127), half the resolution of the model ONNX Runtime runs, which
+    put the transformer's int8 logits 0.05 of the largest logit away from ONNX Runtime's; with
+    the full range one layer's outputs agree with ONNX Runtime's to float rounding. (fbgemm reduces
+    the range to avoid int16 saturation in AVX2 kernels without VNNI; ONNX Runtime's U8S8 kernels
+    take the same risk on such CPUs.) Its .parameters() is empty, so it says what it stores.
 
     Example:
         >>> _dynamic_int8_linear(nn.Linear(4, 2)).stored_numels()
         [8, 2]
     """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.ops.quantized.linear_dynamic(x, self._packed_params._packed_params, reduce_range=False).to(x.dtype)
 
     def stored_numels(self) -> list[int]:
         """The elements it stores: its int8 weight's and its bias's."""

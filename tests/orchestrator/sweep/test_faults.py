@@ -22,7 +22,7 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from orchestrator.results import rows as results_rows
-from orchestrator.tracking.tags import KIND_TAG, PARENT_TAG, STATUS_TAG, TRIAL_ID_TAG
+from orchestrator.tracking.tags import KIND_TAG, MODE_TAG, NOTE_TAG_PREFIX, PARENT_TAG, STATUS_TAG, TRIAL_ID_TAG
 from trainers import metrics
 
 pytestmark = pytest.mark.slow
@@ -378,6 +378,44 @@ def test_an_interrupted_sweep_resumes_where_it_stopped(start_accelsweep, in_tmp_
     # they notice the dead raylet, fail to reach the dead GCS and exit about a minute later
     # (seen: 62 s); the README says so. Nothing else may be left.
     assert set(orphans.values()) <= lingering, f"Ray processes outlived the driver's {stop.name}: {orphans}"
+
+
+def test_a_resumed_distilling_sweep_gets_its_teacher_from_the_restored_baseline(start_accelsweep, in_tmp_path):
+    # the baseline finishes, the distilling trial is part way when Ctrl-C stops the driver; the
+    # resumed sweep has a new, empty teacher store: the publisher must fill it from the restored
+    # baseline's checkpoint, or the resumed student would wait for ever
+    spec = _spec(
+        "distill-resume",
+        space={"distill": {"grid": [0.5]}},  # the baseline (added first) and one student
+        search={"algorithm": "grid", "num_samples": 1},
+        resources={"cpus_per_worker": 2},  # one trial at a time: the student starts after its teacher
+    )
+    spec["train"]["epochs"] = 60  # digits epochs take milliseconds: enough of them to stop one part way
+    sweep = start_accelsweep("run", _write(in_tmp_path / "spec.yaml", spec))
+    db = in_tmp_path / "mlflow.db"
+    sweep.wait_for(lambda: _finished_trials(db) >= 1 and _running_trials_at_epoch(db, 2), "the baseline done, the student at epoch 2")
+    seen_at = time.time()
+    sweep.wait_for(lambda: _tune_state_saved_after(in_tmp_path, seen_at), "Tune's state saved after that")
+    os.killpg(sweep.process.pid, signal.SIGINT)
+    assert sweep.finish() == 130, sweep.stderr()[-3000:]
+    _wait_until(lambda: not sweep.survivors(), timeout_s=60)
+    sweep.kill_everything()
+    client = MlflowClient(f"sqlite:///{db}")
+    _, children = _runs(client)
+    seen = [(child.info.run_name, child.info.status, child.data.tags.get(MODE_TAG)) for child in children]
+    interrupted = [child.info.run_id for child in children if child.info.status != "FINISHED"]
+    assert len(children) == 2 and len(interrupted) == 1, f"the student ended before the interruption: {seen}"
+    (student,) = interrupted
+
+    resumed = start_accelsweep("resume", "distill-resume")
+    assert resumed.finish() == 0, resumed.stderr()[-3000:]
+    parents, children = _runs(client)
+    assert len(parents) == 1 and len(children) == 2, [run.info.run_name for run in parents + children]
+    run = client.get_run(student)
+    assert run.data.tags[MODE_TAG] == "kd0.5", run.data.tags
+    _assert_complete_trial(client, run, spec["train"]["epochs"])
+    assert run.data.metrics["resumed_from_epoch"] > 0  # resumed from its checkpoint, teacher and all
+    assert run.data.tags[f"{NOTE_TAG_PREFIX}teacher"].endswith("teacher.pt")
 
 
 # ---------------------------------------------------------------- a trial diverges

@@ -66,6 +66,20 @@ def test_int8_logits_are_close(make):
     assert deployable.parameter_count() == parameters(inputs)
 
 
+def test_int8_linear_activations_are_quantised_alike_in_training_eager_and_onnx_runtime():
+    # every Linear input to uint8 per call over its full range, ONNX Runtime's DynamicQuantizeLinear:
+    # QAT's simulation (training mode), the eager int8 kernel and ONNX Runtime give the same logits
+    inputs = export_inputs(mlp(), bits=8)
+    x = inputs.calibration
+    onnx_runtime = export_to("onnxruntime", inputs)(x)
+    with torch.no_grad():
+        simulated = inputs.model.train()(x)
+    inputs.model.eval()
+    assert (inputs.eager(x) - onnx_runtime).abs().max() < 1e-4 * largest_logit(inputs)
+    assert (simulated - onnx_runtime).abs().max() < 1e-4 * largest_logit(inputs)
+    assert (inputs.model(x) - onnx_runtime).abs().max() > 1e-3 * largest_logit(inputs)  # eval mode: fp32 activations
+
+
 def test_int8_matmul_weights_are_the_trained_grid():
     inputs = export_inputs(mlp(), bits=8)
     initializers = {

@@ -16,6 +16,7 @@ from trainers.loop import TrialFailed, TrialRecipe, deploy_to, rebuild_deployabl
 from trainers.models import build_model
 from trainers.techniques import build, techniques_from_choices
 from trainers.techniques.channel_prune import ChannelPrune, apply_channel_pruning, pruning_epoch
+from trainers.techniques.quantize import ActivationFakeQuantize, DynamicActivationFakeQuantize
 
 SHAPE, CLASSES = (1, 8, 8), 10
 ZOO_KINDS = {name: f"tests.trainers.zoo:{name}" for name in ZOO}
@@ -154,8 +155,39 @@ def test_fake_quantisation_is_put_back_after_pruning_and_a_pruning_mask_is_refus
     masked = model_of("cnn")
     with pytest.raises(ValueError, match="channel_sparsity cannot compose with WeightMask"):
         build(masked, techniques_from_choices({"sparsity": 0.5, "channel_sparsity": 0.5}))
-    with pytest.raises(ValueError, match="activation fake quantisation of 8-bit convolutions"):
-        build(model_of("cnn"), techniques_from_choices({"quant_bits": 8, "channel_sparsity": 0.5}))
+
+
+def test_eight_bit_activation_quantisers_are_lifted_for_the_cut_and_put_back(digits):
+    model = model_of("resnet")
+    configs = techniques_from_choices({"quant_bits": 8, "channel_sparsity": 0.5})
+    build(model, configs)
+    x = digits.x_train[:64].reshape(-1, *SHAPE)
+    model.train()(x)  # the activation quantisers observe a range
+    static = [module for module in model.modules() if isinstance(module, ActivationFakeQuantize)]
+    ranges = [(float(module.min_val), float(module.max_val)) for module in static]
+    apply_channel_pruning(model, configs["channel_sparsity"], x)
+    assert model.layer1.conv1[1].out_channels == 8  # channels really removed
+    kept = [module for module in model.modules() if isinstance(module, ActivationFakeQuantize)]
+    assert kept == static  # the same quantisers, at the same places
+    assert [(float(module.min_val), float(module.max_val)) for module in kept] == ranges  # not moved by the trace
+    hooks = [hook for module in model.modules() for hook in module._forward_pre_hooks.values()]
+    assert sum(isinstance(hook, DynamicActivationFakeQuantize) for hook in hooks) == 1  # on fc, put back
+    assert len(torch.unique(model.layer1.conv1[1].weight[0])) <= 255  # still on the 8-bit grid
+    model.train()(x)  # the smaller model trains with its quantisers
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind, quantised_convs", [("resnet", 8), ("transformer", 0)])
+def test_a_pruned_int8_trial_runs_in_onnx_runtime(digits, kind, quantised_convs):
+    recipe = TrialRecipe(
+        model_kind=ZOO_KINDS[kind], epochs=2, choices={"quant_bits": 8, "channel_sparsity": 0.5}, runtime="onnxruntime"
+    )
+    recorder = Checkpoints()
+    final = train_trial(recipe, digits, recorder)
+    notes = recorder.reports[-1][0]["notes"]
+    assert notes["mode"] == "q8-cp50" and f"{quantised_convs} Conv static QDQ" in notes["onnx_weights"]
+    assert final["parameters_after_pruning"] < final["parameters_before_pruning"]
+    assert final["runtime_max_abs_diff"] <= recipe.max_abs_diff
 
 
 def onnx_weights(deployable):
