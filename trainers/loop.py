@@ -22,7 +22,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from trainers import runtimes, techniques
+from trainers import communication, runtimes, techniques
 from trainers.checkpoints import CheckpointError, load_trained
 from trainers.data import Dataset
 from trainers.deployable import Deployable, DeployFormat, EagerDeployable
@@ -403,7 +403,9 @@ def _train_and_export(recipe, data, report, resume, progress):
         optimizer.load_state_dict(resume["optimizer"])
         logger.info("resuming at epoch %d", start_epoch)
     scaler = techniques.grad_scaler(configs, device)
-    trained, wrap_metrics = _training_module(model, optimizer, configs, world_size, device, x_train[first], y_train[first])
+    meter = communication.CommMeter()  # what the workers send, over every DDP wrapper of the trial
+    notes |= communication.single_worker_notes(configs) if world_size == 1 else {}
+    trained, wrap_metrics = _training_module(model, optimizer, configs, world_size, device, x_train[first], y_train[first], meter)
     progress.training = True
     shard_size = len(x_train) // world_size
     # the schedule is a function of the step, and a resumed trial starts at an epoch boundary, so
@@ -418,7 +420,7 @@ def _train_and_export(recipe, data, report, resume, progress):
         if reshape_metrics is not None:  # new parameters: a new optimizer, DDP wrapper and wrap phase
             optimizer = _make_optimizer(recipe, techniques.param_groups(model, configs))
             trained, wrap_metrics = _training_module(
-                model, optimizer, configs, world_size, device, x_train[first], y_train[first]
+                model, optimizer, configs, world_size, device, x_train[first], y_train[first], meter
             )
         technique_metrics = (reshape_metrics or {}) | techniques.epoch_start(model, configs, epoch, recipe.epochs)
         shard = _epoch_shard(len(x_train), recipe.seed, epoch, rank, world_size, shard_size, device)
@@ -458,7 +460,7 @@ def _train_and_export(recipe, data, report, resume, progress):
 
     trained_state = _trained_state(model, optimizer, epochs_trained)
     progress.training, progress.trained = False, trained_state
-    final = epoch_metrics | wrap_metrics | _replica_agreement(model, world_size)
+    final = epoch_metrics | wrap_metrics | meter.finish() | _replica_agreement(model, world_size)
     exported = export_deployable(model, configs, data.preprocess(), data.x_test[:1].to(device))
     runtime_notes = {"runtime": recipe.runtime}
     try:
@@ -497,14 +499,9 @@ def _distributed_rank():
     return 0, 1
 
 
-def _wrap_ddp(model, device):
-    device_ids = [device.index or 0] if device.type == "cuda" else None
-    return nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
-
-
-def _training_module(model, optimizer, configs, world_size, device, x, y):
+def _training_module(model, optimizer, configs, world_size, device, x, y, meter):
     trained, wrap_metrics = techniques.wrap(
-        _wrap_ddp(model, device) if world_size > 1 else model,
+        communication.distribute(model, optimizer, configs, device, meter) if world_size > 1 else model,
         configs,
         lambda module: _forward_backward(module, x, y, configs),
     )

@@ -125,8 +125,12 @@ def _ddp_rank(rank, world_size, init_file, results, choices):
         dist.destroy_process_group()
 
 
-# channel pruning shrinks the model at the start of epoch 2: a new DDP wrapper trains the smaller one
-@pytest.mark.parametrize("choices", [{}, pytest.param({"channel_sparsity": 0.5}, marks=pytest.mark.slow)])
+# channel pruning shrinks the model at the start of epoch 2: a new DDP wrapper trains the smaller
+# one; local SGD's replicas agree once the last average is taken
+@pytest.mark.parametrize(
+    "choices",
+    [{}, pytest.param({"channel_sparsity": 0.5}, marks=pytest.mark.slow), pytest.param({"sync_every": 4}, marks=pytest.mark.slow)],
+)
 def test_two_ranks_train_with_averaged_gradients(tmp_path, choices):
     results = mp.Manager().dict()
     mp.spawn(_ddp_rank, args=(2, str(tmp_path / "init"), results, choices), nprocs=2, join=True)
@@ -137,7 +141,10 @@ def test_two_ranks_train_with_averaged_gradients(tmp_path, choices):
         assert results[rank]["ddp_replica_checksum_spread"] == 0
         assert results[rank]["world_size"] == 2
         assert math.isfinite(results[rank]["test_accuracy"])
-        if choices:
+        steps = results[rank]["optimizer_steps"]
+        expected_rounds = math.ceil(steps / 4) if "sync_every" in choices else steps
+        assert results[rank]["sync_rounds"] == expected_rounds and results[rank]["comm_bytes_per_step"] > 0
+        if "channel_sparsity" in choices:
             pruned = results[rank]["parameters_after_pruning"]
             assert pruned == results[0]["parameters_after_pruning"] < results[rank]["parameters_before_pruning"]
 
