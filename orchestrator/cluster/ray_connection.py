@@ -64,6 +64,17 @@ def connect_ray(address: str | None, verbose: bool = False) -> None:
     )
 
 
+def preimport_training_modules() -> None:
+    """Ray's `worker_process_setup_hook` for a local Ray: import torch and the trial driver's modules as
+    each worker process starts, so that a worker an idle pool already holds need not import them
+    when a trial's worker group takes it (see benchmarks/README.md, trial_overhead.py).
+
+    Example:
+        >>> ray.init(runtime_env={"worker_process_setup_hook": "orchestrator.cluster.ray_connection.preimport_training_modules"})  # doctest: +SKIP
+    """
+    import orchestrator.sweep.trial_driver  # noqa: F401  (torch, ray.train.torch, trainers.loop)
+
+
 def auth_token_file() -> tuple[Path, str]:
     """Where Ray keeps its auth token: $RAY_AUTH_TOKEN_PATH, else ~/.ray/auth_token; and how to name it.
 

@@ -22,18 +22,22 @@ def _numel(model):
     return sum(p.numel() for p in model.parameters())
 
 
-def _train(choices, rank, steps=STEPS):
-    model = _model()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
-    meter = CommMeter()
-    ddp = distribute(model, optimizer, techniques_from_choices(choices), torch.device("cpu"), meter)
+def _steps(ddp, model, optimizer, rank):
     generator = torch.Generator().manual_seed(rank)  # every rank its own batches
     grads = []
-    for _ in range(steps):
+    for _ in range(STEPS):
         optimizer.zero_grad()
         ddp(torch.randn(8, IN, generator=generator)).sum().backward()
         grads.append([p.grad.clone() for p in model.parameters()])
         optimizer.step()
+    return grads
+
+
+def _train(choices, rank):
+    model = _model()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    meter = CommMeter()
+    grads = _steps(distribute(model, optimizer, techniques_from_choices(choices), torch.device("cpu"), meter), model, optimizer, rank)
     before_finish = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
     figures = meter.finish()
     after = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
@@ -42,16 +46,7 @@ def _train(choices, rank, steps=STEPS):
 
 def _plain_ddp_grads(rank):
     model = _model()
-    ddp = nn.parallel.DistributedDataParallel(model)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
-    generator = torch.Generator().manual_seed(rank)
-    grads = []
-    for _ in range(STEPS):
-        optimizer.zero_grad()
-        ddp(torch.randn(8, IN, generator=generator)).sum().backward()
-        grads.append([p.grad.clone() for p in model.parameters()])
-        optimizer.step()
-    return grads
+    return _steps(nn.parallel.DistributedDataParallel(model), model, torch.optim.AdamW(model.parameters(), lr=1e-2), rank)
 
 
 def _rank(rank, init_file, results):
