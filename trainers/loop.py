@@ -7,7 +7,8 @@ takes raw rows, and it is measured on raw test rows.
 Pure PyTorch. It takes a plain recipe, a data set and a `report` callable, so it runs the same
 inside a Ray Tune trial, inside a Ray Train worker, or on a bare GPU box. When
 `torch.distributed` is initialised (Ray Train does that for multi-worker trials) the model is
-wrapped in DistributedDataParallel and every rank trains on its own shard of the training split.
+wrapped in DistributedDataParallel with the trial's communication (`trainers.communication`, which
+also counts what the workers send) and every rank trains on its own shard of the training split.
 """
 
 import copy

@@ -24,12 +24,13 @@ class RayConnectionError(UserError):
     """The Ray address given cannot be reached."""
 
 
-def connect_ray(address: str | None, verbose: bool = False) -> None:
+def connect_ray(address: str | None, verbose: bool = False, runtime_env: dict | None = None) -> None:
     """Connect to Ray: `address` ("auto", "ray://...", host:port), else $RAY_ADDRESS, else a new local Ray.
 
     Args:
         address: the spec's `ray.address`, or None.
         verbose: forward the workers' logs and Ray's own messages to this terminal.
+        runtime_env: the job's Ray runtime environment, or None.
 
     Raises:
         RayConnectionError: an address was given and no Ray cluster answers there.
@@ -43,7 +44,7 @@ def connect_ray(address: str | None, verbose: bool = False) -> None:
     if ray.is_initialized():
         return
     address = address or os.environ.get("RAY_ADDRESS")
-    options = dict(log_to_driver=verbose, logging_level=logging.INFO if verbose else logging.ERROR)
+    options = dict(log_to_driver=verbose, logging_level=logging.INFO if verbose else logging.ERROR, runtime_env=runtime_env)
     if address and address != "auto":
         _check_reachable(address)
     try:

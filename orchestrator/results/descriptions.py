@@ -30,11 +30,14 @@ def recipe_in_words(choices: dict[str, str]) -> str:
         >>> recipe_in_words({"rank": "8", "quant_bits": "8", "dropout": "0.0"})
         'low-rank factorisation of the layers to rank 8 (where that saves weights); 8-bit quantisation-aware training, deployed with int8 kernels'
     """
-    from trainers.techniques import OPTION_KEYS, TECHNIQUES, techniques_from_choices
+    from trainers.techniques import OPTION_KEYS, TECHNIQUES
 
     values = trial_choices(choices)
-    configs = techniques_from_choices(values)
-    phrases = [_described(configs[key], key, choices[key]) for key in TECHNIQUES if key in values]
+    phrases = [
+        _described(TECHNIQUES[key](values[key], **{o: values[o] for o, k in OPTION_KEYS.items() if k == key and o in values}), key, choices[key])
+        for key in TECHNIQUES
+        if key in values
+    ]
     workers = values.get("workers")
     if workers not in (None, 1):
         phrases.append(f"{workers} data-parallel (DDP) workers")

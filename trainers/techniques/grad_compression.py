@@ -95,8 +95,22 @@ def apply_grad_compression(ddp, cfg: GradCompression, optimizer, meter) -> None:
             matrix_approximation_rank=cfg.powersgd_rank,
             start_powerSGD_iter=POWERSGD_FIRST_COMPRESSED_STEP,
         )
-        meter.register_comm_hook(ddp, state, powerSGD_hook.powerSGD_hook)
+        meter.register_comm_hook(ddp, state, _bucket_by_bucket(powerSGD_hook.powerSGD_hook))
     logger.debug("gradient compression: %s", cfg.describe() or "none")
+
+
+def _bucket_by_bucket(hook):
+    # PowerSGD issues a bucket's P and Q all-reduces from callbacks of its first all-reduce, so with
+    # several buckets the ranks may issue them in different orders, and gloo, which matches
+    # collectives by order, aborts ("Received data size doesn't match expected size"; seen on the
+    # 784-1024-1024-10 MLP, benchmarks/communication.py): each bucket's communication completes
+    # before the next bucket's starts
+    def completed(state, bucket):
+        future = hook(state, bucket)
+        future.wait()
+        return future
+
+    return completed
 
 
 TECHNIQUE = register(Technique(config=GradCompression, position=100, distribute=apply_grad_compression))
