@@ -329,6 +329,8 @@ def train_trial(
     """Train one trial, export its deployable model, measure it, and report along the way.
 
     After every epoch `report` gets the epoch's metrics and a checkpoint {"trained": state}.
+    On a multi-worker trial only rank 0 exports and measures; the other ranks' last report holds
+    the training figures alone.
     Before every epoch the reshape phase may shrink the model (structured pruning): the optimizer,
     the DDP wrapper and the wrap phase are then built again over the new parameters, and a resumed
     trial replays those reshapes before loading its checkpoint.
@@ -462,6 +464,10 @@ def _train_and_export(recipe, data, report, resume, progress):
     trained_state = _trained_state(model, optimizer, epochs_trained)
     progress.training, progress.trained = False, trained_state
     final = epoch_metrics | wrap_metrics | meter.finish() | _replica_agreement(model, world_size)
+    if rank != 0:  # only rank 0's report is kept: the others neither export nor take rank 0's cores to measure
+        final |= {"world_size": world_size, "train_seconds": train_seconds, "epochs_trained": epochs_trained}
+        report(final, None)
+        return final
     exported = export_deployable(model, configs, data.preprocess(), data.x_test[:1].to(device))
     runtime_notes = {"runtime": recipe.runtime}
     try:
