@@ -66,9 +66,10 @@ def connect_ray(address: str | None, verbose: bool = False, runtime_env: dict | 
 
 
 def preimport_training_modules() -> None:
-    """Ray's `worker_process_setup_hook` for a local Ray: import torch and the trial driver's modules as
-    each worker process starts, so that a worker an idle pool already holds need not import them
-    when a trial's worker group takes it (see benchmarks/README.md, trial_overhead.py).
+    """A Ray `worker_process_setup_hook`: import torch and the trial driver's modules as each worker
+    process starts. `benchmarks/trial_overhead.py --breakdown` compares a 2-worker trial with and
+    without it; measured slower on 2 cores (every Ray process then imports torch, and a trial's
+    workers are new processes anyway), so `accelsweep run` does not set it (benchmarks/README.md).
 
     Example:
         >>> ray.init(runtime_env={"worker_process_setup_hook": "orchestrator.cluster.ray_connection.preimport_training_modules"})  # doctest: +SKIP
