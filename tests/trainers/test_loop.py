@@ -326,3 +326,11 @@ def test_a_trial_stops_once_it_reaches_the_target_and_says_so(digits):
 def test_a_trial_that_misses_the_target_trains_every_epoch_and_says_so(digits):
     final = train_trial(TrialRecipe(epochs=2, target_accuracy=1.0, lr=1e-5), digits, Recorder())
     assert final["reached_target"] == 0 and final["epochs_trained"] == 2
+
+
+def test_communication_knobs_on_one_worker_do_nothing_and_say_so(digits):
+    recorder = Recorder()
+    final = train_trial(TrialRecipe(epochs=1, hidden=(16,), choices={"sync_every": 8}), digits, recorder)
+    notes = recorder.reports[-1][0]["notes"]
+    assert notes["sync_every_inactive"] == "sync8 does nothing on 1 worker: there is nothing to synchronise"
+    assert "comm_bytes_per_step" not in final and final["world_size"] == 1
