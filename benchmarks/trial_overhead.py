@@ -16,11 +16,26 @@ checkpoints. It prints per-trial and median overhead and each sweep's wall time 
 Targets: median overhead <= 1 s for 1-worker trials, <= 10 s for 2-worker trials.
 
 Run: python benchmarks/trial_overhead.py   (about 2-3 minutes on 2 cores)
+
+`--breakdown [ROUNDS]` instead splits one 2-worker trial into its phases, without Tune or MLflow:
+a local Ray (`connect_ray`, as `accelsweep run` starts it) fits a Ray Train `TorchTrainer` of 2 workers whose loop is the trial
+driver's own worker function (`_train_worker`: a 1-epoch digits trial), and the workers write
+the times they saw. Phases: `ray.init`; fit start -> the first worker process exists (the Train
+V2 controller actor starts and asks for the worker group); worker process start -> its loop
+starts (the worker boots: Ray, torch and Ray Train import, the gloo process group is set up);
+the loop (importing the trial driver's modules, then training, exporting and measuring); loop
+end -> fit returns (reports, worker group and controller teardown). Each round runs the
+variants interleaved, a fresh Ray each: `as shipped`, `preimport` (a `worker_process_setup_hook`
+that imports torch and the trial driver's modules as each Ray worker process starts) and the same
+without Ray Train's preemption watcher (`RAY_TRAIN_ENABLE_PREEMPTION_WATCHER=0`: one actor fewer
+per fit); it prints each phase's median per variant.
 """
 
+import dataclasses
 import os
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -100,7 +115,87 @@ def report(title, wall, rows, target):
     print(f"  median overhead {median:.2f} s over {len(overheads)} finished trials (target <= {target} s: {verdict})")
 
 
+def _timed_worker(config):
+    import json
+
+    import psutil
+
+    entry = time.time()
+    from orchestrator.sweep.trial_driver import _train_worker
+
+    imported = time.time()
+    _train_worker(config)
+    times = {"created": psutil.Process().create_time(), "entry": entry, "imported": imported, "exit": time.time()}
+    Path(config["times_dir"], f"{os.getpid()}.json").write_text(json.dumps(times))
+
+
+def breakdown_round(setup_hook, directory):
+    import json
+
+    import ray
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    from orchestrator.cluster.ray_connection import connect_ray
+    from orchestrator.config.loading import parse_spec
+    from orchestrator.config.recipe import recipe_for
+    from trainers.data import load_dataset
+
+    started = time.time()
+    connect_ray(None, runtime_env={"worker_process_setup_hook": setup_hook} if setup_hook else None)
+    fit_started = time.time()
+    spec = parse_spec({"name": "overhead", "data": {"source": "digits"}, "model": {"kind": "mlp", "hidden": [32]}, "train": {"epochs": 1}})
+    config = {"recipe": dataclasses.asdict(recipe_for(spec, {})), "data_ref": [ray.put(load_dataset("digits"))],
+              "teacher_ref": None, "times_dir": str(directory)}
+    TorchTrainer(_timed_worker, train_loop_config=config, scaling_config=ScalingConfig(num_workers=2),
+                 run_config=RunConfig(storage_path=str(directory))).fit()
+    fit_ended = time.time()
+    ray.shutdown()
+    workers = [json.loads(path.read_text()) for path in Path(directory).glob("*.json")]
+    return {
+        "ray.init": fit_started - started,
+        "controller + worker processes start": min(w["created"] for w in workers) - fit_started,
+        "worker boot (Ray, torch, gloo)": max(w["entry"] - w["created"] for w in workers),
+        "import trial driver modules": max(w["imported"] - w["entry"] for w in workers),
+        "trial (train, export, measure)": max(w["exit"] - w["imported"] for w in workers),
+        "teardown (loop end -> fit returns)": fit_ended - max(w["exit"] for w in workers),
+        "fit total": fit_ended - fit_started,
+    }
+
+
+PREIMPORT = "orchestrator.cluster.ray_connection.preimport_training_modules"
+BREAKDOWN_VARIANTS = {
+    "as shipped": (None, {}),
+    "preimport": (PREIMPORT, {}),
+    "preimport, no preemption watcher": (PREIMPORT, {"RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0"}),
+}
+"""name -> (worker_process_setup_hook, environment variables of the fit)."""
+
+
+def breakdown(rounds):
+    os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")  # as the CLI sets it
+    phases = {name: [] for name in BREAKDOWN_VARIANTS}
+    for round_index in range(rounds):
+        for name, (hook, env) in BREAKDOWN_VARIANTS.items():
+            saved = {key: os.environ.get(key) for key in env}
+            os.environ.update(env)
+            with tempfile.TemporaryDirectory(prefix="accelsweep-overhead-") as directory:
+                phases[name].append(breakdown_round(hook, directory))
+            for key, value in saved.items():
+                os.environ.pop(key) if value is None else os.environ.__setitem__(key, value)
+            print(f"round {round_index + 1} {name}: " + ", ".join(f"{k} {v:.2f}" for k, v in phases[name][-1].items()), flush=True)
+    print(f"\n| phase (median of {rounds}, s) | " + " | ".join(BREAKDOWN_VARIANTS) + " |")
+    print("|---|" + "---|" * len(BREAKDOWN_VARIANTS))
+    for phase in phases["as shipped"][0]:
+        medians = [statistics.median(r[phase] for r in phases[name]) for name in BREAKDOWN_VARIANTS]
+        print(f"| {phase} | " + " | ".join(f"{m:.2f}" for m in medians) + " |")
+
+
 def main():
+    if "--breakdown" in sys.argv:
+        rounds = sys.argv[sys.argv.index("--breakdown") + 1:]
+        breakdown(int(rounds[0]) if rounds else 3)
+        return
     with tempfile.TemporaryDirectory(prefix="accelsweep-bench-") as root:
         one, two = Path(root, "one-worker"), Path(root, "two-workers")
         one.mkdir()

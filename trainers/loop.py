@@ -7,7 +7,8 @@ takes raw rows, and it is measured on raw test rows.
 Pure PyTorch. It takes a plain recipe, a data set and a `report` callable, so it runs the same
 inside a Ray Tune trial, inside a Ray Train worker, or on a bare GPU box. When
 `torch.distributed` is initialised (Ray Train does that for multi-worker trials) the model is
-wrapped in DistributedDataParallel and every rank trains on its own shard of the training split.
+wrapped in DistributedDataParallel with the trial's communication (`trainers.communication`, which
+also counts what the workers send) and every rank trains on its own shard of the training split.
 """
 
 import copy
@@ -22,7 +23,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from trainers import runtimes, techniques
+from trainers import communication, runtimes, techniques
 from trainers.checkpoints import CheckpointError, load_trained
 from trainers.data import Dataset
 from trainers.deployable import Deployable, DeployFormat, EagerDeployable
@@ -368,6 +369,8 @@ def train_trial(
     """Train one trial, export its deployable model, measure it, and report along the way.
 
     After every epoch `report` gets the epoch's metrics and a checkpoint {"trained": state}.
+    On a multi-worker trial only rank 0 exports and measures; the other ranks' last report holds
+    the training figures alone.
     Before every epoch the reshape phase may shrink the model (structured pruning): the optimizer,
     the DDP wrapper and the wrap phase are then built again over the new parameters, and a resumed
     trial replays those reshapes before loading its checkpoint.
@@ -443,7 +446,9 @@ def _train_and_export(recipe, data, report, resume, progress):
         optimizer.load_state_dict(resume["optimizer"])
         logger.info("resuming at epoch %d", start_epoch)
     scaler = techniques.grad_scaler(configs, device)
-    trained, wrap_metrics = _training_module(model, optimizer, configs, world_size, device, x_train[first], y_train[first])
+    meter = communication.CommMeter()  # what the workers send, over every DDP wrapper of the trial
+    notes |= communication.single_worker_notes(configs) if world_size == 1 else {}
+    trained, wrap_metrics = _training_module(model, optimizer, configs, world_size, device, x_train[first], y_train[first], meter)
     progress.training = True
     shard_size = len(x_train) // world_size
     # the schedule is a function of the step, and a resumed trial starts at an epoch boundary, so
@@ -458,7 +463,7 @@ def _train_and_export(recipe, data, report, resume, progress):
         if reshape_metrics is not None:  # new parameters: a new optimizer, DDP wrapper and wrap phase
             optimizer = _make_optimizer(recipe, techniques.param_groups(model, configs))
             trained, wrap_metrics = _training_module(
-                model, optimizer, configs, world_size, device, x_train[first], y_train[first]
+                model, optimizer, configs, world_size, device, x_train[first], y_train[first], meter
             )
         technique_metrics = (reshape_metrics or {}) | techniques.epoch_start(model, configs, epoch, recipe.epochs)
         shard = _epoch_shard(len(x_train), recipe.seed, epoch, rank, world_size, shard_size, device)
@@ -498,7 +503,11 @@ def _train_and_export(recipe, data, report, resume, progress):
 
     trained_state = _trained_state(model, optimizer, epochs_trained)
     progress.training, progress.trained = False, trained_state
-    final = epoch_metrics | wrap_metrics | _replica_agreement(model, world_size)
+    final = epoch_metrics | wrap_metrics | meter.finish() | _replica_agreement(model, world_size)
+    if rank != 0:  # only rank 0's report is kept: the others neither export nor take rank 0's cores to measure
+        final |= {"world_size": world_size, "train_seconds": train_seconds, "epochs_trained": epochs_trained}
+        report(final, None)
+        return final
     exported = export_deployable(model, configs, data.preprocess(), data.x_test[:1].to(device))
     runtime_notes = {"runtime": recipe.runtime}
     try:
@@ -537,14 +546,9 @@ def _distributed_rank():
     return 0, 1
 
 
-def _wrap_ddp(model, device):
-    device_ids = [device.index or 0] if device.type == "cuda" else None
-    return nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
-
-
-def _training_module(model, optimizer, configs, world_size, device, x, y):
+def _training_module(model, optimizer, configs, world_size, device, x, y, meter):
     trained, wrap_metrics = techniques.wrap(
-        _wrap_ddp(model, device) if world_size > 1 else model,
+        communication.distribute(model, optimizer, configs, device, meter) if world_size > 1 else model,
         configs,
         lambda module: _forward_backward(module, x, y, configs),
     )

@@ -24,12 +24,13 @@ class RayConnectionError(UserError):
     """The Ray address given cannot be reached."""
 
 
-def connect_ray(address: str | None, verbose: bool = False) -> None:
+def connect_ray(address: str | None, verbose: bool = False, runtime_env: dict | None = None) -> None:
     """Connect to Ray: `address` ("auto", "ray://...", host:port), else $RAY_ADDRESS, else a new local Ray.
 
     Args:
         address: the spec's `ray.address`, or None.
         verbose: forward the workers' logs and Ray's own messages to this terminal.
+        runtime_env: the job's Ray runtime environment, or None.
 
     Raises:
         RayConnectionError: an address was given and no Ray cluster answers there.
@@ -43,7 +44,7 @@ def connect_ray(address: str | None, verbose: bool = False) -> None:
     if ray.is_initialized():
         return
     address = address or os.environ.get("RAY_ADDRESS")
-    options = dict(log_to_driver=verbose, logging_level=logging.INFO if verbose else logging.ERROR)
+    options = dict(log_to_driver=verbose, logging_level=logging.INFO if verbose else logging.ERROR, runtime_env=runtime_env)
     if address and address != "auto":
         _check_reachable(address)
     try:
@@ -62,6 +63,18 @@ def connect_ray(address: str | None, verbose: bool = False) -> None:
     logger.info(
         "Ray %s: %g CPUs, %g GPUs", address or "local", resources.get("CPU", 0), resources.get("GPU", 0)
     )
+
+
+def preimport_training_modules() -> None:
+    """A Ray `worker_process_setup_hook`: import torch and the trial driver's modules as each worker
+    process starts. `benchmarks/trial_overhead.py --breakdown` compares a 2-worker trial with and
+    without it; measured slower on 2 cores (every Ray process then imports torch, and a trial's
+    workers are new processes anyway), so `accelsweep run` does not set it (benchmarks/README.md).
+
+    Example:
+        >>> ray.init(runtime_env={"worker_process_setup_hook": "orchestrator.cluster.ray_connection.preimport_training_modules"})  # doctest: +SKIP
+    """
+    import orchestrator.sweep.trial_driver  # noqa: F401  (torch, ray.train.torch, trainers.loop)
 
 
 def auth_token_file() -> tuple[Path, str]:

@@ -10,7 +10,12 @@ from pydantic import ValidationError
 
 from orchestrator.config.safe_yaml import MAX_DEPTH, _nested_too_deep, _parse_yaml, _read_spec_text, _yaml_problem
 from orchestrator.config.schema import Spec, SpecError, _closest, _cut, _did_you_mean, _show
-from orchestrator.config.space_rules import _scheduler_problems, _space_problems, _target_problems
+from orchestrator.config.space_rules import (
+    _communication_problems,
+    _scheduler_problems,
+    _space_problems,
+    _target_problems,
+)
 
 
 def load_spec(path: str | os.PathLike) -> Spec:
@@ -74,7 +79,12 @@ def parse_spec(raw: object, source: str = "<spec>") -> Spec:
     except ValidationError as error:  # the space is checked once the rest is right: it loads torch
         problems = [_describe(problem) for problem in _without_misspelt_missing_keys(error.errors())]
     else:
-        problems = _space_problems(spec.space, spec.search.algorithm) + _target_problems(spec) + _scheduler_problems(spec)
+        problems = (
+            _space_problems(spec.space, spec.search.algorithm)
+            + _target_problems(spec)
+            + _scheduler_problems(spec)
+            + _communication_problems(spec)
+        )
     if problems:
         raise SpecError("\n".join(f"{source}: {problem}" for problem in problems))
     return spec

@@ -45,12 +45,42 @@ def _scheduler_problems(spec):
     return [f"search.grace_period: {search.grace_period} is more than {bound}: ASHA lets every trial train grace_period epochs"]
 
 
+def _communication_problems(spec):
+    """The space's communication knobs that cannot take effect: gradient compression together with
+    parameter averaging, or either of them where every trial has one worker."""
+    space = spec.space
+    compresses = any(value != "none" for value in _values(space, "grad_compression"))
+    averages = any(_is_number(value) and value > 1 for value in _values(space, "sync_every"))
+    problems = []
+    if compresses and averages:
+        problems.append(
+            "space.grad_compression and space.sync_every: gradient compression compresses DDP's per-step gradient "
+            "all-reduce, which sync_every > 1 replaces by a parameter average every k steps (which torch does not "
+            "compress): they cannot compose; sweep them in separate specs, or keep one at its off value (none, 1)"
+        )
+    most_workers = max((v for v in _values(space, "workers") if _is_number(v)), default=spec.resources.workers_per_trial)
+    if most_workers < 2:
+        problems += [
+            f"space.{key}: needs trials with workers >= 2 (space.workers or resources.workers_per_trial): "
+            "a 1-worker trial has nothing to synchronise"
+            for key, active in (("grad_compression", compresses), ("sync_every", averages))
+            if active
+        ]
+    if "powersgd_rank" in space and "powersgd" not in _values(space, "grad_compression"):
+        problems.append("space.powersgd_rank: sets PowerSGD's rank, but space.grad_compression never takes powersgd")
+    return problems
+
+
+def _values(space, key):
+    return domain_of(space[key])[1] if key in space else []
+
+
 def _space_problems(space, algorithm):
     if not space:
         return []
-    from trainers.techniques import TECHNIQUES
+    from trainers.techniques import OPTION_KEYS, TECHNIQUES
 
-    space_keys = (*TECHNIQUES, "workers")
+    space_keys = (*TECHNIQUES, *OPTION_KEYS, "workers")
     problems = []
     for key, value in space.items():
         where = f"space.{_cut(str(key))}"
@@ -109,7 +139,7 @@ def _range_problem(key, form, values, where):
 
 
 def _value_problem(key, value):
-    from trainers.techniques import TECHNIQUES
+    from trainers.techniques import OPTION_KEYS, TECHNIQUES
 
     if isinstance(value, float) and not math.isfinite(value):
         return f"must be a finite number, got {_show(value)}"
@@ -118,7 +148,7 @@ def _value_problem(key, value):
             return f"workers must be an integer >= 1, got {_show(value)}"
         return None
     try:
-        TECHNIQUES[key](value)
+        TECHNIQUES[OPTION_KEYS[key]](**{key: value}) if key in OPTION_KEYS else TECHNIQUES[key](value)
     except (TypeError, ValueError, OverflowError) as error:
         return _cut(str(error))
     return None

@@ -30,14 +30,18 @@ def recipe_in_words(choices: dict[str, str]) -> str:
         >>> recipe_in_words({"rank": "8", "quant_bits": "8", "dropout": "0.0"})
         'low-rank factorisation of the layers to rank 8 (where that saves weights); 8-bit quantisation-aware training, deployed with int8 kernels'
     """
-    from trainers.techniques import TECHNIQUES
+    from trainers.techniques import OPTION_KEYS, TECHNIQUES
 
     values = trial_choices(choices)
-    phrases = [_described(TECHNIQUES[key](values[key]), key, choices[key]) for key in TECHNIQUES if key in values]
+    phrases = [
+        _described(TECHNIQUES[key](values[key], **{o: values[o] for o, k in OPTION_KEYS.items() if k == key and o in values}), key, choices[key])
+        for key in TECHNIQUES
+        if key in values
+    ]
     workers = values.get("workers")
     if workers not in (None, 1):
         phrases.append(f"{workers} data-parallel (DDP) workers")
-    phrases += [f"{key} = {value}" for key, value in choices.items() if key not in TECHNIQUES and key != "workers"]
+    phrases += [f"{key} = {value}" for key, value in choices.items() if key not in (*TECHNIQUES, *OPTION_KEYS, "workers")]
     return "; ".join(phrase for phrase in phrases if phrase) or "no acceleration technique: the dense fp32 model"
 
 

@@ -125,19 +125,26 @@ def _ddp_rank(rank, world_size, init_file, results, choices):
         dist.destroy_process_group()
 
 
-# channel pruning shrinks the model at the start of epoch 2: a new DDP wrapper trains the smaller one
-@pytest.mark.parametrize("choices", [{}, pytest.param({"channel_sparsity": 0.5}, marks=pytest.mark.slow)])
+# channel pruning shrinks the model at the start of epoch 2: a new DDP wrapper trains the smaller
+# one; local SGD's replicas agree once the last average is taken
+@pytest.mark.parametrize(
+    "choices",
+    [{}, pytest.param({"channel_sparsity": 0.5}, marks=pytest.mark.slow), pytest.param({"sync_every": 4}, marks=pytest.mark.slow)],
+)
 def test_two_ranks_train_with_averaged_gradients(tmp_path, choices):
     results = mp.Manager().dict()
     mp.spawn(_ddp_rank, args=(2, str(tmp_path / "init"), results, choices), nprocs=2, join=True)
+    assert math.isfinite(results[0]["test_accuracy"]) and "test_accuracy" not in results[1]  # rank 0 measures alone
     for rank in (0, 1):
         # Both ranks trained on different shards, yet their weights agree exactly: only
         # averaged gradients (DDP's all-reduce) can do that.
         assert results[rank]["ddp_ranks_trained"] == 2
         assert results[rank]["ddp_replica_checksum_spread"] == 0
         assert results[rank]["world_size"] == 2
-        assert math.isfinite(results[rank]["test_accuracy"])
-        if choices:
+        steps = results[rank]["optimizer_steps"]
+        expected_rounds = math.ceil(steps / 4) if "sync_every" in choices else steps
+        assert results[rank]["sync_rounds"] == expected_rounds and results[rank]["comm_bytes_per_step"] > 0
+        if "channel_sparsity" in choices:
             pruned = results[rank]["parameters_after_pruning"]
             assert pruned == results[0]["parameters_after_pruning"] < results[rank]["parameters_before_pruning"]
 
@@ -319,3 +326,11 @@ def test_a_trial_stops_once_it_reaches_the_target_and_says_so(digits):
 def test_a_trial_that_misses_the_target_trains_every_epoch_and_says_so(digits):
     final = train_trial(TrialRecipe(epochs=2, target_accuracy=1.0, lr=1e-5), digits, Recorder())
     assert final["reached_target"] == 0 and final["epochs_trained"] == 2
+
+
+def test_communication_knobs_on_one_worker_do_nothing_and_say_so(digits):
+    recorder = Recorder()
+    final = train_trial(TrialRecipe(epochs=1, hidden=(16,), choices={"sync_every": 8}), digits, recorder)
+    notes = recorder.reports[-1][0]["notes"]
+    assert notes["sync_every_inactive"] == "sync8 does nothing on 1 worker: there is nothing to synchronise"
+    assert "comm_bytes_per_step" not in final and final["world_size"] == 1

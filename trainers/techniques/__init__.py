@@ -35,6 +35,14 @@ and does nothing when its config is inactive):
   (L1), `inputs` being the batch the logits came from (what a teacher reads);
 - export(model, cfg, context) -> model: turn the trained model into the eager deployable and say
   in `context.fmt` how the weights are stored, for the other runtimes.
+- distribute(ddp, cfg, optimizer, meter) -> None: on a multi-worker trial only, after the model is
+  wrapped in DistributedDataParallel (and before the wrap phase): register how the workers
+  communicate (a DDP communication hook, a periodic parameter average) through the
+  `trainers.communication.CommMeter`, which counts what they send.
+
+A config may also name, in its ClassVar `space_options`, further fields that the spec's `space`
+sets under their own key (`powersgd_rank` of `grad_compression`): `OPTION_KEYS` maps each to its
+technique.
 
 Within a phase hooks run in registry order (`position`), except that a technique runs after
 every technique named in its `after`. A technique whose export cannot compose with another's
@@ -74,8 +82,8 @@ class Technique:
         covers: what `applies_to` accepts, in words, for those messages (e.g. "nn.Linear and nn.Conv2d").
         refusals: `refusals(model, cfg) -> list[str]`, reasons it would change nothing or cannot
             deploy this model (checked before training by `unsupported`); None where there are none.
-        data, build, param_groups, wrap, autocast, grad_scaler, reshape, epoch_start, loss, export: the
-            phase hooks (see the package docstring); None where it takes no part.
+        data, build, param_groups, wrap, autocast, grad_scaler, reshape, epoch_start, loss, export,
+            distribute: the phase hooks (see the package docstring); None where it takes no part.
 
     Example:
         >>> from trainers.techniques.dropout import Dropout, apply_dropout
@@ -101,6 +109,7 @@ class Technique:
     epoch_start: Callable | None = None
     loss: Callable | None = None
     export: Callable | None = None
+    distribute: Callable | None = None
 
     @property
     def key(self) -> str:
@@ -130,6 +139,8 @@ class ExportContext:
 _REGISTRY: dict[str, Technique] = {}
 TECHNIQUES: dict[str, type] = {}
 """Spec key -> config class of every registered technique, in registry order."""
+OPTION_KEYS: dict[str, str] = {}
+"""Spec key of a technique option (a config's `space_options` field) -> its technique's key."""
 
 
 def register(technique: Technique) -> Technique:
@@ -149,6 +160,7 @@ def register(technique: Technique) -> Technique:
     _REGISTRY[technique.key] = technique
     TECHNIQUES.clear()
     TECHNIQUES.update({registered.key: registered.config for registered in techniques()})
+    OPTION_KEYS.update({option: technique.key for option in getattr(technique.config, "space_options", ())})
     return technique
 
 
@@ -181,8 +193,8 @@ def techniques_from_choices(choices: dict, settings: dict | None = None) -> dict
 
     Args:
         choices: the trial's values by spec key, e.g. {"rank": 16, "quant_bits": 8}. Keys that are
-            not techniques (such as "workers") are ignored; techniques not named get their
-            default, inactive config.
+            neither techniques nor their options (such as "workers") are ignored; techniques not
+            named get their default, inactive config; an option (`OPTION_KEYS`) sets its field.
         settings: trial-wide values by config field name, e.g. {"teacher_path": "baseline/trained.pt"};
             every config with a field of that name receives it.
 
@@ -197,6 +209,7 @@ def techniques_from_choices(choices: dict, settings: dict | None = None) -> dict
     configs = {}
     for key, cls in TECHNIQUES.items():
         given = {name: settings[name] for name in (field.name for field in fields(cls)[1:]) if name in settings}
+        given |= {name: choices[name] for name in getattr(cls, "space_options", ()) if name in choices}
         configs[key] = cls(choices[key], **given) if key in choices else cls(**given)
     return configs
 

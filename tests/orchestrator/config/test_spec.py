@@ -440,3 +440,28 @@ def test_searching_by_time_to_target_needs_a_stated_target(quickstart):
     assert "search.metric: time_to_target_s needs train.target_accuracy" in spec_error(quickstart)
     quickstart["train"]["target_accuracy"] = 0.9
     assert parse_spec(quickstart, source=SOURCE).search.metrics == ["test_accuracy", "time_to_target_s"]
+
+
+def test_communication_knobs_are_space_keys_checked_like_techniques(quickstart):
+    quickstart["space"] = {"workers": 2, "sync_every": {"choice": [1, 8]}, "powersgd_rank": 0}
+    assert "space.powersgd_rank: GradCompression.powersgd_rank must be a number >= 1, got 0" in spec_error(quickstart)
+    quickstart["space"] = {"workers": 2, "grad_compression": {"choice": ["none", "powersgd"]}, "powersgd_rank": {"choice": [2, 4]}}
+    assert parse_spec(quickstart).space["powersgd_rank"] == {"choice": [2, 4]}
+
+
+def test_compression_and_averaging_together_are_refused_with_the_reason(quickstart):
+    quickstart["space"] = {"workers": 2, "sync_every": {"choice": [1, 8]}, "grad_compression": {"choice": ["none", "fp16"]}}
+    assert "space.grad_compression and space.sync_every: gradient compression compresses DDP's per-step" in spec_error(quickstart)
+
+
+@pytest.mark.parametrize("key, value", [("sync_every", 4), ("grad_compression", "powersgd")])
+def test_communication_knobs_need_a_multi_worker_trial(quickstart, key, value):
+    quickstart["space"] = {key: value}
+    assert f"space.{key}: needs trials with workers >= 2" in spec_error(quickstart)
+    quickstart["space"] = {key: value, "workers": {"choice": [1, 2]}}  # the 1-worker trials say it is inactive
+    assert parse_spec(quickstart).space[key] == value
+
+
+def test_powersgd_rank_needs_powersgd(quickstart):
+    quickstart["space"] = {"workers": 2, "grad_compression": "fp16", "powersgd_rank": 4}
+    assert "space.powersgd_rank: sets PowerSGD's rank, but space.grad_compression never takes powersgd" in spec_error(quickstart)

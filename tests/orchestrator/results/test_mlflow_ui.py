@@ -106,6 +106,9 @@ def test_recipe_in_words():
         "4-bit quantisation-aware training, deployed with packed 4-bit weights; "
         "magnitude pruning to 50% sparsity; bf16 autocast training; mystery = 7"
     )
+    assert recipe_in_words({"grad_compression": "powersgd", "powersgd_rank": "8", "workers": "2"}) == (
+        "PowerSGD rank-8 gradient compression; 2 data-parallel (DDP) workers"
+    )
 
 
 def test_a_technique_without_describe_reads_as_its_value(monkeypatch):

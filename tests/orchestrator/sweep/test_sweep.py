@@ -254,3 +254,33 @@ def test_optuna_steers_by_time_to_target_and_a_trial_that_never_reaches_it_is_pr
     assert (first.state, first.values) == (TrialState.COMPLETE, [0.91, 5.0])  # the trial's own time to target
     assert second.state == TrialState.PRUNED
     assert search.optuna_front(searcher) == ["t1"]
+
+
+COMMUNICATION_SPEC = """\
+name: it-comm
+data: {source: digits}
+model: {kind: mlp, hidden: [32]}
+train: {epochs: 1, batch_size: 64}
+space:
+  grad_compression: powersgd
+  powersgd_rank: 2
+search: {algorithm: grid, num_samples: 1, metric: val_accuracy, mode: max}
+resources: {workers_per_trial: 2, cpus_per_worker: 1, max_concurrent_trials: 1}
+deploy: {runtimes: [onnxruntime], rounds: 3}   # about what is sent, not the timing
+"""
+
+
+@pytest.mark.slow
+def test_two_worker_trials_measure_what_they_send_and_the_front_can_be_drawn_over_it(tmp_path):
+    _, client, _, children = _run_spec(COMMUNICATION_SPEC, tmp_path, "it-comm")
+    metrics = {child.data.tags[MODE_TAG]: child.data.metrics for child in children}
+    assert sorted(metrics) == ["baseline", "psgd2"]  # both 2-worker trials: the baseline all-reduces plainly
+    for figures in metrics.values():
+        assert figures["world_size"] == 2 and figures["sync_rounds"] == figures["optimizer_steps"] > 0
+        assert figures["ddp_replica_checksum_spread"] == 0
+    # 10 steps, the first 2 all-reduced uncompressed (PowerSGD's start), the rest rank-2 factors
+    assert metrics["psgd2"]["comm_bytes_per_step"] < metrics["baseline"]["comm_bytes_per_step"] / 2
+    completed = _accelsweep("report", "it-comm", "--objectives", "test_accuracy,comm_bytes_per_step", cwd=tmp_path)
+    assert completed.returncode == 0, completed.stderr
+    header = next(line for line in completed.stdout.splitlines() if "comm_kB/step" in line)
+    assert "syncs" in header
