@@ -12,7 +12,6 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-import yaml
 from mlflow.tracking import MlflowClient
 
 from orchestrator.cli import main
@@ -220,43 +219,21 @@ def test_a_browser_is_opened_only_with_a_display(monkeypatch, display, wayland, 
     assert desktop_browser_available() is expected
 
 
-TINY_SPEC = {
-    "name": "tiny-ui",
-    "data": {"source": "digits"},
-    "model": {"kind": "mlp", "hidden": [16]},
-    "train": {"epochs": 1, "batch_size": 64, "optimizer": "adamw", "lr": 3.0e-3, "seed": 0},
-    "space": {"rank": {"choice": [None, 4]}, "quant_bits": {"choice": [32, 8]}},
-    "search": {"algorithm": "random", "num_samples": 2, "metric": "val_accuracy", "mode": "max"},
-    "resources": {"workers_per_trial": 1, "cpus_per_worker": 1, "gpus_per_worker": 0, "max_concurrent_trials": 1},
-    "tracking": {"experiment": "tiny-ui"},
-    "deploy": {"runtimes": ["onnxruntime"], "rounds": 3},  # the plot needs latencies, not careful ones
-}
-
-
 @pytest.fixture(scope="module")
-def finished_sweep(tmp_path_factory):
-    """A real `accelsweep run` of a tiny spec (digits, 1 epoch, 2 samples + the baseline) in a
-    fresh directory; returns (directory, the trials' labels)."""
-    directory = tmp_path_factory.mktemp("sweep")
-    (directory / "tiny.yaml").write_text(yaml.safe_dump(TINY_SPEC, sort_keys=False))
-    env = {key: value for key, value in os.environ.items() if key not in ("MLFLOW_TRACKING_URI", "RAY_ADDRESS")}
-    run = subprocess.run(
-        [sys.executable, "-m", "orchestrator", "run", "tiny.yaml"],
-        cwd=directory, env=env, capture_output=True, text=True, timeout=600,
-    )
-    assert run.returncode == 0, run.stderr[-3000:]
-    client = MlflowClient(tracking_uri=f"sqlite:///{directory / 'mlflow.db'}")
-    modes = [row["mode"] for row in sweep_rows(client, find_sweep_run(client, "tiny-ui"))]
-    return directory, modes
+def sweep_modes(finished_sweep):
+    """The trials' labels of the session's real sweep (`finished_sweep`), as its report lists them."""
+    client = finished_sweep.client
+    return [row["mode"] for row in sweep_rows(client, find_sweep_run(client, "it-sweep"))]
 
 
 @needs_chromium
 @pytest.mark.browser
 @pytest.mark.slow
-def test_accelsweep_ui_links_reach_the_trials_and_the_plot(finished_sweep, tmp_path):
-    """`accelsweep ui` in a real subprocess, with `mlflow` not on PATH (it must fall back to
-    `python -m mlflow`), then each printed link in headless Chromium; screenshots in tmp_path."""
-    directory, modes = finished_sweep
+def test_accelsweep_ui_links_reach_the_trials_and_the_plot(finished_sweep, sweep_modes, tmp_path):
+    """`accelsweep ui` in a real subprocess on the session's real sweep, with `mlflow` not on PATH
+    (it must fall back to `python -m mlflow`), then each printed link in headless Chromium;
+    screenshots in tmp_path."""
+    directory, modes = finished_sweep.workdir, sweep_modes
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
@@ -277,7 +254,7 @@ def test_accelsweep_ui_links_reach_the_trials_and_the_plot(finished_sweep, tmp_p
             assert health.status == 200
         links = dict(re.match(r"\s+(\S.*?)\s{2,}(http\S+)", line).groups() for line in printed[1:-1])
         assert list(links) == ["trials", "sweep run", "trade-off plot", "interactive plot"]
-        assert printed[0] == "sweep tiny-ui in the MLflow UI:\n"
+        assert printed[0] == "sweep it-sweep in the MLflow UI:\n"
         with Chromium() as browser:
             _check_trials_view(browser, links["trials"], modes, tmp_path)
             _check_sweep_run(browser, links["sweep run"], modes, tmp_path)
@@ -309,7 +286,7 @@ def _check_trials_view(browser, url, modes, tmp_path):
 
 def _check_sweep_run(browser, url, modes, tmp_path):
     browser.open(url)
-    rendered = browser.wait_for("document.body.innerText.includes('Sweep tiny-ui')")
+    rendered = browser.wait_for("document.body.innerText.includes('Sweep it-sweep')")
     _keep_screenshot(browser, tmp_path / "sweep_run.png")
     assert rendered, browser.text()
     assert "Evaluations" not in browser.text()  # the GenAI breadcrumb of a run
