@@ -273,11 +273,11 @@ def test_report_of_an_unknown_sweep(accelsweep, in_tmp_path):
 
 
 @pytest.mark.slow  # the MLflow server takes half a minute to answer on a loaded machine
-def test_ui_serves_without_an_mlflow_script_on_path(in_tmp_path, quickstart):
+def test_ui_serves_without_an_mlflow_script_on_path(in_tmp_path, quickstart, new_mlflow_store):
     from orchestrator.config.loading import parse_spec
     from orchestrator.tracking import store
 
-    client = store.connect(f"sqlite:///{in_tmp_path}/m.db")  # a sweep for the UI to show
+    client = store.connect(new_mlflow_store(in_tmp_path / "m.db"))  # a sweep for the UI to show
     store.start_sweep_run(client, parse_spec(quickstart), "name: quickstart\n", str(in_tmp_path / "results"))
     port = _unused_port()
     env = {**os.environ, "PATH": str(in_tmp_path)}  # no `mlflow` executable to be found

@@ -32,12 +32,12 @@ PARAMS = {"t0": {"rank": "null", "quant_bits": "32"}, "t1": {"rank": "8", "quant
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory):
+def store(tmp_path_factory, new_mlflow_store):
     """A sqlite store holding an older sweep "demo" (baseline only) and a newer one with TRIALS
     (baseline, r8-q8, q16, a diverged sp90, a failed q2) whose report was logged; returns
     (client, newer parent run)."""
     root = tmp_path_factory.mktemp("mlflow")
-    client = MlflowClient(tracking_uri=f"sqlite:///{root / 'mlflow.db'}")
+    client = MlflowClient(tracking_uri=new_mlflow_store(root / "mlflow.db"))
     experiment_id = client.create_experiment("demo", artifact_location=(root / "artifacts").as_uri())
     create_sweep(client, experiment_id, "demo", TRIALS[2:3], start_time=1_000)
     parent_id = create_sweep(client, experiment_id, "demo", TRIALS, start_time=2_000)
@@ -66,8 +66,8 @@ def test_newest_sweep_is_the_latest_started(store):
     assert newest_sweep(client).info.run_id == parent.info.run_id
 
 
-def test_newest_sweep_of_an_empty_store(tmp_path):
-    assert newest_sweep(MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'empty.db'}")) is None
+def test_newest_sweep_of_an_empty_store(tmp_path, new_mlflow_store):
+    assert newest_sweep(MlflowClient(tracking_uri=new_mlflow_store(tmp_path / "empty.db"))) is None
 
 
 def test_ui_of_an_unknown_sweep_is_a_user_error(store, capsys):
@@ -86,8 +86,8 @@ def test_ui_says_why_the_server_did_not_start(store):
             serve(client.tracking_uri, host="127.0.0.1", port=taken.getsockname()[1])
 
 
-def test_sweep_run_experiment_is_tagged_as_model_training(tmp_path):
-    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+def test_sweep_run_experiment_is_tagged_as_model_training(tmp_path, new_mlflow_store):
+    client = MlflowClient(tracking_uri=new_mlflow_store(tmp_path / "mlflow.db"))
     spec = load_spec(QUICKSTART)
     client.create_experiment(spec.experiment)  # made before accelsweep tagged experiments
     start_sweep_run(client, spec, QUICKSTART.read_text(), str(tmp_path / "results"))
