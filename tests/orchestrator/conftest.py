@@ -15,7 +15,6 @@ from typing import NamedTuple
 
 import pytest
 import yaml
-from mlflow.tracking import MlflowClient
 
 from orchestrator.cli import main
 from orchestrator.tracking.tags import KIND_TAG
@@ -129,7 +128,7 @@ class FinishedSweep(NamedTuple):
 
     workdir: Path
     completed: subprocess.CompletedProcess
-    client: MlflowClient
+    client: object  # an MlflowClient
     parents: list
     children: list
 
@@ -154,6 +153,8 @@ def run_sweep(spec_text: str, workdir: Path, experiment: str, expect_code: int |
     )
     if expect_code is not None:
         assert completed.returncode == expect_code, completed.stderr[-3000:]
+    from mlflow.tracking import MlflowClient  # only where a sweep is run
+
     client = MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
     runs = client.search_runs([client.get_experiment_by_name(experiment).experiment_id])
     parents = [run for run in runs if run.data.tags[KIND_TAG] == "sweep"]

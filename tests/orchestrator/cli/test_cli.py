@@ -47,6 +47,7 @@ def assert_clean_user_error(result, cwd, *expected):
     assert [name for name in LEFTOVERS if (cwd / name).exists()] == []
 
 
+@pytest.mark.slow  # a real process: torch and MLflow load, seconds
 def test_help_lists_every_command(accelsweep):
     result = accelsweep("--help")
     assert result.returncode == 0, result.stderr
@@ -70,6 +71,7 @@ def test_command_help_explains_itself(accelsweep_in_process, command, explanatio
     assert explanation in " ".join(result.stdout.split())
 
 
+@pytest.mark.slow  # a real process: torch and MLflow load, seconds
 def test_validate_quickstart(accelsweep, in_tmp_path):
     result = accelsweep("validate", str(QUICKSTART))
     assert result.returncode == 0, result.stderr
@@ -197,6 +199,7 @@ def test_validate_refuses_bad_yaml_in_one_short_line(accelsweep_in_process, in_t
     assert_clean_user_error(result, in_tmp_path, "bad.yaml: ", expected)
 
 
+@pytest.mark.slow  # a real process: torch and MLflow load, seconds
 def test_validate_refuses_a_spec_that_is_a_fifo(accelsweep, in_tmp_path):
     os.mkfifo(in_tmp_path / "spec.yaml")
     result = accelsweep("validate", "spec.yaml", timeout=60)  # a real process: a hang is the failure
@@ -249,6 +252,7 @@ def test_run_with_an_unreachable_ray_fails_fast_and_leaves_no_store_behind(accel
     assert_clean_user_error(result, in_tmp_path, "cannot connect to Ray at '127.0.0.1:")
 
 
+@pytest.mark.slow  # a real process: torch and MLflow load, seconds
 def test_credentials_in_a_tracking_uri_are_never_printed(accelsweep, in_tmp_path):
     uri = f"http://alice:s3cret@127.0.0.1:{_unused_port()}"
     result = accelsweep("report", "quickstart", "--uri", uri)
