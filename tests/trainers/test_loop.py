@@ -127,10 +127,8 @@ def _ddp_rank(rank, world_size, init_file, results, choices):
 
 # channel pruning shrinks the model at the start of epoch 2: a new DDP wrapper trains the smaller
 # one; local SGD's replicas agree once the last average is taken
-@pytest.mark.parametrize(
-    "choices",
-    [{}, pytest.param({"channel_sparsity": 0.5}, marks=pytest.mark.slow), pytest.param({"sync_every": 4}, marks=pytest.mark.slow)],
-)
+@pytest.mark.slow  # two spawned processes load torch and train: the quick loop's longest test by far
+@pytest.mark.parametrize("choices", [{}, {"channel_sparsity": 0.5}, {"sync_every": 4}])
 def test_two_ranks_train_with_averaged_gradients(tmp_path, choices):
     results = mp.Manager().dict()
     mp.spawn(_ddp_rank, args=(2, str(tmp_path / "init"), results, choices), nprocs=2, join=True)

@@ -1,7 +1,9 @@
-"""The `accelsweep` command, run for real in a subprocess: help, validate, and the promise that a
-bad spec, data set, model or store exits 2 with one readable message, no traceback, and nothing
-written. Also a property test: parse_spec on any mutation of the quickstart spec returns a Spec
-or raises SpecError, never anything else."""
+"""The `accelsweep` command: help, validate, and the promise that a bad spec, data set, model or
+store exits 2 with one readable message, no traceback, and nothing written. Each command runs for
+real in a subprocess at least once; the many input errors, which end before Ray or MLflow start,
+run through the same `main` in this process (`accelsweep_in_process`). Also a property test:
+parse_spec on any mutation of the quickstart spec returns a Spec or raises SpecError, never
+anything else."""
 
 import contextlib
 import copy
@@ -45,6 +47,7 @@ def assert_clean_user_error(result, cwd, *expected):
     assert [name for name in LEFTOVERS if (cwd / name).exists()] == []
 
 
+@pytest.mark.slow  # a real process: torch and MLflow load, seconds
 def test_help_lists_every_command(accelsweep):
     result = accelsweep("--help")
     assert result.returncode == 0, result.stderr
@@ -62,12 +65,13 @@ def test_help_lists_every_command(accelsweep):
         ("ui", "127.0.0.1"),
     ],
 )
-def test_command_help_explains_itself(accelsweep, command, explanation):
-    result = accelsweep(command, "--help")
+def test_command_help_explains_itself(accelsweep_in_process, command, explanation):
+    result = accelsweep_in_process(command, "--help")
     assert result.returncode == 0, result.stderr
     assert explanation in " ".join(result.stdout.split())
 
 
+@pytest.mark.slow  # a real process: torch and MLflow load, seconds
 def test_validate_quickstart(accelsweep, in_tmp_path):
     result = accelsweep("validate", str(QUICKSTART))
     assert result.returncode == 0, result.stderr
@@ -195,24 +199,25 @@ BAD_YAML = {
 
 
 @pytest.mark.parametrize("breaks", BAD_SPECS, ids=lambda f: f.__name__.strip("_"))
-def test_validate_refuses_a_bad_spec(accelsweep, in_tmp_path, quickstart, write_spec, breaks):
+def test_validate_refuses_a_bad_spec(accelsweep_in_process, in_tmp_path, quickstart, write_spec, breaks):
     expected = breaks(quickstart, in_tmp_path)
     write_spec(quickstart, "bad.yaml")
-    result = accelsweep("validate", "bad.yaml")
+    result = accelsweep_in_process("validate", "bad.yaml")
     assert_clean_user_error(result, in_tmp_path, *expected)
 
 
 @pytest.mark.parametrize("name", BAD_YAML)
-def test_validate_refuses_bad_yaml_in_one_short_line(accelsweep, in_tmp_path, write_spec, name):
+def test_validate_refuses_bad_yaml_in_one_short_line(accelsweep_in_process, in_tmp_path, write_spec, name):
     text, expected = BAD_YAML[name]
     write_spec(text, "bad.yaml")
-    result = accelsweep("validate", "bad.yaml")
+    result = accelsweep_in_process("validate", "bad.yaml")
     assert_clean_user_error(result, in_tmp_path, "bad.yaml: ", expected)
 
 
+@pytest.mark.slow  # a real process: torch and MLflow load, seconds
 def test_validate_refuses_a_spec_that_is_a_fifo(accelsweep, in_tmp_path):
     os.mkfifo(in_tmp_path / "spec.yaml")
-    result = accelsweep("validate", "spec.yaml", timeout=60)
+    result = accelsweep("validate", "spec.yaml", timeout=60)  # a real process: a hang is the failure
     assert_clean_user_error(result, in_tmp_path, "spec.yaml: cannot read the spec:", "is not a regular file")
 
 
@@ -221,10 +226,17 @@ def test_validate_refuses_a_spec_that_is_a_fifo(accelsweep, in_tmp_path):
 RUN_BAD_SPECS = [_unknown_key, _infinite_space_value, _fifo_data, _data_beyond_memory, _factory_exiting_on_import]
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("breaks", RUN_BAD_SPECS, ids=lambda f: f.__name__.strip("_"))
-def test_run_refuses_a_bad_spec_before_anything_runs(accelsweep, in_tmp_path, quickstart, write_spec, breaks):
+def test_run_refuses_a_bad_spec_before_anything_runs(accelsweep_in_process, in_tmp_path, quickstart, write_spec, breaks):
     expected = breaks(quickstart, in_tmp_path)
+    write_spec(quickstart, "bad.yaml")
+    result = accelsweep_in_process("run", "bad.yaml")
+    assert_clean_user_error(result, in_tmp_path, *expected)
+
+
+@pytest.mark.slow
+def test_run_refuses_a_bad_spec_in_a_real_process(accelsweep, in_tmp_path, quickstart, write_spec):
+    expected = _factory_exiting_on_import(quickstart, in_tmp_path)  # its sys.exit would end a careless process
     write_spec(quickstart, "bad.yaml")
     result = accelsweep("run", "bad.yaml")
     assert_clean_user_error(result, in_tmp_path, *expected)
@@ -248,13 +260,14 @@ def _unused_port():
 
 
 @pytest.mark.slow
-def test_run_with_an_unreachable_ray_leaves_no_store_behind(accelsweep, in_tmp_path, quickstart, write_spec):
+def test_run_with_an_unreachable_ray_fails_fast_and_leaves_no_store_behind(accelsweep, in_tmp_path, quickstart, write_spec):
     quickstart["ray"] = {"address": f"127.0.0.1:{_unused_port()}"}
     write_spec(quickstart, "spec.yaml")
-    result = accelsweep("run", "spec.yaml")
+    result = accelsweep("run", "spec.yaml", timeout=60)  # a hang is the failure: ray.init retries forever
     assert_clean_user_error(result, in_tmp_path, "cannot connect to Ray at '127.0.0.1:")
 
 
+@pytest.mark.slow  # a real process: torch and MLflow load, seconds
 def test_credentials_in_a_tracking_uri_are_never_printed(accelsweep, in_tmp_path):
     uri = f"http://alice:s3cret@127.0.0.1:{_unused_port()}"
     result = accelsweep("report", "quickstart", "--uri", uri)
@@ -279,11 +292,11 @@ def test_report_of_an_unknown_sweep(accelsweep, in_tmp_path):
 
 
 @pytest.mark.slow  # the MLflow server takes half a minute to answer on a loaded machine
-def test_ui_serves_without_an_mlflow_script_on_path(in_tmp_path, quickstart):
+def test_ui_serves_without_an_mlflow_script_on_path(in_tmp_path, quickstart, new_mlflow_store):
     from orchestrator.config.loading import parse_spec
     from orchestrator.tracking import store
 
-    client = store.connect(f"sqlite:///{in_tmp_path}/m.db")  # a sweep for the UI to show
+    client = store.connect(new_mlflow_store(in_tmp_path / "m.db"))  # a sweep for the UI to show
     store.start_sweep_run(client, parse_spec(quickstart), "name: quickstart\n", str(in_tmp_path / "results"))
     port = _unused_port()
     env = {**os.environ, "PATH": str(in_tmp_path)}  # no `mlflow` executable to be found

@@ -73,11 +73,11 @@ TRIALS = [
 
 
 @pytest.fixture(scope="module")
-def sweep(tmp_path_factory):
+def sweep(tmp_path_factory, new_mlflow_store):
     """A real sqlite store holding the sweep "regdemo": the baseline and TRIALS, trained for real
     and timed by the measurement phase. Returns (client, parent run, spec, {trial id: run id})."""
     root = tmp_path_factory.mktemp("registry")
-    client = store.connect(f"sqlite:///{root / 'mlflow.db'}")
+    client = store.connect(new_mlflow_store(root / "mlflow.db"))
     client.create_experiment("regdemo", artifact_location=(root / "artifacts").as_uri())
     spec = parse_spec(SPEC)
     parent_id = store.start_sweep_run(client, spec, yaml.safe_dump(SPEC), str(root / "results"))

@@ -1,7 +1,8 @@
-"""orchestrator.deploy.trust, through the real CLI: `resume` and `report --register` rebuild a sweep only
+"""orchestrator.deploy.trust, through the CLI: `resume` and `report --register` rebuild a sweep only
 from a spec the user vouches for, and `resume` restores Tune state only from the user's own results
 folder. The MLflow store is a real sqlite store holding one sweep's parent run, written here the way
-an attacker with write access to a shared store could."""
+an attacker with write access to a shared store could. The first refusal runs the real `accelsweep`
+in a subprocess; the others, which end before Ray starts, run its `main` in this process."""
 
 import os
 
@@ -27,14 +28,14 @@ def store_sweep(uri, spec, results_path):
 
 
 @pytest.fixture
-def tampered(in_tmp_path, quickstart):
+def tampered(in_tmp_path, quickstart, new_mlflow_store):
     """A store whose sweep's stored spec names a factory that leaves a marker file when imported."""
     (in_tmp_path / "planted.py").write_text(
         "import pathlib\npathlib.Path('PLANTED_CODE_RAN').touch()\n"
         "def make(input_shape, num_classes):\n    raise SystemExit\n"
     )
     quickstart["model"] = {"kind": "planted:make"}
-    uri = f"sqlite:///{in_tmp_path / 'store.db'}"
+    uri = new_mlflow_store(in_tmp_path / "store.db")
     store_sweep(uri, quickstart, str(in_tmp_path / "accelsweep_results" / "quickstart-1"))
     return uri
 
@@ -58,25 +59,22 @@ def test_resume_refuses_a_stored_spec_that_imports_code(accelsweep, in_tmp_path,
     )
 
 
-@pytest.mark.slow  # the real CLI in a subprocess: torch, MLflow and a store, 15 s or more
-def test_register_refuses_a_stored_spec_that_imports_code(accelsweep, in_tmp_path, tampered):
-    result = accelsweep("report", "quickstart", "--uri", tampered, "--max-accuracy-drop", "0.01", "--register", "m")
+def test_register_refuses_a_stored_spec_that_imports_code(accelsweep_in_process, in_tmp_path, tampered):
+    result = accelsweep_in_process("report", "quickstart", "--uri", tampered, "--max-accuracy-drop", "0.01", "--register", "m")
     assert_refused_untouched(result, in_tmp_path, "would import and run planted.make", "--trust-stored-spec")
 
 
-@pytest.mark.slow  # the real CLI in a subprocess: torch, MLflow and a store, 15 s or more
-def test_your_own_spec_must_match_the_stored_one(accelsweep, in_tmp_path, tampered, quickstart, write_spec):
+def test_your_own_spec_must_match_the_stored_one(accelsweep_in_process, in_tmp_path, tampered, quickstart, write_spec):
     write_spec({**quickstart, "model": {"kind": "mlp"}}, "mine.yaml")  # not the planted factory
-    result = accelsweep("resume", "quickstart", "--uri", tampered, "--spec", "mine.yaml")
+    result = accelsweep_in_process("resume", "quickstart", "--uri", tampered, "--spec", "mine.yaml")
     assert_refused_untouched(result, in_tmp_path, "mine.yaml is not the spec sweep run", "model.kind is 'mlp' in it but 'planted:make'")
 
 
-@pytest.mark.slow  # the real CLI in a subprocess: torch, MLflow and a store, 15 s or more
-def test_resume_refuses_state_outside_your_results_folder(accelsweep, in_tmp_path, quickstart, tmp_path_factory):
+def test_resume_refuses_state_outside_your_results_folder(accelsweep_in_process, in_tmp_path, quickstart, tmp_path_factory, new_mlflow_store):
     elsewhere = tmp_path_factory.mktemp("someone-elses") / "quickstart-1"
-    uri = f"sqlite:///{in_tmp_path / 'store.db'}"
+    uri = new_mlflow_store(in_tmp_path / "store.db")
     store_sweep(uri, quickstart, str(elsewhere))
-    result = accelsweep("resume", "quickstart", "--uri", uri)
+    result = accelsweep_in_process("resume", "quickstart", "--uri", uri)
     assert_refused_untouched(result, in_tmp_path, f"saved state is at '{elsewhere}', outside the results folder")
 
 
@@ -94,11 +92,11 @@ def test_risks_of_a_stored_spec(quickstart, changes, resuming, risky_keys):
     assert [risk.split(":")[0] for risk in stored_spec_risks(spec, resuming)] == risky_keys
 
 
-def test_trusting_the_stored_spec_returns_it_and_your_matching_copy_is_used(in_tmp_path, quickstart, write_spec):
+def test_trusting_the_stored_spec_returns_it_and_your_matching_copy_is_used(in_tmp_path, quickstart, write_spec, new_mlflow_store):
     quickstart["tracking"] = {"uri": "https://alice:s3cret@mlflow.example.com"}
     stored = {**quickstart, "tracking": {"uri": "https://***@mlflow.example.com"}}  # as `run` stores it
     stored["model"] = {"kind": "planted:make"}
-    client, run_id = store_sweep(f"sqlite:///{in_tmp_path / 'store.db'}", stored, "/x")
+    client, run_id = store_sweep(new_mlflow_store(in_tmp_path / "store.db"), stored, "/x")
     parent = client.get_run(run_id)
     with pytest.raises(TrustError):
         vouched_spec(client, parent, None, trust=False)

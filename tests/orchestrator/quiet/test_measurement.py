@@ -31,10 +31,10 @@ TRIALS = [("t0", None), ("t1", {"quant_bits": 8, "dropout": 0.0}), ("t2", {"quan
 
 
 @pytest.fixture(scope="module")
-def measured_sweep(tmp_path_factory):
+def measured_sweep(tmp_path_factory, new_mlflow_store):
     """A sweep of three trained trials, measured once: (client, parent run, trials, figures, spec, data)."""
     root = tmp_path_factory.mktemp("bench")
-    client = store.connect(f"sqlite:///{root / 'mlflow.db'}")
+    client = store.connect(new_mlflow_store(root / "mlflow.db"))
     client.create_experiment("benchdemo", artifact_location=(root / "artifacts").as_uri())
     spec = parse_spec(SPEC)
     parent_id = store.start_sweep_run(client, spec, yaml.safe_dump(SPEC), str(root / "results"))

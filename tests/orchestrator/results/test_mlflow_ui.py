@@ -12,7 +12,6 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-import yaml
 from mlflow.tracking import MlflowClient
 
 from orchestrator.cli import main
@@ -33,12 +32,12 @@ PARAMS = {"t0": {"rank": "null", "quant_bits": "32"}, "t1": {"rank": "8", "quant
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory):
+def store(tmp_path_factory, new_mlflow_store):
     """A sqlite store holding an older sweep "demo" (baseline only) and a newer one with TRIALS
     (baseline, r8-q8, q16, a diverged sp90, a failed q2) whose report was logged; returns
     (client, newer parent run)."""
     root = tmp_path_factory.mktemp("mlflow")
-    client = MlflowClient(tracking_uri=f"sqlite:///{root / 'mlflow.db'}")
+    client = MlflowClient(tracking_uri=new_mlflow_store(root / "mlflow.db"))
     experiment_id = client.create_experiment("demo", artifact_location=(root / "artifacts").as_uri())
     create_sweep(client, experiment_id, "demo", TRIALS[2:3], start_time=1_000)
     parent_id = create_sweep(client, experiment_id, "demo", TRIALS, start_time=2_000)
@@ -67,8 +66,8 @@ def test_newest_sweep_is_the_latest_started(store):
     assert newest_sweep(client).info.run_id == parent.info.run_id
 
 
-def test_newest_sweep_of_an_empty_store(tmp_path):
-    assert newest_sweep(MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'empty.db'}")) is None
+def test_newest_sweep_of_an_empty_store(tmp_path, new_mlflow_store):
+    assert newest_sweep(MlflowClient(tracking_uri=new_mlflow_store(tmp_path / "empty.db"))) is None
 
 
 def test_ui_of_an_unknown_sweep_is_a_user_error(store, capsys):
@@ -88,8 +87,8 @@ def test_ui_refuses_a_busy_port_in_one_line_before_starting_a_server(store):
     assert str(refused.value) == f"ui --port {port}: cannot serve on 127.0.0.1:{port}: Address already in use (give another --port)"
 
 
-def test_sweep_run_experiment_is_tagged_as_model_training(tmp_path):
-    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+def test_sweep_run_experiment_is_tagged_as_model_training(tmp_path, new_mlflow_store):
+    client = MlflowClient(tracking_uri=new_mlflow_store(tmp_path / "mlflow.db"))
     spec = load_spec(QUICKSTART)
     client.create_experiment(spec.experiment)  # made before accelsweep tagged experiments
     start_sweep_run(client, spec, QUICKSTART.read_text(), str(tmp_path / "results"))
@@ -224,43 +223,21 @@ def test_a_browser_is_opened_only_with_a_display(monkeypatch, display, wayland, 
     assert desktop_browser_available() is expected
 
 
-TINY_SPEC = {
-    "name": "tiny-ui",
-    "data": {"source": "digits"},
-    "model": {"kind": "mlp", "hidden": [16]},
-    "train": {"epochs": 1, "batch_size": 64, "optimizer": "adamw", "lr": 3.0e-3, "seed": 0},
-    "space": {"rank": {"choice": [None, 4]}, "quant_bits": {"choice": [32, 8]}},
-    "search": {"algorithm": "random", "num_samples": 2, "metric": "val_accuracy", "mode": "max"},
-    "resources": {"workers_per_trial": 1, "cpus_per_worker": 1, "gpus_per_worker": 0, "max_concurrent_trials": 1},
-    "tracking": {"experiment": "tiny-ui"},
-    "deploy": {"runtimes": ["onnxruntime"], "rounds": 3},  # the plot needs latencies, not careful ones
-}
-
-
 @pytest.fixture(scope="module")
-def finished_sweep(tmp_path_factory):
-    """A real `accelsweep run` of a tiny spec (digits, 1 epoch, 2 samples + the baseline) in a
-    fresh directory; returns (directory, the trials' labels)."""
-    directory = tmp_path_factory.mktemp("sweep")
-    (directory / "tiny.yaml").write_text(yaml.safe_dump(TINY_SPEC, sort_keys=False))
-    env = {key: value for key, value in os.environ.items() if key not in ("MLFLOW_TRACKING_URI", "RAY_ADDRESS")}
-    run = subprocess.run(
-        [sys.executable, "-m", "orchestrator", "run", "tiny.yaml"],
-        cwd=directory, env=env, capture_output=True, text=True, timeout=600,
-    )
-    assert run.returncode == 0, run.stderr[-3000:]
-    client = MlflowClient(tracking_uri=f"sqlite:///{directory / 'mlflow.db'}")
-    modes = [row["mode"] for row in sweep_rows(client, find_sweep_run(client, "tiny-ui"))]
-    return directory, modes
+def sweep_modes(finished_sweep):
+    """The trials' labels of the session's real sweep (`finished_sweep`), as its report lists them."""
+    client = finished_sweep.client
+    return [row["mode"] for row in sweep_rows(client, find_sweep_run(client, "it-sweep"))]
 
 
 @needs_chromium
 @pytest.mark.browser
 @pytest.mark.slow
-def test_accelsweep_ui_links_reach_the_trials_and_the_plot(finished_sweep, tmp_path):
-    """`accelsweep ui` in a real subprocess, with `mlflow` not on PATH (it must fall back to
-    `python -m mlflow`), then each printed link in headless Chromium; screenshots in tmp_path."""
-    directory, modes = finished_sweep
+def test_accelsweep_ui_links_reach_the_trials_and_the_plot(finished_sweep, sweep_modes, tmp_path):
+    """`accelsweep ui` in a real subprocess on the session's real sweep, with `mlflow` not on PATH
+    (it must fall back to `python -m mlflow`), then each printed link in headless Chromium;
+    screenshots in tmp_path."""
+    directory, modes = finished_sweep.workdir, sweep_modes
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
@@ -281,7 +258,7 @@ def test_accelsweep_ui_links_reach_the_trials_and_the_plot(finished_sweep, tmp_p
             assert health.status == 200
         links = dict(re.match(r"\s+(\S.*?)\s{2,}(http\S+)", line).groups() for line in printed[1:-1])
         assert list(links) == ["trials", "sweep run", "trade-off plot", "interactive plot"]
-        assert printed[0] == "sweep tiny-ui in the MLflow UI:\n"
+        assert printed[0] == "sweep it-sweep in the MLflow UI:\n"
         with Chromium() as browser:
             _check_trials_view(browser, links["trials"], modes, tmp_path)
             _check_sweep_run(browser, links["sweep run"], modes, tmp_path)
@@ -313,7 +290,7 @@ def _check_trials_view(browser, url, modes, tmp_path):
 
 def _check_sweep_run(browser, url, modes, tmp_path):
     browser.open(url)
-    rendered = browser.wait_for("document.body.innerText.includes('Sweep tiny-ui')")
+    rendered = browser.wait_for("document.body.innerText.includes('Sweep it-sweep')")
     _keep_screenshot(browser, tmp_path / "sweep_run.png")
     assert rendered, browser.text()
     assert "Evaluations" not in browser.text()  # the GenAI breadcrumb of a run

@@ -24,11 +24,11 @@ def row(status="finished", **values):
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory):
+def store(tmp_path_factory, new_mlflow_store):
     """A sqlite MLflow store holding two sweeps named "demo" (the newer one has TRIALS) and one
     named "other"; returns (client, {label: parent run id})."""
     root = tmp_path_factory.mktemp("mlflow")
-    client = MlflowClient(tracking_uri=f"sqlite:///{root / 'mlflow.db'}")
+    client = MlflowClient(tracking_uri=new_mlflow_store(root / "mlflow.db"))
     experiment_id = client.create_experiment("demo", artifact_location=(root / "artifacts").as_uri())
     parents = {
         "old demo": create_sweep(client, experiment_id, "demo", TRIALS[:1], start_time=1_000),
@@ -117,8 +117,8 @@ def test_a_speedup_whose_interval_holds_one_shows_as_about_one():
     assert "2.00x" in format_rows(REPORT_ROWS) and "≈" not in format_rows(REPORT_ROWS).splitlines()[2]
 
 
-def test_noise_cannot_put_a_trial_on_the_front_by_latency_alone(tmp_path):
-    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+def test_noise_cannot_put_a_trial_on_the_front_by_latency_alone(tmp_path, new_mlflow_store):
+    client = MlflowClient(tracking_uri=new_mlflow_store(tmp_path / "mlflow.db"))
     experiment_id = client.create_experiment("noise", artifact_location=(tmp_path / "artifacts").as_uri())
     same = {"test_accuracy": 0.9, "size_bytes": 4000.0}
     trials = [

@@ -32,8 +32,8 @@ def store_sweep(client, experiment_id, params):
 
 
 @pytest.fixture
-def client(tmp_path):
-    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+def client(tmp_path, new_mlflow_store):
+    client = MlflowClient(tracking_uri=new_mlflow_store(tmp_path / "mlflow.db"))
     client.create_experiment("training", artifact_location=(tmp_path / "artifacts").as_uri())
     return client
 

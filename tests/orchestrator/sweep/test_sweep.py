@@ -1,5 +1,7 @@
 """A real sweep, end to end: `accelsweep run` on an embedded local Ray into a real sqlite MLflow
-store, with 1-worker trials trained in-process and 2-worker trials trained by Ray Train (DDP)."""
+store, with 1-worker trials trained in-process and 2-worker trials trained by Ray Train (DDP): the
+session's shared sweep (`finished_sweep`, tests/orchestrator/conftest.py), and sweeps of their own
+for what only another spec shows (a multi-objective Optuna search, ASHA stopping trials)."""
 
 import json
 import os
@@ -7,28 +9,13 @@ import subprocess
 import sys
 
 import pytest
-from mlflow.tracking import MlflowClient
 
 from orchestrator.config.loading import parse_spec
 from orchestrator.results import front
 from orchestrator.results import rows as results_rows
 from orchestrator.sweep import search
-from orchestrator.tracking.tags import KIND_TAG, MODE_TAG, PARENT_TAG, SWEEP_TAG
-
-SPEC = """\
-# mirror: https://alice:s3cret@mlflow.example.com
-name: it-sweep
-data: {source: digits}
-model: {kind: mlp, hidden: [32]}
-train: {epochs: 2, batch_size: 64, seed: 1}
-space:
-  quant_bits: {grid: [8, 4]}
-  workers: {grid: [1, 2]}
-  dropout: 0.1
-search: {algorithm: grid, num_samples: 1, metric: val_accuracy, mode: max}
-resources: {workers_per_trial: 1, cpus_per_worker: 1, max_concurrent_trials: 2}
-deploy: {rounds: 3}   # both runtimes, fewest rounds: these tests check what is measured, not how well
-"""
+from orchestrator.tracking.tags import MODE_TAG, PARENT_TAG, SWEEP_TAG
+from tests.orchestrator.conftest import run_sweep
 
 FINAL_METRICS = (
     "test_accuracy",
@@ -55,32 +42,6 @@ QUIET_METRICS = (
     "latency_eager_ms",
     "latency_eager_b256_ms",
 )
-
-
-def _accelsweep(*args, cwd):
-    # the store is the working directory's sqlite file: another test's URI must not leak in
-    env = {name: value for name, value in os.environ.items() if name != "MLFLOW_TRACKING_URI"}
-    return subprocess.run(
-        [sys.executable, "-m", "orchestrator", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600
-    )
-
-
-def _run_spec(spec_text, workdir, experiment):
-    """Run a spec for real in workdir; (completed process, client, parent runs, child runs)."""
-    (workdir / "spec.yaml").write_text(spec_text)
-    completed = _accelsweep("run", "spec.yaml", cwd=workdir)
-    assert completed.returncode == 0, completed.stderr[-3000:]
-    client = MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
-    runs = client.search_runs([client.get_experiment_by_name(experiment).experiment_id])
-    parents = [run for run in runs if run.data.tags[KIND_TAG] == "sweep"]
-    children = [run for run in runs if run.data.tags[KIND_TAG] == "trial"]
-    return completed, client, parents, children
-
-
-@pytest.fixture(scope="module")
-def finished_sweep(tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("sweep")
-    return workdir, *_run_spec(SPEC, workdir, "it-sweep")
 
 
 @pytest.mark.slow
@@ -147,7 +108,11 @@ def test_smaller_bits_store_smaller_models(finished_sweep):
 @pytest.mark.slow
 def test_report_reads_the_sweep_back_from_mlflow(finished_sweep):
     workdir, _, _, parents, _ = finished_sweep
-    completed = _accelsweep("report", "it-sweep", "--format", "json", cwd=workdir)
+    env = {name: value for name, value in os.environ.items() if name != "MLFLOW_TRACKING_URI"}
+    completed = subprocess.run(
+        [sys.executable, "-m", "orchestrator", "report", "it-sweep", "--format", "json"],
+        cwd=workdir, env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
     assert completed.returncode == 0, completed.stderr
     rows = json.loads(completed.stdout)
     assert len(rows) == 5
@@ -197,7 +162,7 @@ deploy: {runtimes: [onnxruntime], rounds: 3}   # about the search, not the timin
 
 @pytest.mark.slow
 def test_multi_objective_optuna_front_is_the_front_over_its_own_objectives(tmp_path):
-    _, client, (parent,), _ = _run_spec(MULTI_OBJECTIVE_SPEC, tmp_path, "it-optuna")
+    _, _, client, (parent,), _ = run_sweep(MULTI_OBJECTIVE_SPEC, tmp_path, "it-optuna")
     optuna_front = json.loads(open(client.download_artifacts(parent.info.run_id, "optuna_pareto_front.json", str(tmp_path))).read())
     # Optuna saw the trials' provisional latency (the quiet one comes after the search)
     rows = results_rows.sweep_rows(client, parent)
@@ -224,7 +189,7 @@ deploy: {runtimes: [onnxruntime], rounds: 3}   # about the search, not the timin
 
 @pytest.mark.slow
 def test_asha_stops_poor_trials_early_and_they_are_said_to_be(tmp_path):
-    completed, client, _, children = _run_spec(ASHA_SPEC, tmp_path, "it-asha")
+    _, completed, client, _, children = run_sweep(ASHA_SPEC, tmp_path, "it-asha")
     assert len(children) == 8
     stopped = [run for run in children if run.data.tags["accelsweep.status"] == "stopped early"]
     assert stopped, "ASHA stopped no trial"

@@ -2,15 +2,11 @@
 would repeat: the distilling trial waits for the baseline's weights and trains against them; the
 failing ones end at once, are not retried, say one line each and are tagged in MLflow."""
 
-import os
-import subprocess
-import sys
-
 import pytest
-from mlflow.tracking import MlflowClient
 from ray.tune import ExperimentAnalysis
 
-from orchestrator.tracking.tags import ERROR_TAG, KIND_TAG, MODE_TAG, NOTE_TAG_PREFIX, STATUS_TAG
+from orchestrator.tracking.tags import ERROR_TAG, MODE_TAG, NOTE_TAG_PREFIX, STATUS_TAG
+from tests.orchestrator.conftest import run_sweep
 
 SPEC = """\
 name: it-teacher
@@ -29,17 +25,9 @@ deploy: {runtimes: [onnxruntime], rounds: 3}
 
 @pytest.fixture(scope="module")
 def sweep(tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("teacher")
-    (workdir / "spec.yaml").write_text(SPEC)
-    env = {name: value for name, value in os.environ.items() if name != "MLFLOW_TRACKING_URI"}
-    completed = subprocess.run(
-        [sys.executable, "-m", "orchestrator", "run", "spec.yaml"],
-        cwd=workdir, env=env, capture_output=True, text=True, timeout=600,
-    )
-    client = MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
-    runs = client.search_runs([client.get_experiment_by_name("it-teacher").experiment_id])
-    trials = {run.data.tags[MODE_TAG]: run for run in runs if run.data.tags[KIND_TAG] == "trial"}
-    return completed, trials, workdir
+    finished = run_sweep(SPEC, tmp_path_factory.mktemp("teacher"), "it-teacher", expect_code=None)
+    trials = {run.data.tags[MODE_TAG]: run for run in finished.children}
+    return finished.completed, trials, finished.workdir
 
 
 @pytest.mark.slow

@@ -7,8 +7,8 @@ from orchestrator.tracking.filters import quoted
 
 
 @pytest.mark.parametrize("value", ["plain", "name'x", 'say "hi"', "/tmp/a b/c-1"])
-def test_quoted_values_match_exactly_in_a_real_store(tmp_path, value):
-    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+def test_quoted_values_match_exactly_in_a_real_store(tmp_path, new_mlflow_store, value):
+    client = MlflowClient(new_mlflow_store(tmp_path / "mlflow.db"))
     experiment = client.create_experiment("e")
     wanted = client.create_run(experiment, tags={"t": value}).info.run_id
     client.create_run(experiment, tags={"t": value + "x"})

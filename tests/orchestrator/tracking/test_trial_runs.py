@@ -12,8 +12,8 @@ SPEC = {"name": "tracked", "data": {"source": "digits"}, "space": {"rank": {"cho
 
 
 @pytest.fixture
-def sweep_run(tmp_path):
-    client = store.connect(f"sqlite:///{tmp_path / 'mlflow.db'}")
+def sweep_run(tmp_path, new_mlflow_store):
+    client = store.connect(new_mlflow_store(tmp_path / "mlflow.db"))
     client.create_experiment("tracked", artifact_location=(tmp_path / "artifacts").as_uri())
     spec = parse_spec(SPEC)
     parent_id = store.start_sweep_run(client, spec, yaml.safe_dump(SPEC), str(tmp_path / "results"))

@@ -7,6 +7,7 @@ dynamically for MatMul and MatMulNBits, with calibrated ranges for Conv).
 """
 
 import dataclasses
+import functools
 
 import numpy as np
 import onnx
@@ -21,6 +22,14 @@ from trainers.runtimes import RuntimeUnavailable, export_to, max_abs_diff
 
 EXACT = 1e-4
 QUANTISED_RELATIVE = 0.05
+
+
+@functools.cache
+def exported(make, bits=32, sparsity=0.0, rank=None):
+    """(export inputs, ONNX Runtime deployable) of a toy model, exported once per session: the
+    deployables are only read and called, and an export costs seconds on a loaded machine."""
+    inputs = export_inputs(make(), bits=bits, sparsity=sparsity, rank=rank)
+    return inputs, export_to("onnxruntime", inputs)
 
 
 def ops(deployable):
@@ -41,8 +50,7 @@ def reference_diff(deployable, inputs):
 
 @pytest.mark.parametrize("make", [mlp, cnn])
 def test_fp32_matches_pytorch_and_has_matmul_not_gemm(make):
-    inputs = export_inputs(make())
-    deployable = export_to("onnxruntime", inputs)
+    inputs, deployable = exported(make)
     assert reference_diff(deployable, inputs) < EXACT
     assert "Gemm" not in ops(deployable) and "MatMul" in ops(deployable)
     assert deployable.parameter_count() == parameters(inputs)
@@ -50,8 +58,7 @@ def test_fp32_matches_pytorch_and_has_matmul_not_gemm(make):
 
 
 def test_low_rank_layers_are_two_matmuls():
-    inputs = export_inputs(mlp(), rank=8)
-    deployable = export_to("onnxruntime", inputs)
+    inputs, deployable = exported(mlp, rank=8)
     assert ops(deployable).count("MatMul") == 2 * 3
     assert reference_diff(deployable, inputs) < EXACT
     assert deployable.parameter_count() == parameters(inputs)
@@ -59,8 +66,7 @@ def test_low_rank_layers_are_two_matmuls():
 
 @pytest.mark.parametrize("make", [mlp, cnn])
 def test_int8_logits_are_close(make):
-    inputs = export_inputs(make(), bits=8)
-    deployable = export_to("onnxruntime", inputs)
+    inputs, deployable = exported(make, bits=8)
     assert reference_diff(deployable, inputs) < QUANTISED_RELATIVE * largest_logit(inputs)
     assert "MatMulInteger" in ops(deployable) and "MatMul" not in ops(deployable)
     assert deployable.parameter_count() == parameters(inputs)
@@ -81,10 +87,9 @@ def test_int8_linear_activations_are_quantised_alike_in_training_eager_and_onnx_
 
 
 def test_int8_matmul_weights_are_the_trained_grid():
-    inputs = export_inputs(mlp(), bits=8)
+    inputs, deployable = exported(mlp, bits=8)
     initializers = {
-        tensor.name: numpy_helper.to_array(tensor)
-        for tensor in onnx.load_from_string(export_to("onnxruntime", inputs).model_bytes).graph.initializer
+        tensor.name: numpy_helper.to_array(tensor) for tensor in onnx.load_from_string(deployable.model_bytes).graph.initializer
     }
     linears = [module for module in inputs.model.modules() if isinstance(module, torch.nn.Linear)]
     quantized = sorted(name for name in initializers if name.endswith("_quantized"))
@@ -97,7 +102,7 @@ def test_int8_matmul_weights_are_the_trained_grid():
 
 
 def test_int8_conv_is_static_qdq():
-    deployable = export_to("onnxruntime", export_inputs(cnn(), bits=8))
+    _, deployable = exported(cnn, bits=8)
     graph = onnx.load_from_string(deployable.model_bytes).graph
     producers = {output: node.op_type for node in graph.node for output in node.output}
     for conv in (node for node in graph.node if node.op_type == "Conv"):
@@ -123,8 +128,7 @@ def unpacked_matmul_nbits_weights(deployable):
 @pytest.mark.parametrize("bits", [4, 2])
 @pytest.mark.parametrize("make", [mlp, cnn])
 def test_weight_only_bits_store_the_trained_grid(make, bits):
-    inputs = export_inputs(make(), bits=bits)
-    deployable = export_to("onnxruntime", inputs)
+    inputs, deployable = exported(make, bits=bits)
     assert "MatMul" not in ops(deployable)
     linears = [module for module in inputs.model.modules() if isinstance(module, torch.nn.Linear)]
     weights = unpacked_matmul_nbits_weights(deployable)
@@ -137,7 +141,7 @@ def test_weight_only_bits_store_the_trained_grid(make, bits):
 
 @pytest.mark.parametrize("bits, extra", [(8, {}), (4, {"session.disable_quant_qdq": "1"})])
 def test_session_options_say_how_the_measured_session_was_made(bits, extra):
-    deployable = export_to("onnxruntime", export_inputs(cnn(), bits=bits))
+    _, deployable = exported(cnn, bits=bits)
     assert deployable.session_options == {
         "intra_op_num_threads": 1,
         "inter_op_num_threads": 1,
@@ -150,14 +154,14 @@ def test_session_options_say_how_the_measured_session_was_made(bits, extra):
 
 @pytest.mark.parametrize("make", [mlp, cnn])
 def test_fewer_bits_store_fewer_bytes(make):
-    sizes = {bits: export_to("onnxruntime", export_inputs(make(), bits=bits)).stored_bytes() for bits in (32, 8, 4, 2)}
+    sizes = {bits: exported(make, bits=bits)[1].stored_bytes() for bits in (32, 8, 4, 2)}
     assert sizes[32] > sizes[8] > sizes[4] > sizes[2]
 
 
 @pytest.mark.parametrize("bits", [4, 2])
 def test_low_bit_conv_weights_are_int4_levels_of_the_trained_grid(bits):
-    inputs = export_inputs(cnn(), bits=bits)
-    graph = onnx.load_from_string(export_to("onnxruntime", inputs).model_bytes).graph
+    inputs, deployable = exported(cnn, bits=bits)
+    graph = onnx.load_from_string(deployable.model_bytes).graph
     tensors = {tensor.name: tensor for tensor in graph.initializer}
     initializers = {name: numpy_helper.to_array(tensor) for name, tensor in tensors.items()}
     dequantized = {node.output[0]: node for node in graph.node if node.op_type == "DequantizeLinear"}
@@ -173,9 +177,8 @@ def test_low_bit_conv_weights_are_int4_levels_of_the_trained_grid(bits):
 
 
 def test_sparse_weights_are_stored_smaller_with_the_same_logits():
-    inputs = export_inputs(mlp(), sparsity=0.9)
-    sparse = export_to("onnxruntime", inputs)
-    dense = export_to("onnxruntime", export_inputs(mlp()))
+    inputs, sparse = exported(mlp, sparsity=0.9)
+    _, dense = exported(mlp)
     graph = onnx.load_from_string(sparse.model_bytes).graph
     assert len(graph.sparse_initializer) == 3
     assert sparse.stored_bytes() < dense.stored_bytes() / 2
@@ -209,8 +212,7 @@ def test_cuda_without_the_cuda_provider_is_unavailable():
 
 
 def test_saved_model_runs_in_a_fresh_session_with_its_session_options(tmp_path):
-    inputs = export_inputs(cnn(), bits=4)
-    deployable = export_to("onnxruntime", inputs)
+    inputs, deployable = exported(cnn, bits=4)
     path = deployable.save(str(tmp_path))
     assert path.endswith("model.onnx")
     options = onnxruntime.SessionOptions()  # as mlflow.onnx builds it from onnx_session_options
