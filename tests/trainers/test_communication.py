@@ -68,6 +68,7 @@ SCENARIOS = {
 }
 
 
+@pytest.mark.slow  # two spawned gloo ranks load torch and train four scenarios
 def test_each_communication_technique_sends_what_it_promises(tmp_path):
     results = mp.Manager().dict()
     mp.spawn(_rank, args=(str(tmp_path / "init"), results), nprocs=2, join=True)
