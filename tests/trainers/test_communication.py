@@ -1,6 +1,7 @@
 """trainers.communication on 2 gloo ranks of this machine (torch.multiprocessing, no Ray): what each
 communication technique sends, counted where the collectives are issued, and what it trains."""
 
+import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
