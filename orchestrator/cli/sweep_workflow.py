@@ -2,6 +2,7 @@
 
 import contextlib
 import logging
+import os
 
 logger = logging.getLogger("accelsweep")
 
@@ -46,7 +47,12 @@ def connect_store(spec, spec_path: str):
     from orchestrator.config.schema import SpecError
     from orchestrator.tracking import store
 
-    key = "tracking.uri" if spec.tracking.uri else "tracking.uri (from MLFLOW_TRACKING_URI)"
+    if spec.tracking.uri:
+        key = "tracking.uri"
+    elif os.environ.get("MLFLOW_TRACKING_URI"):
+        key = "tracking.uri (from MLFLOW_TRACKING_URI)"
+    else:
+        key = f"tracking.uri (unset: the default {spec.tracking_uri})"
     try:
         return store.connect(spec.tracking_uri)
     except store.TrackingError as error:
