@@ -42,8 +42,8 @@ def main(argv: list[str] | None = None) -> int:
         _print_error(str(error))
         return 2
     except UserInterrupt as interrupt:
-        print(interrupt, file=sys.stderr)
-        return 130
+        _print_error(str(interrupt))
+        return interrupt.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -8,6 +8,8 @@ Every `accelsweep` here runs as a subprocess in its own session; its process tre
 
 import contextlib
 import os
+import re
+import shutil
 import signal
 import socket
 import sqlite3
@@ -195,8 +197,8 @@ def _mtime(path):
         return None
 
 
-def _tune_state_saved_after(cwd, moment):
-    states = cwd.glob("accelsweep_results/*/experiment_state*.json")
+def _tune_state_saved_after(results_dir, moment):
+    states = results_dir.glob("*/experiment_state*.json")
     return any(state.stat().st_mtime > moment for state in states)
 
 
@@ -323,34 +325,54 @@ def _snapshot(client, children):
     }
 
 
-@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGKILL], ids=["sigint", "sigkill"])
+def _one_done_one_going(sweep, results_dir):
+    """Wait for the baseline done and a second trial part way, and for Tune's state (written every
+    2 s) saved after that; returns the MLflow client, the finished and the running child runs."""
+    db = sweep.cwd / "mlflow.db"
+    sweep.wait_for(lambda: _finished_trials(db) >= 1 and _running_trials_at_epoch(db, 2), "a trial done, a 2nd at epoch 2")
+    seen_at = time.time()
+    sweep.wait_for(lambda: _tune_state_saved_after(results_dir, seen_at), "Tune's state saved after that")
+    client = MlflowClient(f"sqlite:///{db}")
+    _, children = _runs(client)
+    finished = [child for child in children if child.info.status == "FINISHED"]
+    running = [child.info.run_id for child in children if child.info.status == "RUNNING"]
+    assert running, "every trial ended before the fault: make them slower"
+    return client, finished, running
+
+
+def _assert_one_error_line(stderr, *expected):
+    progress = re.compile(r"\d\d:\d\d:\d\d ")  # timestamped log lines such as "Ray local: 2 CPUs"
+    assert "Traceback" not in stderr, stderr[-3000:]
+    lines = [line for line in stderr.strip().splitlines() if not progress.match(line)]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and len(lines[0]) <= 500, stderr[-3000:]
+    for text in expected:
+        assert text in lines[0], (text, lines[0])
+
+
+def _parent_status(client):
+    parents, _ = _runs(client)
+    return [parent.info.status for parent in parents]
+
+
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL], ids=["sigint", "sigterm", "sigkill"])
 def test_an_interrupted_sweep_resumes_where_it_stopped(start_accelsweep, in_tmp_path, stop):
     spec = _interrupted_spec()
     epochs, total = spec["train"]["epochs"], INTERRUPTED_SAMPLES + 1
     sweep = start_accelsweep("run", _write(in_tmp_path / "spec.yaml", spec))
-    db = in_tmp_path / "mlflow.db"
-
-    # the baseline done and a second trial part way: its checkpoints have been in Tune's saved state
-    # (written every 2 s) for a while when the driver stops
-    def one_done_one_going():
-        return _finished_trials(db) >= 1 and _running_trials_at_epoch(db, 2)
-
-    sweep.wait_for(one_done_one_going, "a trial done, a 2nd at epoch 2")
-    seen_at = time.time()
-    sweep.wait_for(lambda: _tune_state_saved_after(in_tmp_path, seen_at), "Tune's state saved after that")
-    client = MlflowClient(f"sqlite:///{db}")
-    _, children = _runs(client)
-    finished = {child.info.run_id for child in children if child.info.status == "FINISHED"}
-    interrupted = [child.info.run_id for child in children if child.info.status == "RUNNING"]
-    before = _snapshot(client, [child for child in children if child.info.run_id in finished])
-    assert interrupted, "every trial ended before the interruption: make them slower"
-    if stop == signal.SIGINT:
-        os.killpg(sweep.process.pid, signal.SIGINT)  # what Ctrl-C in a terminal sends
-        assert sweep.finish() == 130, sweep.stderr()[-3000:]
-        assert "accelsweep resume interrupted" in sweep.stderr(), sweep.stderr()[-3000:]
-    else:
+    client, finished_runs, interrupted = _one_done_one_going(sweep, in_tmp_path / LEFTOVER_RESULTS)
+    finished = {child.info.run_id for child in finished_runs}
+    before = _snapshot(client, finished_runs)
+    if stop == signal.SIGKILL:
         os.kill(sweep.process.pid, signal.SIGKILL)
         sweep.process.wait()
+    else:
+        if stop == signal.SIGINT:
+            os.killpg(sweep.process.pid, signal.SIGINT)  # what Ctrl-C in a terminal sends
+        else:
+            os.kill(sweep.process.pid, signal.SIGTERM)  # what `kill`, systemd, Kubernetes and Slurm send
+        assert sweep.finish() == 128 + stop, sweep.stderr()[-3000:]
+        _assert_one_error_line(sweep.stderr(), "Continue with: accelsweep resume interrupted")
+        assert _parent_status(client) == ["KILLED"]
     lingering = {"ray::DashboardAgent", "ray::RuntimeEnvAgent"} if stop == signal.SIGKILL else set()
     _wait_until(lambda: set(sweep.survivors().values()) <= lingering, timeout_s=60)
     orphans = sweep.survivors()
@@ -358,6 +380,7 @@ def test_an_interrupted_sweep_resumes_where_it_stopped(start_accelsweep, in_tmp_
 
     resumed = start_accelsweep("resume", "interrupted")
     assert resumed.finish() == 0, resumed.stderr()[-3000:]
+    assert "Traceback" not in resumed.stderr(), resumed.stderr()[-3000:]
 
     parents, children = _runs(client)
     assert len(parents) == 1, "resume started a second parent run"
@@ -378,6 +401,71 @@ def test_an_interrupted_sweep_resumes_where_it_stopped(start_accelsweep, in_tmp_
     # they notice the dead raylet, fail to reach the dead GCS and exit about a minute later
     # (seen: 62 s); the README says so. Nothing else may be left.
     assert set(orphans.values()) <= lingering, f"Ray processes outlived the driver's {stop.name}: {orphans}"
+
+
+# ---------------------------------------------------------------- where the sweep keeps its state fails
+
+
+def _faulted_spec(**sections):
+    return _interrupted_spec() | {"name": "faulted"} | sections
+
+
+def test_a_results_folder_deleted_mid_sweep_ends_it_in_one_line(start_accelsweep, in_tmp_path):
+    spec = _faulted_spec()
+    sweep = start_accelsweep("run", _write(in_tmp_path / "spec.yaml", spec))
+    client, finished, _ = _one_done_one_going(sweep, in_tmp_path / LEFTOVER_RESULTS)
+    (folder,) = (in_tmp_path / LEFTOVER_RESULTS).iterdir()
+    while folder.exists():  # Tune writes into it meanwhile
+        shutil.rmtree(folder, ignore_errors=True)
+    assert sweep.finish() == 2, sweep.stderr()[-3000:]
+    _assert_one_error_line(sweep.stderr(), f"the results folder {folder} was deleted during the sweep", "cannot be resumed")
+    assert _parent_status(client) == ["FAILED"]
+    for child in finished:
+        _assert_complete_trial(client, client.get_run(child.info.run_id), spec["train"]["epochs"])
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 64 MB tmpfs in tmp_path (needs root and a kernel that lets it mount); unmounted at the end."""
+    disk = tmp_path / "small_disk"
+    disk.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(disk)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs for a disk to fill: {mounted.stderr.decode().strip()}")
+    yield disk
+    subprocess.run(["umount", "--lazy", str(disk)], check=True)
+
+
+def _fill(disk):
+    with contextlib.suppress(OSError), open(disk / "filler", "wb") as filler:
+        while True:
+            filler.write(bytes(2**20))
+            filler.flush()
+
+
+def test_a_disk_filling_mid_sweep_ends_it_in_one_line_and_resume_goes_on(start_accelsweep, in_tmp_path, small_disk):
+    spec = _faulted_spec(ray={"storage_path": str(small_disk)})  # the MLflow store stays on the big disk
+    epochs, total = spec["train"]["epochs"], INTERRUPTED_SAMPLES + 1
+    sweep = start_accelsweep("run", _write(in_tmp_path / "spec.yaml", spec))
+    client, finished, running = _one_done_one_going(sweep, small_disk)
+    before = _snapshot(client, finished)
+    _fill(small_disk)
+    assert sweep.finish() == 2, sweep.stderr()[-3000:]
+    _assert_one_error_line(sweep.stderr(), f"disk full at {small_disk}/faulted-", "continue with: accelsweep resume faulted")
+    assert _parent_status(client) == ["FAILED"]
+    sweep.kill_everything()  # the resume must not find the old local Ray
+
+    (small_disk / "filler").unlink()
+    resumed = start_accelsweep("resume", "faulted")
+    assert resumed.finish() == 0, resumed.stderr()[-3000:]
+    assert "Traceback" not in resumed.stderr(), resumed.stderr()[-3000:]
+    assert _parent_status(client) == ["FINISHED"]
+    _, children = _runs(client)
+    assert len(children) == total
+    for child in children:
+        _assert_complete_trial(client, child, epochs)
+    assert _snapshot(client, [child for child in children if child.info.run_id in before]) == before, "finished trials were retrained"
+    assert all(client.get_run(run_id).data.metrics["resumed_from_epoch"] > 0 for run_id in running)
 
 
 # ---------------------------------------------------------------- a trial diverges
