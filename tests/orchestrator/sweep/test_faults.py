@@ -1,6 +1,7 @@
-"""Faults, with real processes: a training worker killed mid-trial, the driver stopped by Ctrl-C
-or SIGKILL and resumed, a diverging trial, inputs that must fail before any trial starts, and an
-MLflow tracking server that goes away mid-sweep and comes back.
+"""Faults, with real processes: a training worker killed mid-trial, the driver stopped by Ctrl-C,
+SIGTERM or SIGKILL and resumed, the results folder deleted or its disk filled mid-sweep, two
+sweeps started together on a new store, a diverging trial, inputs that must fail before any
+trial starts, and an MLflow tracking server that goes away mid-sweep and comes back.
 
 Every `accelsweep` here runs as a subprocess in its own session; its process tree is watched
 (from /proc) so that the Ray processes it started, and only those, can be found and cleaned up.
@@ -407,7 +408,11 @@ def test_an_interrupted_sweep_resumes_where_it_stopped(start_accelsweep, in_tmp_
 
 
 def _faulted_spec(**sections):
-    return _interrupted_spec() | {"name": "faulted"} | sections
+    # a second trial part way is all these need: fewer, shorter epochs than the interrupted sweep's
+    spec = _interrupted_spec() | {"name": "faulted"} | sections
+    spec["data"] = SLOW_TRIAL["data"] | {"n_samples": 5000}
+    spec["train"]["epochs"] = 8
+    return spec
 
 
 def test_a_results_folder_deleted_mid_sweep_ends_it_in_one_line(start_accelsweep, in_tmp_path):
@@ -456,7 +461,7 @@ def test_a_disk_filling_mid_sweep_ends_it_in_one_line_and_resume_goes_on(start_a
     sweep.kill_everything()  # the resume must not find the old local Ray
 
     (small_disk / "filler").unlink()
-    resumed = start_accelsweep("resume", "faulted")
+    resumed = start_accelsweep("resume", "faulted", "--spec", "spec.yaml")  # its own ray.storage_path: vouched for
     assert resumed.finish() == 0, resumed.stderr()[-3000:]
     assert "Traceback" not in resumed.stderr(), resumed.stderr()[-3000:]
     assert _parent_status(client) == ["FINISHED"]
@@ -466,6 +471,18 @@ def test_a_disk_filling_mid_sweep_ends_it_in_one_line_and_resume_goes_on(start_a
         _assert_complete_trial(client, child, epochs)
     assert _snapshot(client, [child for child in children if child.info.run_id in before]) == before, "finished trials were retrained"
     assert all(client.get_run(run_id).data.metrics["resumed_from_epoch"] > 0 for run_id in running)
+
+
+def test_two_sweeps_started_together_on_a_new_store_both_finish(start_accelsweep, in_tmp_path):
+    names = ("twin-a", "twin-b")  # one trial each, the baseline; the store is created by whichever comes first
+    sweeps = [start_accelsweep("run", _write(in_tmp_path / f"{name}.yaml", _spec(name))) for name in names]
+    assert [sweep.finish() for sweep in sweeps] == [0, 0], [sweep.stderr()[-2000:] for sweep in sweeps]
+    client = MlflowClient(f"sqlite:///{in_tmp_path / 'mlflow.db'}")
+    parents, children = _runs(client)
+    assert sorted((parent.info.run_name, parent.info.status) for parent in parents) == [(name, "FINISHED") for name in names]
+    assert len(children) == 2
+    for child in children:
+        _assert_complete_trial(client, child, _spec("twin")["train"]["epochs"])
 
 
 # ---------------------------------------------------------------- a trial diverges
