@@ -63,7 +63,7 @@ class FaultWatch(tune.Callback):
         """The fault that stops the sweep, or None.
 
         Example:
-            >>> FaultWatch("/tmp").fault() is None  # a folder with space to spare
+            >>> FaultWatch("/no/such/sweep-20261202").fault() is None  # not made yet: nothing to say
             True
         """
         if "://" in self.results_path:

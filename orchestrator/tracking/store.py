@@ -69,7 +69,7 @@ def connect(uri: str, create: bool = True) -> MlflowClient:
     path = sqlite_path(uri)
     if path is None:
         return _open_client(uri)
-    with _one_creator_at_a_time(path) if create else contextlib.nullcontext():
+    with _folder_locked(path, exclusive=create):
         existed = _check_sqlite_store(uri, path, create)
         try:
             return _open_client(uri)
@@ -142,9 +142,10 @@ def _sqlite_tables(path):
 
 
 @contextlib.contextmanager
-def _one_creator_at_a_time(path):
-    # an exclusive lock on the store's folder (no lock file left behind), held while the store is
-    # checked and MLflow creates its tables; a folder that cannot be locked goes unlocked
+def _folder_locked(path, exclusive):
+    # a lock on the store's folder (no lock file left behind), held while the store is checked and
+    # MLflow opens it: exclusive where it may create its tables, shared for a reader (which then
+    # never sees a store half-created); a folder that cannot be locked goes unlocked
     try:
         folder = os.open(os.path.dirname(path) or ".", os.O_RDONLY)
     except OSError:
@@ -152,7 +153,7 @@ def _one_creator_at_a_time(path):
         return
     try:
         with contextlib.suppress(OSError):
-            fcntl.flock(folder, fcntl.LOCK_EX)
+            fcntl.flock(folder, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
         yield
     finally:
         os.close(folder)  # closing releases the lock

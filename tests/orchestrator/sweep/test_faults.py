@@ -309,7 +309,8 @@ def _interrupted_spec():
         search={"algorithm": "random", "num_samples": INTERRUPTED_SAMPLES},
         resources={"cpus_per_worker": 2},  # one trial at a time on a 2-CPU machine
     )
-    spec["train"]["epochs"] = 24
+    spec["train"]["epochs"] = 8
+    spec["data"] = SLOW_TRIAL["data"] | {"n_samples": 5000}  # TEMPORARY, for a run on a loaded machine
     return spec
 
 
