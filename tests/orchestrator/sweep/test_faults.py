@@ -309,8 +309,7 @@ def _interrupted_spec():
         search={"algorithm": "random", "num_samples": INTERRUPTED_SAMPLES},
         resources={"cpus_per_worker": 2},  # one trial at a time on a 2-CPU machine
     )
-    spec["train"]["epochs"] = 8
-    spec["data"] = SLOW_TRIAL["data"] | {"n_samples": 5000}  # TEMPORARY, for a run on a loaded machine
+    spec["train"]["epochs"] = 24
     return spec
 
 
@@ -409,10 +408,11 @@ def test_an_interrupted_sweep_resumes_where_it_stopped(start_accelsweep, in_tmp_
 
 
 def _faulted_spec(**sections):
-    # a second trial part way is all these need: fewer, shorter epochs than the interrupted sweep's
+    # a second trial part way is all these need: half the data and epochs of the interrupted sweep
+    # (a trial still outlasts Tune's 2 s state saves on a quiet machine)
     spec = _interrupted_spec() | {"name": "faulted"} | sections
-    spec["data"] = SLOW_TRIAL["data"] | {"n_samples": 5000}
-    spec["train"]["epochs"] = 8
+    spec["data"] = SLOW_TRIAL["data"] | {"n_samples": 10000}
+    spec["train"]["epochs"] = 12
     return spec
 
 
