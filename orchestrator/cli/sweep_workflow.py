@@ -80,7 +80,7 @@ def resumable_on_interrupt(client, parent_id: str, spec):
     """Ctrl-C or SIGTERM ends the sweep where it is, like a killed driver: Tune's state (saved
     every few seconds) and the MLflow runs so far are kept, and `accelsweep resume` picks them up.
     A results folder deleted or a full disk (`orchestrator.sweep.faults`) ends it the same way,
-    its parent run marked FAILED.
+    its parent run marked FAILED (and, the folder deleted, its running trials' runs too).
 
     Args:
         client: the tracking client.
@@ -96,6 +96,7 @@ def resumable_on_interrupt(client, parent_id: str, spec):
         ...     tuner.run_sweep(spec, data, callbacks, results_path, search_alg)
     """
     from orchestrator.sweep.faults import SweepFault
+    from orchestrator.tracking import store
 
     terminated = []
 
@@ -114,7 +115,7 @@ def resumable_on_interrupt(client, parent_id: str, spec):
             exit_code=(128 + signal.SIGTERM) if terminated else 130,
         ) from None
     except SweepFault as fault:
-        client.set_terminated(parent_id, status="FAILED")
+        store.finish_sweep_run(client, parent_id, "FAILED", running_trials=None if fault.resumable else "FAILED")
         kept = f"the trials that finished are kept in MLflow run {parent_id}"
         then = f"free some space, then continue with: accelsweep resume {spec.name}" if fault.resumable else "it cannot be resumed"
         raise SweepFailed(f"{fault}; the sweep stopped ({kept}); {then}") from None

@@ -23,6 +23,7 @@ from orchestrator.tracking.tags import (
     EXPERIMENT_KIND_TAG,
     KIND_TAG,
     MODEL_TRAINING,
+    PARENT_TAG,
     RESULTS_PATH_TAG,
     SWEEP_TAG,
 )
@@ -211,17 +212,24 @@ def find_sweep_by_results_path(client: MlflowClient, results_path: str):
     return runs[0]
 
 
-def finish_sweep_run(client: MlflowClient, parent_id: str, status: str = "FINISHED") -> None:
+def finish_sweep_run(client: MlflowClient, parent_id: str, status: str = "FINISHED", running_trials: str | None = None) -> None:
     """Mark the sweep's parent run as ended.
 
     Args:
         client: the tracking client.
         parent_id: the parent run's id.
         status: "FINISHED", "FAILED" or "KILLED".
+        running_trials: a status for its trials' runs still RUNNING (a sweep that cannot be
+            resumed), or None to leave them for `accelsweep resume`.
 
     Example:
         >>> finish_sweep_run(client, parent_id)  # doctest: +SKIP
     """
+    if running_trials:
+        experiment_id = client.get_run(parent_id).info.experiment_id
+        running = f"tags.{PARENT_TAG} = {quoted(parent_id)} and attributes.status = 'RUNNING'"
+        for run in client.search_runs([experiment_id], filter_string=running):
+            client.set_terminated(run.info.run_id, status=running_trials)
     client.set_terminated(parent_id, status=status)
 
 

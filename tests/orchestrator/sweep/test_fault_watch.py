@@ -16,6 +16,7 @@ from orchestrator.config.loading import parse_spec
 from orchestrator.sweep import faults
 from orchestrator.sweep.faults import FaultWatch, SweepFault
 from orchestrator.tracking import store
+from orchestrator.tracking.tags import PARENT_TAG
 
 
 def test_a_results_folder_deleted_or_replaced_is_a_fault_that_cannot_be_resumed(tmp_path):
@@ -78,6 +79,15 @@ def test_a_fault_marks_the_sweep_failed_and_says_whether_resume_can_go_on(sweep_
     assert str(failed.value).startswith(f"disk full at {tmp_path}; the sweep stopped (the trials that finished are kept")
     assert str(failed.value).endswith("free some space, then continue with: accelsweep resume watched")
     assert client.get_run(parent_id).info.status == "FAILED"
+
+
+def test_a_fault_that_cannot_be_resumed_fails_the_running_trials_runs_too(sweep_run, tmp_path):
+    client, parent_id, spec = sweep_run
+    trial = client.create_run(client.get_run(parent_id).info.experiment_id, tags={PARENT_TAG: parent_id})
+    with pytest.raises(sweep_workflow.SweepFailed, match="it cannot be resumed$"):
+        with sweep_workflow.resumable_on_interrupt(client, parent_id, spec):
+            raise SweepFault(f"the results folder {tmp_path} was deleted during the sweep", resumable=False)
+    assert [client.get_run(run_id).info.status for run_id in (parent_id, trial.info.run_id)] == ["FAILED", "FAILED"]
 
 
 def test_sigterm_ends_the_sweep_as_ctrl_c_does(sweep_run):
