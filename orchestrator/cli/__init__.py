@@ -55,8 +55,8 @@ def _run(args):
         _print_error(str(error))
         return 2
     except UserInterrupt as interrupt:
-        print(interrupt, file=sys.stderr)
-        return 130
+        _print_error(str(interrupt))
+        return interrupt.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -1,13 +1,30 @@
-"""The steps `run` and `resume` share: connect Ray and the store, keep Ctrl-C resumable, conclude."""
+"""The steps `run` and `resume` share: connect Ray and the store, keep Ctrl-C and SIGTERM resumable, conclude."""
 
 import contextlib
 import logging
+import os
+import signal
+
+from orchestrator.errors import UserError
 
 logger = logging.getLogger("accelsweep")
 
 
 class UserInterrupt(Exception):
-    """Ctrl-C during a sweep; the message says how to continue."""
+    """Ctrl-C or SIGTERM during a sweep; the message says how to continue.
+
+    Args:
+        message: what happened and how to continue.
+        exit_code: the command's exit code (128 + the signal's number).
+    """
+
+    def __init__(self, message: str, exit_code: int = 130):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+class SweepFailed(UserError):
+    """The sweep stopped on a fault of where it keeps its state; the message says which."""
 
 
 def connect_ray(spec, args) -> None:
@@ -46,7 +63,12 @@ def connect_store(spec, spec_path: str):
     from orchestrator.config.schema import SpecError
     from orchestrator.tracking import store
 
-    key = "tracking.uri" if spec.tracking.uri else "tracking.uri (from MLFLOW_TRACKING_URI)"
+    if spec.tracking.uri:
+        key = "tracking.uri"
+    elif os.environ.get("MLFLOW_TRACKING_URI"):
+        key = "tracking.uri (from MLFLOW_TRACKING_URI)"
+    else:
+        key = f"tracking.uri (unset: the default {spec.tracking_uri})"
     try:
         return store.connect(spec.tracking_uri)
     except store.TrackingError as error:
@@ -55,26 +77,50 @@ def connect_store(spec, spec_path: str):
 
 @contextlib.contextmanager
 def resumable_on_interrupt(client, parent_id: str, spec):
-    """Ctrl-C ends the sweep where it is, like a killed driver: Tune's state (saved every few
-    seconds) and the MLflow runs so far are kept, and `accelsweep resume` picks them up.
+    """Ctrl-C or SIGTERM ends the sweep where it is, like a killed driver: Tune's state (saved
+    every few seconds) and the MLflow runs so far are kept, and `accelsweep resume` picks them up.
+    A results folder deleted or a full disk (`orchestrator.sweep.faults`) ends it the same way,
+    its parent run marked FAILED (and, the folder deleted, its running trials' runs too).
 
     Args:
         client: the tracking client.
-        parent_id: the sweep's parent run id (marked KILLED on Ctrl-C).
+        parent_id: the sweep's parent run id (marked KILLED on Ctrl-C or SIGTERM).
         spec: the sweep's spec (its name goes in the message).
 
     Raises:
-        UserInterrupt: on Ctrl-C, saying how to continue.
+        UserInterrupt: on Ctrl-C or SIGTERM, saying how to continue.
+        SweepFailed: on a fault, saying what happened and whether `resume` can go on.
 
     Example:
         >>> with resumable_on_interrupt(client, parent_id, spec):  # doctest: +SKIP
         ...     tuner.run_sweep(spec, data, callbacks, results_path, search_alg)
     """
+    from orchestrator.sweep.faults import SweepFault
+    from orchestrator.tracking import store
+
+    terminated = []
+
+    def on_sigterm(signum, frame):  # Ray's own handler would tear its processes down under the driver
+        terminated.append(signum)
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, on_sigterm)
     try:
         yield
     except KeyboardInterrupt:
         client.set_terminated(parent_id, status="KILLED")
-        raise UserInterrupt(f"interrupted; the sweep's state is saved. Continue with: accelsweep resume {spec.name}") from None
+        cause = "terminated (SIGTERM)" if terminated else "interrupted"
+        raise UserInterrupt(
+            f"{cause}; the sweep's state is saved. Continue with: accelsweep resume {spec.name}",
+            exit_code=(128 + signal.SIGTERM) if terminated else 130,
+        ) from None
+    except SweepFault as fault:
+        store.finish_sweep_run(client, parent_id, "FAILED", running_trials=None if fault.resumable else "FAILED")
+        kept = f"the trials that finished are kept in MLflow run {parent_id}"
+        then = f"free some space, then continue with: accelsweep resume {spec.name}" if fault.resumable else "it cannot be resumed"
+        raise SweepFailed(f"{fault}; the sweep stopped ({kept}); {then}") from None
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def conclude(spec, client, parent_id: str, trial_logger, search_front: list[str] | None) -> int:

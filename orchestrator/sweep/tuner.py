@@ -9,7 +9,7 @@ from ray.tune.search import Searcher
 from orchestrator.config.schema import Spec
 from orchestrator.sweep.resources import max_concurrent_trials, trial_resources
 from orchestrator.sweep.search import param_space, sampled_trials, scheduler
-from orchestrator.sweep import teacher
+from orchestrator.sweep import faults, teacher
 from orchestrator.sweep.trial_driver import checkpoint_dir_of, trial_driver
 from orchestrator.sweep.trial_logger import TrialLogger
 from trainers.data import Dataset
@@ -29,6 +29,9 @@ def run_sweep(spec: Spec, data: Dataset, callbacks: list, results_path: str, sea
     Returns:
         Tune's result grid.
 
+    Raises:
+        SweepFault: the results folder was deleted or its disk filled up (`orchestrator.sweep.faults`).
+
     A sweep whose trials distill from its baseline gets its teacher store and publisher here
     (`orchestrator.sweep.teacher`).
 
@@ -38,6 +41,7 @@ def run_sweep(spec: Spec, data: Dataset, callbacks: list, results_path: str, sea
     teacher_store = teacher.start_store(results_path) if teacher.sweep_needs_teacher(spec) else None
     if teacher_store is not None:
         callbacks = [*callbacks, teacher.TeacherPublisher(spec, results_path, checkpoint_dir_of)]
+    watch = faults.FaultWatch(results_path)
     tuner = tune.Tuner(
         _trainable(spec, data, results_path),
         param_space=param_space(spec),
@@ -54,13 +58,14 @@ def run_sweep(spec: Spec, data: Dataset, callbacks: list, results_path: str, sea
         run_config=tune.RunConfig(
             name=os.path.basename(results_path),
             storage_path=os.path.dirname(results_path),
-            callbacks=callbacks,
+            callbacks=[watch, *callbacks],  # first: it stops before the others write
             verbose=0,
             failure_config=tune.FailureConfig(max_failures=spec.resources.max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
         ),
     )
-    grid = tuner.fit()
+    with faults.watched(watch):
+        grid = tuner.fit()
     del teacher_store  # held until the trials are done: Ray ends an actor once no handle is left
     return grid
 
@@ -89,7 +94,9 @@ def resume_sweep(spec: Spec, data: Dataset, results_path: str):
     # Tune restores the run config (and so our callbacks, with their state) from its own pickle;
     # it offers no public way to read it back.
     callbacks = tuner._local_tuner.get_run_config().callbacks
-    tuner.fit()
+    watch = next((callback for callback in callbacks if isinstance(callback, faults.FaultWatch)), faults.FaultWatch(results_path))
+    with faults.watched(watch):
+        tuner.fit()
     del teacher_store  # held until the trials are done: Ray ends an actor once no handle is left
     return next(callback for callback in callbacks if isinstance(callback, TrialLogger))
 

@@ -1,8 +1,14 @@
 """The MLflow store: connect, one parent run per sweep, finding a sweep again, and the spec it ran."""
 
+import contextlib
+import errno
+import fcntl
 import json
 import os
+import sqlite3
+import stat
 import tempfile
+import urllib.parse
 
 import yaml
 from mlflow.entities import Param
@@ -17,10 +23,20 @@ from orchestrator.tracking.tags import (
     EXPERIMENT_KIND_TAG,
     KIND_TAG,
     MODEL_TRAINING,
+    PARENT_TAG,
     RESULTS_PATH_TAG,
     SWEEP_TAG,
 )
 from orchestrator.tracking.trial_runs import flatten, param_text
+
+
+SQLITE_PREFIX = "sqlite:///"
+SQLITE_HEADER = b"SQLite format 3\x00"
+"""The first 16 bytes of every sqlite database file."""
+MLFLOW_TABLES = {"alembic_version", "experiments", "runs"}
+"""Tables every MLflow store has; a database with tables but not these is another program's."""
+LOCK_WAIT_S = 5.0
+"""How long a look at a local store waits for another process's write lock."""
 
 
 class TrackingError(UserError):
@@ -30,30 +46,124 @@ class TrackingError(UserError):
 def connect(uri: str, create: bool = True) -> MlflowClient:
     """A client for the tracking store at `uri`, checked by a real read.
 
+    A local sqlite file is looked at first, read-only: MLflow creates and migrates its tables in
+    whatever sqlite file it is given, so a file that is not an MLflow store (another program's
+    database, not sqlite at all, a FIFO, a device) is refused untouched. A new store is created
+    by one process at a time (two sweeps starting together would both create its tables).
+
     Args:
         uri: an MLflow tracking URI (sqlite:///file.db, http://host:5000, a directory).
-        create: whether a missing local sqlite file may be created (False: reading only).
+        create: whether a missing or empty local sqlite store may be created (False: reading only).
 
     Returns:
         The client.
 
     Raises:
-        TrackingError: the store cannot be reached.
+        TrackingError: the store cannot be reached, or is not an MLflow store.
 
     Example:
         >>> client = connect("sqlite:///mlflow.db")
     """
-    if not create and uri.startswith("sqlite:///") and not os.path.exists(uri.removeprefix("sqlite:///")):
-        raise TrackingError(f"no MLflow store at {uri!r} (set --uri or MLFLOW_TRACKING_URI)")
     # a server that is down should be noticed in seconds (the sweep buffers writes), not minutes
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+    path = sqlite_path(uri)
+    if path is None:
+        return _open_client(uri)
+    with _folder_locked(path, exclusive=create):
+        existed = _check_sqlite_store(uri, path, create)
+        try:
+            return _open_client(uri)
+        except TrackingError:
+            if not existed:  # nothing half-made left behind (a full disk, say)
+                for leftover in (path, f"{path}-journal"):
+                    with contextlib.suppress(OSError):
+                        os.remove(leftover)
+            raise
+
+
+def sqlite_path(uri: str) -> str | None:
+    """The file of a local sqlite tracking URI, or None for any other kind of store.
+
+    Example:
+        >>> sqlite_path("sqlite:///runs/mlflow.db?timeout=20"), sqlite_path("http://127.0.0.1:5000")
+        ('runs/mlflow.db', None)
+    """
+    if not uri.startswith(SQLITE_PREFIX):
+        return None
+    return uri.removeprefix(SQLITE_PREFIX).split("?", 1)[0] or None
+
+
+def _open_client(uri):
     try:
         client = MlflowClient(tracking_uri=uri)
         client.search_experiments(max_results=1)
     except Exception as error:  # MLflow raises many kinds: connection, SQL, permissions
-        raise TrackingError(f"cannot reach the MLflow tracking store {uri!r}: {error}") from None
+        text = str(error).strip()
+        if "disk is full" in text or getattr(error, "errno", None) == errno.ENOSPC:
+            raise TrackingError(f"disk full at {sqlite_path(uri) or uri}: cannot write the MLflow store {uri!r}") from None
+        first_line = text.splitlines()[0] if text else type(error).__name__  # SQLAlchemy appends the SQL and a link
+        raise TrackingError(f"cannot reach the MLflow tracking store {uri!r}: {first_line}") from None
     return client
+
+
+def _check_sqlite_store(uri, path, create):
+    # True when the file holds something already (an MLflow store, or an empty sqlite database)
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        if not create:
+            raise TrackingError(f"no MLflow store at {uri!r} (set --uri or MLFLOW_TRACKING_URI)") from None
+        return False
+    except OSError as error:
+        raise TrackingError(f"cannot read the MLflow store {uri!r}: {error.strerror}") from None
+    if not stat.S_ISREG(mode):
+        raise TrackingError(f"{path} is {_file_kind(mode)}, not an MLflow store (an sqlite file): set --uri or MLFLOW_TRACKING_URI")
+    with open(path, "rb") as file:
+        head = file.read(len(SQLITE_HEADER))
+    if head and head != SQLITE_HEADER:
+        raise TrackingError(f"{path} is not an sqlite database (it starts with {head[:8]!r}), so not an MLflow store; left untouched")
+    tables = _sqlite_tables(path) if head else set()
+    if tables and not MLFLOW_TABLES <= tables:
+        shown = ", ".join(sorted(tables)[:5]) + (", ..." if len(tables) > 5 else "")
+        raise TrackingError(f"{path} is another program's sqlite database (tables: {shown}), not an MLflow store; left untouched")
+    if not tables and not create:
+        raise TrackingError(f"no MLflow store at {uri!r}: {path} is an empty file (set --uri or MLFLOW_TRACKING_URI)")
+    return True
+
+
+def _sqlite_tables(path):
+    try:  # mode=ro: looking never writes, not even a journal
+        with contextlib.closing(sqlite3.connect(f"file:{urllib.parse.quote(path)}?mode=ro", uri=True, timeout=LOCK_WAIT_S)) as db:
+            return {row[0] for row in db.execute("select name from sqlite_master where type = 'table'")}
+    except sqlite3.DatabaseError as error:
+        if "locked" in str(error):
+            raise TrackingError(f"{path} is locked by another process (waited {LOCK_WAIT_S:g} s); try again when it is done") from None
+        raise TrackingError(f"{path} is not a readable sqlite database ({error}), so not an MLflow store; left untouched") from None
+
+
+@contextlib.contextmanager
+def _folder_locked(path, exclusive):
+    # a lock on the store's folder (no lock file left behind), held while the store is checked and
+    # MLflow opens it: exclusive where it may create its tables, shared for a reader (which then
+    # never sees a store half-created); a folder that cannot be locked goes unlocked
+    try:
+        folder = os.open(os.path.dirname(path) or ".", os.O_RDONLY)
+    except OSError:
+        yield
+        return
+    try:
+        with contextlib.suppress(OSError):
+            fcntl.flock(folder, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        yield
+    finally:
+        os.close(folder)  # closing releases the lock
+
+
+def _file_kind(mode):
+    kinds = {stat.S_ISDIR: "a directory", stat.S_ISFIFO: "a FIFO", stat.S_ISCHR: "a character device",
+             stat.S_ISBLK: "a block device", stat.S_ISSOCK: "a socket"}  # fmt: skip
+    return next((kind for test, kind in kinds.items() if test(mode)), "not a regular file")
 
 
 def start_sweep_run(client: MlflowClient, spec: Spec, spec_text: str, results_path: str) -> str:
@@ -102,17 +212,24 @@ def find_sweep_by_results_path(client: MlflowClient, results_path: str):
     return runs[0]
 
 
-def finish_sweep_run(client: MlflowClient, parent_id: str, status: str = "FINISHED") -> None:
+def finish_sweep_run(client: MlflowClient, parent_id: str, status: str = "FINISHED", running_trials: str | None = None) -> None:
     """Mark the sweep's parent run as ended.
 
     Args:
         client: the tracking client.
         parent_id: the parent run's id.
         status: "FINISHED", "FAILED" or "KILLED".
+        running_trials: a status for its trials' runs still RUNNING (a sweep that cannot be
+            resumed), or None to leave them for `accelsweep resume`.
 
     Example:
         >>> finish_sweep_run(client, parent_id)  # doctest: +SKIP
     """
+    if running_trials:
+        experiment_id = client.get_run(parent_id).info.experiment_id
+        running = f"tags.{PARENT_TAG} = {quoted(parent_id)} and attributes.status = 'RUNNING'"
+        for run in client.search_runs([experiment_id], filter_string=running):
+            client.set_terminated(run.info.run_id, status=running_trials)
     client.set_terminated(parent_id, status=status)
 
 

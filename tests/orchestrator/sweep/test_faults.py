@@ -1,6 +1,7 @@
-"""Faults, with real processes: a training worker killed mid-trial, the driver stopped by Ctrl-C
-or SIGKILL and resumed, a diverging trial, inputs that must fail before any trial starts, and an
-MLflow tracking server that goes away mid-sweep and comes back.
+"""Faults, with real processes: a training worker killed mid-trial, the driver stopped by Ctrl-C,
+SIGTERM or SIGKILL and resumed, the results folder deleted or its disk filled mid-sweep, two
+sweeps started together on a new store, a diverging trial, inputs that must fail before any
+trial starts, and an MLflow tracking server that goes away mid-sweep and comes back.
 
 Every sweep here runs `accelsweep` as a subprocess in its own session; its process tree is watched
 (from /proc) so that the Ray processes it started, and only those, can be found and cleaned up.
@@ -10,6 +11,8 @@ Malformed data ends `run` before Ray or MLflow start: those cases run `main` in 
 
 import contextlib
 import os
+import re
+import shutil
 import signal
 import socket
 import sqlite3
@@ -195,8 +198,8 @@ def _mtime(path):
         return None
 
 
-def _tune_state_saved_after(cwd, moment):
-    states = cwd.glob("accelsweep_results/*/experiment_state*.json")
+def _tune_state_saved_after(results_dir, moment):
+    states = results_dir.glob("*/experiment_state*.json")
     return any(state.stat().st_mtime > moment for state in states)
 
 
@@ -240,9 +243,10 @@ def _steps(client, run_id, key="val_accuracy"):
     return [metric.step for metric in client.get_metric_history(run_id, key)]
 
 
-def _assert_complete_trial(client, child, epochs):
+def _assert_complete_trial(client, child, epochs, measured=True):
     assert child.info.status == "FINISHED", child.data.tags
-    missing = [key for key in FINAL_METRICS if key not in child.data.metrics]
+    expected = FINAL_METRICS if measured else set(FINAL_METRICS) - {"latency_ms", "latency_p95_ms"}
+    missing = [key for key in expected if key not in child.data.metrics]
     assert not missing, missing
     assert _steps(client, child.info.run_id) == list(range(1, epochs + 1))
     assert {artifact.path for artifact in client.list_artifacts(child.info.run_id, "model")} == MODEL_FILES
@@ -296,8 +300,12 @@ def test_a_killed_worker_resumes_its_trial_from_the_last_checkpoint_in_the_same_
 # ---------------------------------------------------------------- the driver is interrupted
 
 
-INTERRUPTED_SAMPLES = 2
-LINGERING_AFTER = {signal.SIGINT: set(), signal.SIGKILL: {"ray::DashboardAgent", "ray::RuntimeEnvAgent"}}
+INTERRUPTED_SAMPLES = 3
+LINGERING_AFTER = {
+    signal.SIGINT: set(),
+    signal.SIGTERM: set(),
+    signal.SIGKILL: {"ray::DashboardAgent", "ray::RuntimeEnvAgent"},
+}
 """The Ray processes that may outlive a driver stopped by each signal. GCS, raylet and workers go
 with the driver. After a SIGKILL, Ray's two agents outlive it: they notice the dead raylet, fail to
 reach the dead GCS and exit about a minute later (seen: 62 s); the README says so."""
@@ -328,29 +336,58 @@ def _snapshot(client, children):
     }
 
 
-def _stop_part_way(sweep, client, finished, stop):
-    """Stop the driver with `stop` once `finished` trials are done and the next is part way, its
-    checkpoints in Tune's saved state (written every 2 s) for a while; returns (what the finished
-    trials logged, the run ids of the trials interrupted, the Ray processes that outlived the driver)."""
+def _done_and_going(sweep, results_dir, finished=1):
+    """Wait for `finished` trials done and the next part way, and for Tune's state (written every 2 s)
+    saved after that; returns the MLflow client, the finished and the running child runs."""
     db = sweep.cwd / "mlflow.db"
-
-    def done_and_going():
-        return _finished_trials(db) >= finished and _running_trials_at_epoch(db, 2)
-
-    sweep.wait_for(done_and_going, f"{finished} trial(s) done, the next at epoch 2")
+    sweep.wait_for(
+        lambda: _finished_trials(db) >= finished and _running_trials_at_epoch(db, 2),
+        f"{finished} trial(s) done, the next at epoch 2",
+    )
     seen_at = time.time()
-    sweep.wait_for(lambda: _tune_state_saved_after(sweep.cwd, seen_at), "Tune's state saved after that")
+    sweep.wait_for(lambda: _tune_state_saved_after(results_dir, seen_at), "Tune's state saved after that")
+    client = MlflowClient(f"sqlite:///{db}")
     _, children = _runs(client)
-    logged = _snapshot(client, [child for child in children if child.info.status == "FINISHED"])
-    interrupted = [child.info.run_id for child in children if child.info.status == "RUNNING"]
-    assert len(logged) == finished and interrupted, "every trial ended before the interruption: make them slower"
-    if stop == signal.SIGINT:
-        os.killpg(sweep.process.pid, signal.SIGINT)  # what Ctrl-C in a terminal sends
-        assert sweep.finish() == 130, sweep.stderr()[-3000:]
-        assert "accelsweep resume interrupted" in sweep.stderr(), sweep.stderr()[-3000:]
-    else:
+    done = [child for child in children if child.info.status == "FINISHED"]
+    running = [child.info.run_id for child in children if child.info.status == "RUNNING"]
+    assert len(done) == finished and running, "every trial ended before the fault: make them slower"
+    return client, done, running
+
+
+def _assert_one_error_line(stderr, *expected):
+    progress = re.compile(r"\d\d:\d\d:\d\d ")  # timestamped log lines such as "Ray local: 2 CPUs"
+    assert "Traceback" not in stderr, stderr[-3000:]
+    lines = [line for line in stderr.strip().splitlines() if not progress.match(line)]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and len(lines[0]) <= 500, stderr[-3000:]
+    for text in expected:
+        assert text in lines[0], (text, lines[0])
+
+
+def _parent_status(client):
+    parents, _ = _runs(client)
+    return [parent.info.status for parent in parents]
+
+
+def _stop_part_way(sweep, finished, stop):
+    """Stop the driver with `stop` once `finished` trials are done and the next is part way, its
+    checkpoints in Tune's saved state for a while; returns (what the finished trials logged, the run
+    ids of the trials interrupted, the Ray processes that outlived the driver)."""
+    client, done, interrupted = _done_and_going(sweep, sweep.cwd / LEFTOVER_RESULTS, finished)
+    logged = _snapshot(client, done)
+    assert "Traceback" not in sweep.stderr(), sweep.stderr()[-3000:]  # a resume handles Tune's checkpoint cleanly
+    if stop == signal.SIGKILL:
         os.kill(sweep.process.pid, signal.SIGKILL)
         sweep.process.wait()
+    else:
+        if stop == signal.SIGINT:
+            os.killpg(sweep.process.pid, signal.SIGINT)  # what Ctrl-C in a terminal sends
+        else:
+            os.kill(sweep.process.pid, signal.SIGTERM)  # what `kill`, systemd, Kubernetes and Slurm send
+        assert sweep.finish() == 128 + stop, sweep.stderr()[-3000:]
+        assert "Continue with: accelsweep resume interrupted" in sweep.stderr(), sweep.stderr()[-3000:]
+        if stop == signal.SIGTERM:  # the driver alone gets it: nothing but the driver's own line
+            _assert_one_error_line(sweep.stderr(), "terminated (SIGTERM)")
+        assert _parent_status(client) == ["KILLED"]
     _wait_until(lambda: set(sweep.survivors().values()) <= LINGERING_AFTER[stop], timeout_s=60)
     orphans = sweep.survivors()
     sweep.kill_everything()  # the resume must not find the old local Ray
@@ -359,16 +396,17 @@ def _stop_part_way(sweep, client, finished, stop):
 
 @pytest.mark.slow
 def test_an_interrupted_sweep_resumes_where_it_stopped(start_accelsweep, in_tmp_path):
-    """Ctrl-C stops `run` after the baseline, a 2nd trial part way; `resume` goes on and is killed
-    (SIGKILL) with 2 trials done, the 3rd part way; a 2nd `resume` finishes: every trial trained
-    once, an interrupted one from its last checkpoint, a finished one never logged again."""
+    """Ctrl-C stops `run` after the baseline, a 2nd trial part way; `resume` goes on and gets SIGTERM
+    with 2 trials done, the 3rd part way; a 2nd `resume` is killed (SIGKILL) with 3 done; a 3rd
+    `resume` finishes: every trial trained once, an interrupted one from its last checkpoint, a
+    finished one never logged again."""
     spec = _interrupted_spec()
     epochs, total = spec["train"]["epochs"], INTERRUPTED_SAMPLES + 1
     client = MlflowClient(f"sqlite:///{in_tmp_path / 'mlflow.db'}")
     sweep = start_accelsweep("run", _write(in_tmp_path / "spec.yaml", spec))
     before, interrupted = {}, []
-    for finished, stop in [(1, signal.SIGINT), (2, signal.SIGKILL)]:
-        logged, stopped, orphans = _stop_part_way(sweep, client, finished, stop)
+    for finished, stop in [(1, signal.SIGINT), (2, signal.SIGTERM), (3, signal.SIGKILL)]:
+        logged, stopped, orphans = _stop_part_way(sweep, finished, stop)
         assert {run_id: logged[run_id] for run_id in before} == before, "trials finished before the interruption were logged again"
         assert set(orphans.values()) <= LINGERING_AFTER[stop], f"Ray processes outlived the driver's {stop.name}: {orphans}"
         before, interrupted = logged, interrupted + stopped
@@ -386,12 +424,13 @@ def test_an_interrupted_sweep_resumes_where_it_stopped(start_accelsweep, in_tmp_
     after = _snapshot(client, [child for child in children if child.info.run_id in before])
     assert after == before, "trials finished before the interruption were logged again"
     resumed_from = {child.info.run_id: child.data.metrics["resumed_from_epoch"] for child in children}
-    assert len(interrupted) == 2 and all(resumed_from[run_id] > 0 for run_id in interrupted), ("restarted from scratch", resumed_from)
+    assert len(interrupted) == 3 and all(resumed_from[run_id] > 0 for run_id in interrupted), ("restarted from scratch", resumed_from)
     rows = results_rows.sweep_rows(client, parents[0])
     assert len(rows) == total and all(row["status"] == "finished" for row in rows)
     assert all(row["trial_id"] in sweep.stdout() for row in rows), sweep.stdout()
 
 
+@pytest.mark.slow
 def test_a_resumed_distilling_sweep_gets_its_teacher_from_the_restored_baseline(start_accelsweep, in_tmp_path):
     # the baseline finishes, the distilling trial is part way when Ctrl-C stops the driver; the
     # resumed sweep has a new, empty teacher store: the publisher must fill it from the restored
@@ -405,9 +444,7 @@ def test_a_resumed_distilling_sweep_gets_its_teacher_from_the_restored_baseline(
     spec["train"]["epochs"] = 60  # digits epochs take milliseconds: enough of them to stop one part way
     sweep = start_accelsweep("run", _write(in_tmp_path / "spec.yaml", spec))
     db = in_tmp_path / "mlflow.db"
-    sweep.wait_for(lambda: _finished_trials(db) >= 1 and _running_trials_at_epoch(db, 2), "the baseline done, the student at epoch 2")
-    seen_at = time.time()
-    sweep.wait_for(lambda: _tune_state_saved_after(in_tmp_path, seen_at), "Tune's state saved after that")
+    _done_and_going(sweep, in_tmp_path / LEFTOVER_RESULTS)
     os.killpg(sweep.process.pid, signal.SIGINT)
     assert sweep.finish() == 130, sweep.stderr()[-3000:]
     _wait_until(lambda: not sweep.survivors(), timeout_s=60)
@@ -428,6 +465,93 @@ def test_a_resumed_distilling_sweep_gets_its_teacher_from_the_restored_baseline(
     _assert_complete_trial(client, run, spec["train"]["epochs"])
     assert run.data.metrics["resumed_from_epoch"] > 0  # resumed from its checkpoint, teacher and all
     assert run.data.tags[f"{NOTE_TAG_PREFIX}teacher"].endswith("teacher.pt")
+
+
+
+# ---------------------------------------------------------------- where the sweep keeps its state fails
+
+
+def _faulted_spec(**sections):
+    # a second trial part way is all these need: half the data and epochs of the interrupted sweep
+    # (a trial still outlasts Tune's 2 s state saves on a quiet machine)
+    spec = _interrupted_spec() | {"name": "faulted"} | sections
+    spec["data"] = SLOW_TRIAL["data"] | {"n_samples": 10000}
+    spec["train"]["epochs"] = 12
+    return spec
+
+
+@pytest.mark.slow
+def test_a_results_folder_deleted_mid_sweep_ends_it_in_one_line(start_accelsweep, in_tmp_path):
+    spec = _faulted_spec()
+    sweep = start_accelsweep("run", _write(in_tmp_path / "spec.yaml", spec))
+    client, finished, running = _done_and_going(sweep, in_tmp_path / LEFTOVER_RESULTS)
+    (folder,) = (in_tmp_path / LEFTOVER_RESULTS).glob("faulted-*")  # Tune keeps a marker file beside it
+    while folder.exists():  # Tune writes into it meanwhile
+        shutil.rmtree(folder, ignore_errors=True)
+    assert sweep.finish() == 2, sweep.stderr()[-3000:]
+    _assert_one_error_line(sweep.stderr(), f"the results folder {folder} was deleted during the sweep", "cannot be resumed")
+    assert _parent_status(client) == ["FAILED"]
+    for child in finished:  # as trained: the quiet latency measurement comes after the sweep, which stopped
+        _assert_complete_trial(client, client.get_run(child.info.run_id), spec["train"]["epochs"], measured=False)
+    assert [client.get_run(run_id).info.status for run_id in running] == ["FAILED"] * len(running)  # no resume for them
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 64 MB tmpfs in tmp_path (needs root and a kernel that lets it mount); unmounted at the end."""
+    disk = tmp_path / "small_disk"
+    disk.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(disk)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs for a disk to fill: {mounted.stderr.decode().strip()}")
+    yield disk
+    subprocess.run(["umount", "--lazy", str(disk)], check=True)
+
+
+def _fill(disk):
+    with contextlib.suppress(OSError), open(disk / "filler", "wb") as filler:
+        while True:
+            filler.write(bytes(2**20))
+            filler.flush()
+
+
+@pytest.mark.slow
+def test_a_disk_filling_mid_sweep_ends_it_in_one_line_and_resume_goes_on(start_accelsweep, in_tmp_path, small_disk):
+    spec = _faulted_spec(ray={"storage_path": str(small_disk)})  # the MLflow store stays on the big disk
+    epochs, total = spec["train"]["epochs"], INTERRUPTED_SAMPLES + 1
+    sweep = start_accelsweep("run", _write(in_tmp_path / "spec.yaml", spec))
+    client, finished, running = _done_and_going(sweep, small_disk)
+    before = _snapshot(client, finished)
+    _fill(small_disk)
+    assert sweep.finish() == 2, sweep.stderr()[-3000:]
+    _assert_one_error_line(sweep.stderr(), f"disk full at {small_disk}/faulted-", "continue with: accelsweep resume faulted")
+    assert _parent_status(client) == ["FAILED"]
+    sweep.kill_everything()  # the resume must not find the old local Ray
+
+    (small_disk / "filler").unlink()
+    resumed = start_accelsweep("resume", "faulted", "--spec", "spec.yaml")  # its own ray.storage_path: vouched for
+    assert resumed.finish() == 0, resumed.stderr()[-3000:]
+    assert "Traceback" not in resumed.stderr(), resumed.stderr()[-3000:]
+    assert _parent_status(client) == ["FINISHED"]
+    _, children = _runs(client)
+    assert len(children) == total
+    for child in children:
+        _assert_complete_trial(client, child, epochs)
+    assert _snapshot(client, [child for child in children if child.info.run_id in before]) == before, "finished trials were retrained"
+    assert all(client.get_run(run_id).data.metrics["resumed_from_epoch"] > 0 for run_id in running)
+
+
+@pytest.mark.slow
+def test_two_sweeps_started_together_on_a_new_store_both_finish(start_accelsweep, in_tmp_path):
+    names = ("twin-a", "twin-b")  # one trial each, the baseline; the store is created by whichever comes first
+    sweeps = [start_accelsweep("run", _write(in_tmp_path / f"{name}.yaml", _spec(name))) for name in names]
+    assert [sweep.finish() for sweep in sweeps] == [0, 0], [sweep.stderr()[-2000:] for sweep in sweeps]
+    client = MlflowClient(f"sqlite:///{in_tmp_path / 'mlflow.db'}")
+    parents, children = _runs(client)
+    assert sorted((parent.info.run_name, parent.info.status) for parent in parents) == [(name, "FINISHED") for name in names]
+    assert len(children) == 2
+    for child in children:
+        _assert_complete_trial(client, child, _spec("twin")["train"]["epochs"])
 
 
 # ---------------------------------------------------------------- a trial diverges
