@@ -311,7 +311,7 @@ def training_steps(recipe: TrialRecipe, data: Dataset, trained_path: str, steps:
     optimizer = _make_optimizer(recipe, techniques.param_groups(model, configs))
     scaler = techniques.grad_scaler(configs, device)
     first = slice(0, recipe.batch_size)
-    trained, _ = _training_module(model, optimizer, configs, 1, device, x[first], y[first])
+    trained, _ = _training_module(model, optimizer, configs, 1, device, x[first], y[first], meter=None)  # one worker: nothing sent
     shard = (torch.arange(steps * recipe.batch_size) % len(x)).to(device)
     steps_per_epoch = math.ceil(len(x) / recipe.batch_size)
 
