@@ -543,8 +543,9 @@ def _training_rows(data, recipe, rank, world_size, device):
 
         def model_inputs(batches):
             for x, y in batches:
-                with torch.no_grad():
-                    yield preprocess(x.to(device)), y.to(device)
+                with torch.no_grad():  # closed before the yield: the consumer's steps need gradients
+                    inputs = preprocess(x.to(device))
+                yield inputs, y.to(device)
 
         first = next(model_inputs([(data.x_train[: recipe.batch_size], data.y_train[: recipe.batch_size])]))
         return _TrainingRows(

@@ -37,6 +37,7 @@ class ParquetSource:
         input_shape: one raw example's shape.
         num_classes: from the spec, else the label statistics' maximum + 1.
         n_rows: rows in each split's files (with `split_from_seed`: all rows under "train").
+        row_groups: each split's (file, row group index) pairs, the units Ray Data reads.
         size_bytes: the files' uncompressed size, from their footers.
         val_fraction, test_fraction, seed: the split made from the seed.
 
@@ -54,10 +55,26 @@ class ParquetSource:
     input_shape: tuple
     num_classes: int
     n_rows: dict
+    row_groups: dict
     size_bytes: int
     val_fraction: float = 0.1
     test_fraction: float = 0.2
     seed: int = 0
+
+    @property
+    def n_val(self) -> int:
+        """Validation rows: the file's count, or (split from the seed) the expected count."""
+        return self.n_rows["val"] if not self.split_from_seed else round(self.n_rows["train"] * self.val_fraction)
+
+    @property
+    def n_test(self) -> int:
+        """Test rows: the file's count, or (split from the seed) the expected count."""
+        return self.n_rows["test"] if not self.split_from_seed else round(self.n_rows["train"] * self.test_fraction)
+
+    @property
+    def n_train(self) -> int:
+        """Training rows: the file's count, or (split from the seed) the expected count."""
+        return self.n_rows["train"] - (self.n_val + self.n_test if self.split_from_seed else 0)
 
     @property
     def list_column(self) -> bool:
@@ -119,6 +136,7 @@ def inspect_parquet(data: dict, seed: int) -> ParquetSource:
         input_shape=input_shape,
         num_classes=num_classes,
         n_rows={split: sum(footers[path].num_rows for path in paths) for split, paths in files.items()},
+        row_groups={split: [(path, group) for path in paths for group in range(footers[path].num_row_groups)] for split, paths in files.items()},
         size_bytes=sum(_uncompressed_bytes(footer) for footer in footers.values()),
         val_fraction=data.get("val_fraction", 0.1),
         test_fraction=data.get("test_fraction", 0.2),

@@ -15,7 +15,9 @@ def load_data(spec: Spec, spec_path: str):
         spec_path: the spec's file, named in messages.
 
     Returns:
-        The loaded data set (a trainers.data.Dataset).
+        The loaded data set (a trainers.data.Dataset), or for a streaming source its
+        `orchestrator.config.parquet.ParquetSource`, checked from file metadata and a few rows
+        (`orchestrator.sweep.streaming.open_streamed` streams it once Ray runs).
 
     Raises:
         SpecError: the data or the model cannot be loaded, a swept technique value cannot apply
@@ -25,13 +27,7 @@ def load_data(spec: Spec, spec_path: str):
     Example:
         >>> data = load_data(load_spec("search_spaces/quickstart.yaml"), "quickstart.yaml")  # doctest: +SKIP
     """
-    from trainers.data import DataError, load_dataset  # torch and sklearn: only when data is needed
-
-    fields = spec.data.model_dump(exclude={"source", "path"})
-    try:
-        data = load_dataset(spec.data.source, spec.data.path, seed=spec.train.seed, **fields)
-    except DataError as error:
-        raise SpecError(f"{spec_path}: data: {error}") from None
+    data = _streaming_source(spec, spec_path) if spec.data.source == "parquet" else _loaded(spec, spec_path)
     from trainers.models import ModelError, build_model
 
     try:
@@ -49,6 +45,25 @@ def load_data(spec: Spec, spec_path: str):
     if spec.train.teacher_path:
         _check_teacher(spec.train.teacher_path, spec_path, model)
     return data
+
+
+def _loaded(spec, spec_path):
+    from trainers.data import DataError, load_dataset  # torch and sklearn: only when data is needed
+
+    fields = spec.data.model_dump(exclude={"source", "path", "train_path", "val_path", "test_path"})
+    try:
+        return load_dataset(spec.data.source, spec.data.path, seed=spec.train.seed, **fields)
+    except DataError as error:
+        raise SpecError(f"{spec_path}: data: {error}") from None
+
+
+def _streaming_source(spec, spec_path):
+    from orchestrator.config.parquet import ParquetError, inspect_parquet
+
+    try:
+        return inspect_parquet(spec.data.model_dump(), seed=spec.train.seed)
+    except ParquetError as error:
+        raise SpecError(f"{spec_path}: data: {error}") from None
 
 
 def _check_techniques_apply(spec, spec_path, model):
