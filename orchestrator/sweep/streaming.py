@@ -32,6 +32,8 @@ worker's): data tasks that waited for a free CPU would wait forever, so they res
 share the trials' cores."""
 SAMPLE_ROWS = 256
 """Rows of the training and test splits that travel with the data set (examples, calibration, latency)."""
+DATA_TASK_CONCURRENCY = 2
+"""Ray Data tasks of one read at a time: tasks that reserve no CPU would otherwise each start a worker process."""
 SHUFFLE_BUFFER_ROWS = 2048
 """Training rows a worker shuffles locally each epoch (Ray Data's `local_shuffle_buffer_size`)."""
 _HASH_MULTIPLIER = np.uint64(0x9E3779B97F4A7C15)
@@ -85,10 +87,13 @@ def open_streamed(source: ParquetSource) -> StreamedDataset:
         >>> data.n_train + data.n_val + data.n_test  # doctest: +SKIP
         1000
     """
+    # Ray Data logs its progress at INFO on its own logger: as quiet as the rest of Ray (-v shows both)
+    logging.getLogger("ray.data").setLevel(logging.getLogger("ray").getEffectiveLevel())
     datasets = {split: split_dataset(source, split) for split in SPLITS}
     counts, mean, std = _statistics(source)
-    variance = (std > 0).astype(np.float32)  # standardised: 1 where a feature varies, 0 where it is constant
-    std[std < 1e-8] = 1.0
+    constant = std < 1e-8
+    variance = (~constant).astype(np.float32)  # standardised: 1 where a feature varies, 0 where it is constant
+    std[constant] = 1.0
     x_train, y_train = _first_rows(datasets["train"])
     x_test, y_test = _first_rows(datasets["test"])
     data = StreamedDataset(
@@ -156,7 +161,8 @@ def _read(source, split, fn, **options):
     # reserves a CPU (read_parquet's file listing does)
     items = [{"path": path, "group": group} for path, group in source.row_groups[split]]
     return ray.data.from_items(items).map_batches(
-        fn, fn_args=(source, *options.pop("fn_args", ())), batch_size=1, batch_format="pyarrow", num_cpus=DATA_TASK_CPUS, **options
+        fn, fn_args=(source, *options.pop("fn_args", ())), batch_size=1, batch_format="pyarrow",
+        num_cpus=DATA_TASK_CPUS, concurrency=DATA_TASK_CONCURRENCY, **options
     )
 
 
