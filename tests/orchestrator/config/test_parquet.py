@@ -65,3 +65,14 @@ def test_a_negative_label_is_found_in_the_row_group_statistics(tmp_path):
     pq.write_table(pa.table({"p0": [0.5] * 41, "label": labels}), tmp_path / "n.parquet", row_group_size=20)
     with pytest.raises(ParquetError, match=r"n.parquet: label -3 is negative \(row group 2\)"):
         inspect_parquet({"path": str(tmp_path / "n.parquet")}, seed=0)
+
+
+def test_validate_names_the_bad_column_in_one_error_line_and_exits_2(accelsweep, write_spec, tmp_path):
+    pq.write_table(pa.table({"p0": [1.0, 2.0], "colour": ["red", "blue"], "label": [0, 1]}), tmp_path / "t.parquet")
+    write_spec({"name": "t", "data": {"source": "parquet", "path": str(tmp_path / "t.parquet")}})
+    result = accelsweep("validate", "spec.yaml")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"error: spec.yaml: data: {tmp_path / 't.parquet'}: column 'colour' is string; features must be "
+        "numeric columns, or one fixed-size list column"
+    ]

@@ -73,3 +73,33 @@ def test_the_two_shards_of_an_equal_streaming_split_are_disjoint_and_cover_the_t
     for row in seen[0] + seen[1]:
         remaining.remove(row)  # every row read once at most: the shards are disjoint
     assert len(remaining) <= 1
+
+
+STREAMED_SPEC = """\
+name: it-streamed
+data: {{source: parquet, path: {path}, label_column: label}}
+model: {{kind: mlp, hidden: [32]}}
+train: {{epochs: 2, batch_size: 64, seed: 1}}
+space:
+  workers: {{grid: [1, 2]}}
+search: {{algorithm: grid, num_samples: 1, metric: val_accuracy, mode: max}}
+resources: {{workers_per_trial: 1, cpus_per_worker: 1, max_concurrent_trials: 2}}
+deploy: {{rounds: 3}}
+"""
+
+
+@pytest.mark.slow
+def test_a_streamed_sweep_trains_one_and_two_worker_trials_to_the_end(tmp_path):
+    from tests.orchestrator.sweep.test_sweep import _run_spec
+    from orchestrator.tracking.tags import MODE_TAG
+
+    write_digits_parquet(tmp_path / "digits.parquet", list_column=True)
+    _, _, parents, children = _run_spec(STREAMED_SPEC.format(path=tmp_path / "digits.parquet"), tmp_path, "it-streamed")
+    assert parents[0].info.status == "FINISHED"
+    by_mode = {child.data.tags[MODE_TAG]: child.data.metrics for child in children}
+    assert set(by_mode) == {"baseline", "w2"}
+    for metrics in by_mode.values():
+        assert 0.3 < metrics["test_accuracy"] <= 1 and metrics["train_samples_per_s"] > 0
+    two_workers = by_mode["w2"]
+    assert two_workers["world_size"] == 2 and two_workers["ddp_ranks_trained"] == 2
+    assert two_workers["ddp_replica_checksum_spread"] == 0  # own shards, averaged gradients
