@@ -49,22 +49,19 @@ def main(args: argparse.Namespace) -> int:
         >>> main(parser.parse_args(["bench", "quickstart", "--rounds", "3"]))  # doctest: +SKIP
         0
     """
-    from orchestrator.config.preflight import load_data
+    from orchestrator.config.preflight import load_in_memory
     from orchestrator.config.schema import tracking_uri
     from orchestrator.deploy import trust
     from orchestrator.quiet import measurement
     from orchestrator.results import rows as results_rows
     from orchestrator.results import text
     from orchestrator.tracking import store
-    from trainers.data import STREAMING_SOURCES
 
     client = store.connect(tracking_uri(args.uri), create=False)
     parent = store.find_sweep_run(client, args.sweep)
     spec, spec_path = trust.vouched_spec(client, parent, args.spec, args.trust_stored_spec)
     spec = spec.model_copy(update={"deploy": _deploy_settings(spec, args)})
-    if spec.data.source in STREAMING_SOURCES:
-        raise UserError(f"{spec_path}: data.source={spec.data.source!r}: accelsweep bench does not stream data yet")
-    data = load_data(spec, spec_path)
+    data = load_in_memory(spec, spec_path, "accelsweep bench")
     trials = measurement.trials_to_measure(client, parent)
     device = "cuda" if args.gpu else "cpu"
     runtimes = spec.deploy.runtimes

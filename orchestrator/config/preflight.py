@@ -47,6 +47,26 @@ def load_data(spec: Spec, spec_path: str):
     return data
 
 
+def load_in_memory(spec: Spec, spec_path: str, command: str):
+    """`load_data` for the commands that need the data set in memory, which a streamed source is not
+    (`accelsweep bench`, `report --register`): a streaming source is refused with the reason.
+
+    Args:
+        spec: the validated spec.
+        spec_path: the spec's file, named in messages.
+        command: the command that needs the data, named in the message.
+
+    Raises:
+        SpecError: as `load_data`, or the source streams.
+
+    Example:
+        >>> data = load_in_memory(load_spec("search_spaces/quickstart.yaml"), "quickstart.yaml", "accelsweep bench")  # doctest: +SKIP
+    """
+    if spec.data.source == "parquet":
+        raise SpecError(f"{spec_path}: data.source={spec.data.source!r}: {command} does not stream data yet")
+    return load_data(spec, spec_path)
+
+
 def _loaded(spec, spec_path):
     from trainers.data import DataError, load_dataset  # torch and sklearn: only when data is needed
 
