@@ -1,8 +1,10 @@
 """The per-worker training loop: data -> model -> techniques -> train -> export -> measure.
 
-The model trains on preprocessed tensors (`Dataset.preprocessed()`, computed once per trial); the
-deployable carries the same preprocessing (`Dataset.preprocess()`) in front of the model, so it
-takes raw rows, and it is measured on raw test rows.
+The model trains on preprocessed tensors (`Dataset.preprocessed()`, computed once per trial), or,
+from a `trainers.streamed.StreamedDataset`, on batches preprocessed as they are read; either way
+the loop sees an iterable of (inputs, labels) batches per epoch. The deployable carries the same
+preprocessing (`preprocess()`) in front of the model, so it takes raw rows, and it is measured on
+raw test rows.
 
 Pure PyTorch. It takes a plain recipe, a data set and a `report` callable, so it runs the same
 inside a Ray Tune trial, inside a Ray Train worker, or on a bare GPU box. When
@@ -343,7 +345,8 @@ def train_trial(
 
     Args:
         recipe: the trial's recipe.
-        data: the full data set (every rank gets all of it and trains on its own shard).
+        data: the full data set (every rank gets all of it and trains on its own shard), or a
+            StreamedDataset whose training source yields this rank's own shard.
         report: called as report(metrics, checkpoint); only rank 0's checkpoint is kept.
         resume: a "trained" checkpoint from an earlier attempt of this trial.
 

@@ -125,7 +125,9 @@ def split_dataset(source: ParquetSource, split: str) -> ray.data.Dataset:
         >>> split_dataset(source, "val").take_batch(2)["x"].shape  # doctest: +SKIP
         (2, 784)
     """
-    return _read(source, "train" if source.split_from_seed else split, _model_rows, fn_args=(split,))
+    dataset = _read(source, "train" if source.split_from_seed else split, _model_rows, fn_args=(split,))
+    dataset.context.execution_options.preserve_order = True  # the same batches on every run of a seed
+    return dataset
 
 
 def worker_dataset(data: StreamedDataset, seed: int) -> StreamedDataset:

@@ -25,6 +25,7 @@ from orchestrator.config.schema import Spec
 from orchestrator.sweep import streaming, teacher
 from orchestrator.sweep.resources import worker_resources
 from trainers.checkpoints import TRAINED_FILE, load_trained, save_atomically
+from trainers.data import STREAMING_SOURCES
 from trainers.deployable import Deployable
 from trainers.loop import TrialFailed, TrialRecipe, train_trial
 from trainers.streamed import StreamedDataset
@@ -60,8 +61,9 @@ def trial_driver(config: dict, spec_json: str, data_ref: list, results_path: str
             train_once(recipe, ray.get(data_ref[0]), _report_to_tune, resume)
         return
     trial_id = tune.get_context().get_trial_id()
-    data = ray.get(data_ref[0])
-    datasets = streaming.train_datasets(data) if isinstance(data, StreamedDataset) else {}
+    # a streamed data set is a small plan: its Ray Datasets go to the workers as their `datasets`
+    streamed = spec.data.source in STREAMING_SOURCES
+    datasets = streaming.train_datasets(ray.get(data_ref[0])) if streamed else {}
     trainer = TorchTrainer(
         _train_worker,
         **datasets,
