@@ -81,6 +81,8 @@ def throughput(args):
 
 
 def memory(args):
+    import ray  # noqa: F401  (puts the psutil Ray vendors, ray/thirdparty_files, on the path)
+
     import psutil
     import pyarrow as pa
     import pyarrow.parquet as pq
