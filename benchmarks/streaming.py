@@ -6,13 +6,15 @@ throughput: the Fashion-MNIST MLP (784-256-128-10, batch 64, AdamW, one thread) 
   streamed by Ray Data in this process, as a 1-worker trial does. Rounds alternate the two paths
   in one process; the figure is `train_samples_per_s` of each path's epoch (reading included for
   the streamed one), and the ratio streamed / in-memory per round. Target: >= 0.7x.
-memory: writes a parquet data set of --gigabytes of random 784-feature float32 rows, runs
-  `accelsweep run` on it with two 1-worker trials at once (1 epoch each), and samples the resident
-  memory (psutil RSS) of every process of the sweep (the CLI, Ray's own processes, the trials,
-  Ray Data's workers) every second; prints the peak of their sum. Target: < 5 GB for 5 GB of data.
+memory: writes a parquet data set of about --gigabytes of random rows (784 float64 features, a
+  label; uncompressed files of 100,000 rows), runs `accelsweep run` on it with two 1-worker trials
+  at once (1 epoch each), and samples the memory of every process of the sweep (the CLI, Ray's own
+  processes, the trials, Ray Data's workers) every second with psutil; prints the peak of their
+  summed PSS (shared pages split among the processes mapping them) and of their summed RSS (shared
+  pages counted in each). Target: < 5 GB for 5 GB of data.
 
 Run: python benchmarks/streaming.py throughput [--rows 20000] [--rounds 3]
-     python benchmarks/streaming.py memory --gigabytes 5 --workdir /tmp/streaming-bench
+     python benchmarks/streaming.py memory --gigabytes 1.9 --workdir /tmp/streaming-bench
 """
 
 import argparse
@@ -90,14 +92,14 @@ def memory(args):
     os.makedirs(args.workdir, exist_ok=True)
     directory = os.path.join(args.workdir, "rows")
     os.makedirs(directory, exist_ok=True)
-    rows_per_file = 100_000  # 784 float32 features: 314 MB a file
-    files = max(1, round(args.gigabytes * 1e9 / (rows_per_file * 785 * 4)))
+    rows_per_file = 100_000  # 784 float64 features: 628 MB a file
+    files = max(1, round(args.gigabytes * 1e9 / (rows_per_file * 785 * 8)))
     rng = np.random.default_rng(0)
     for index in range(files):
         target = os.path.join(directory, f"part-{index:04d}.parquet")
         if not os.path.exists(target):
             y = rng.integers(0, 10, rows_per_file)
-            x = (rng.random((rows_per_file, 784), dtype=np.float32) + y[:, None] * 0.01).reshape(-1)
+            x = (rng.random((rows_per_file, 784)) + y[:, None] * 0.01).reshape(-1)  # float64
             table = pa.table({"pixels": pa.FixedSizeListArray.from_arrays(pa.array(x), 784), "label": y})
             pq.write_table(table, target, row_group_size=16_384, compression="none")
     size = sum(os.path.getsize(os.path.join(directory, name)) for name in os.listdir(directory))
@@ -108,28 +110,32 @@ def memory(args):
     env = {name: value for name, value in os.environ.items() if name != "MLFLOW_TRACKING_URI"}
     started = time.time()
     sweep = subprocess.Popen([sys.executable, "-m", "orchestrator", "run", spec], cwd=args.workdir, env=env)
-    peak, done = [0, 0], threading.Event()
+    peak, done = {"rss": 0, "pss": 0, "processes": 0}, threading.Event()
 
     def sample():
+        # RSS counts a shared page (Ray's object store, shared libraries) in every process mapping
+        # it; PSS splits it among them, so the sum of PSS is what the processes take together
         root = psutil.Process(sweep.pid)
         while not done.is_set():
             processes = [root, *root.children(recursive=True)]
-            total = 0
+            rss = pss = 0
             for process in processes:
                 try:
-                    total += process.memory_info().rss
+                    info = process.memory_full_info()
+                    rss, pss = rss + info.rss, pss + info.pss
                 except psutil.Error:
                     pass
-            if total > peak[0]:
-                peak[:] = [total, len(processes)]
+            peak["rss"], peak["pss"] = max(peak["rss"], rss), max(peak["pss"], pss)
+            peak["processes"] = max(peak["processes"], len(processes))
             time.sleep(1)
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
     code = sweep.wait()
     done.set()
-    print(f"accelsweep run exited {code} after {time.time() - started:.0f} s; peak RSS of the sweep's "
-          f"{peak[1]} processes together: {peak[0] / 1e9:.2f} GB (target < 5 GB)")  # fmt: skip
+    print(f"accelsweep run exited {code} after {time.time() - started:.0f} s; the sweep's processes "
+          f"(up to {peak['processes']}) together peaked at {peak['pss'] / 1e9:.2f} GB PSS "
+          f"({peak['rss'] / 1e9:.2f} GB summing RSS; target < 5 GB)")  # fmt: skip
 
 
 def main():

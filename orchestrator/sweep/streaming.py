@@ -21,6 +21,7 @@ import ray.train
 import torch
 
 from orchestrator.config.parquet import SPLITS, ParquetSource
+from orchestrator.config.schema import SpecError
 from trainers.preprocess import Standardise
 from trainers.streamed import StreamedDataset
 
@@ -218,7 +219,7 @@ def _statistics(source):
     if not source.split_from_seed:
         counts = np.array([counts[0], source.n_rows["val"], source.n_rows["test"]])
     if min(counts) < 1:
-        raise ValueError(f"{source.name}: a split has no rows ({dict(zip(SPLITS, counts.tolist()))})")
+        raise SpecError(f"data: {source.name}: a split has no rows ({dict(zip(SPLITS, counts.tolist()))})")
     mean = total / counts[0]
     std = np.sqrt(np.maximum(squares / counts[0] - mean**2, 0.0))
     return counts.tolist(), mean.astype(np.float32), std.astype(np.float32)
