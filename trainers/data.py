@@ -33,6 +33,8 @@ if TYPE_CHECKING:  # torch and scikit-learn load when data is loaded: `SOURCES` 
 logger = logging.getLogger(__name__)
 
 SOURCES = ("digits", "idx", "csv", "npz", "text", "synthetic")
+STREAMING_SOURCES = ("parquet",)
+"""Sources read by Ray Data during the sweep, never loaded whole (`orchestrator.sweep.streaming`)."""
 TEXT_ENCODINGS = ("bag", "tokens")
 _FILE_SOURCES = ("idx", "csv", "npz", "text")
 _STANDARDISED_SOURCES = ("csv", "npz", "text", "synthetic")
@@ -56,8 +58,64 @@ class DataError(ValueError):
     """Bad or missing data; the message names the file and what is wrong."""
 
 
+class RawRows:
+    """What every data set shares: raw rows in, `transforms` to the model's inputs.
+
+    A subclass holds `x_train` (its training rows, or a sample of them), `x_test` (its test rows,
+    or the first of them), `num_classes` and `transforms`, and says how to read a split in
+    batches (`split_batches`) and the variance of its training inputs (`train_input_variance`).
+    """
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """Shape of one raw example (what a deployable takes), without the batch dimension."""
+        return tuple(self.x_train.shape[1:])
+
+    @property
+    def model_input_shape(self) -> tuple[int, ...]:
+        """Shape of one example after `transforms` (what the model reads), without the batch dimension."""
+        return tuple(self._apply_transforms(self.x_train[:1]).shape[1:])
+
+    def preprocess(self) -> nn.Sequential:
+        """The transforms as one module, raw rows in, model inputs out (identity when there are none).
+
+        Example:
+            >>> ds = load_dataset("digits")
+            >>> ds.preprocess()(ds.x_test).equal(ds.preprocessed().x_test)
+            True
+        """
+        from torch import nn
+
+        return nn.Sequential(*self.transforms)
+
+    def with_transform(self, transform: nn.Module):
+        """The same raw rows, read through one more transform after the existing ones.
+
+        Args:
+            transform: maps the current model inputs to new ones (e.g. selects features).
+
+        Returns:
+            A new data set of the same kind sharing the split tensors.
+
+        Example:
+            >>> import torch
+            >>> from trainers.techniques.feature_select import SelectFeatures
+            >>> ds = load_dataset("digits")
+            >>> selected = ds.with_transform(SelectFeatures(torch.tensor([0, 5])))
+            >>> selected.model_input_shape
+            (2,)
+        """
+        return dataclasses.replace(self, transforms=(*self.transforms, transform))
+
+    def _apply_transforms(self, x):
+        import torch
+
+        with torch.no_grad():
+            return self.preprocess()(x)
+
+
 @dataclass
-class Dataset:
+class Dataset(RawRows):
     """Train/validation/test splits as the user stores them, and how the model reads them.
 
     Features are float32 (N, *input_shape) holding the values as stored (pixels 0-255, a CSV's
@@ -83,45 +141,44 @@ class Dataset:
     transforms: tuple[nn.Module, ...] = ()
 
     @property
-    def input_shape(self) -> tuple[int, ...]:
-        """Shape of one raw example (what a deployable takes), without the batch dimension."""
-        return tuple(self.x_train.shape[1:])
+    def n_train(self) -> int:
+        """Rows in the training split."""
+        return len(self.y_train)
 
     @property
-    def model_input_shape(self) -> tuple[int, ...]:
-        """Shape of one example after `transforms` (what the model reads), without the batch dimension."""
-        return tuple(self._apply_transforms(self.x_train[:1]).shape[1:])
+    def n_val(self) -> int:
+        """Rows in the validation split."""
+        return len(self.y_val)
 
-    def preprocess(self) -> nn.Sequential:
-        """The transforms as one module, raw rows in, model inputs out (identity when there are none).
+    @property
+    def n_test(self) -> int:
+        """Rows in the test split."""
+        return len(self.y_test)
 
-        Example:
-            >>> ds = load_dataset("digits")
-            >>> ds.preprocess()(ds.x_test).equal(ds.preprocessed().x_test)
-            True
-        """
-        from torch import nn
-
-        return nn.Sequential(*self.transforms)
-
-    def with_transform(self, transform: nn.Module) -> Dataset:
-        """The same raw rows, read through one more transform after the existing ones.
+    def split_batches(self, split: str, batch_size: int):
+        """One split's raw rows and labels in order, `batch_size` rows at a time.
 
         Args:
-            transform: maps the current model inputs to new ones (e.g. selects features).
-
-        Returns:
-            A new Dataset sharing the split tensors.
+            split: "train", "val" or "test".
+            batch_size: rows per batch (the last batch may hold fewer).
 
         Example:
-            >>> import torch
-            >>> from trainers.techniques.feature_select import SelectFeatures
-            >>> ds = load_dataset("digits")
-            >>> selected = ds.with_transform(SelectFeatures(torch.tensor([0, 5])))
-            >>> selected.model_input_shape
-            (2,)
+            >>> [len(y) for _, y in load_dataset("digits").split_batches("val", 100)]
+            [100, 80]
         """
-        return dataclasses.replace(self, transforms=(*self.transforms, transform))
+        x, y = getattr(self, f"x_{split}"), getattr(self, f"y_{split}")
+        for start in range(0, len(y), batch_size):
+            yield x[start : start + batch_size], y[start : start + batch_size]
+
+    def train_input_variance(self):
+        """The variance of each flattened model input over the training split (what feature
+        selection ranks features by).
+
+        Example:
+            >>> load_dataset("digits").train_input_variance().shape
+            torch.Size([64])
+        """
+        return self._apply_transforms(self.x_train).flatten(1).var(dim=0, correction=0)
 
     def preprocessed(self) -> Dataset:
         """Every split run through the transforms once: the tensors training reads (no per-step cost).
@@ -140,12 +197,6 @@ class Dataset:
             x_test=self._apply_transforms(self.x_test),
             transforms=(),
         )
-
-    def _apply_transforms(self, x):
-        import torch
-
-        with torch.no_grad():
-            return self.preprocess()(x)
 
 
 def load_dataset(
@@ -257,11 +308,12 @@ def load_dataset(
     return dataset
 
 
-def data_summary(ds: Dataset) -> dict[str, str | int]:
-    """Describe a Dataset in a few flat fields, for logging and run parameters.
+def data_summary(ds) -> dict[str, str | int]:
+    """Describe a data set in a few flat fields, for logging and run parameters.
 
     Args:
-        ds: the Dataset.
+        ds: a Dataset, a `trainers.streamed.StreamedDataset`, or anything with their `name`,
+            `n_train`, `n_val`, `n_test`, `input_shape` and `num_classes`.
 
     Returns:
         name, split sizes, input shape (as "1x28x28") and number of classes.
@@ -272,9 +324,9 @@ def data_summary(ds: Dataset) -> dict[str, str | int]:
     """
     return {
         "name": ds.name,
-        "n_train": len(ds.y_train),
-        "n_val": len(ds.y_val),
-        "n_test": len(ds.y_test),
+        "n_train": ds.n_train,
+        "n_val": ds.n_val,
+        "n_test": ds.n_test,
         "input_shape": "x".join(str(size) for size in ds.input_shape),
         "num_classes": ds.num_classes,
     }

@@ -1,8 +1,10 @@
 """The per-worker training loop: data -> model -> techniques -> train -> export -> measure.
 
-The model trains on preprocessed tensors (`Dataset.preprocessed()`, computed once per trial); the
-deployable carries the same preprocessing (`Dataset.preprocess()`) in front of the model, so it
-takes raw rows, and it is measured on raw test rows.
+The model trains on preprocessed tensors (`Dataset.preprocessed()`, computed once per trial), or,
+from a `trainers.streamed.StreamedDataset`, on batches preprocessed as they are read; either way
+the loop sees an iterable of (inputs, labels) batches per epoch. The deployable carries the same
+preprocessing (`preprocess()`) in front of the model, so it takes raw rows, and it is measured on
+raw test rows.
 
 Pure PyTorch. It takes a plain recipe, a data set and a `report` callable, so it runs the same
 inside a Ray Tune trial, inside a Ray Train worker, or on a bare GPU box. When
@@ -27,8 +29,9 @@ from trainers import communication, runtimes, techniques
 from trainers.checkpoints import CheckpointError, load_trained
 from trainers.data import Dataset
 from trainers.deployable import Deployable, DeployFormat, EagerDeployable
-from trainers.measure import evaluate, measure_deployable
+from trainers.measure import EVAL_BATCH, evaluate_batches, measure_deployable
 from trainers.models import build_model
+from trainers.streamed import StreamedDataset, TensorBatches
 from trainers.techniques.common import bake_weight_transforms
 
 logger = logging.getLogger(__name__)
@@ -317,7 +320,8 @@ def training_steps(recipe: TrialRecipe, data: Dataset, trained_path: str, steps:
 
     def run_steps():
         with torch.inference_mode(False), torch.enable_grad():  # timed from inside `measure_latency`'s inference mode
-            _train_epoch(trained, model, optimizer, scaler, x, y, shard, recipe, configs, 0, steps_per_epoch)
+            batches = _indexed_batches(x, y, shard, recipe.batch_size)
+            _train_epoch(trained, model, optimizer, scaler, batches, recipe, configs, 0, steps_per_epoch)
             _synchronize(device)
 
     return run_steps
@@ -385,7 +389,8 @@ def train_trial(
 
     Args:
         recipe: the trial's recipe.
-        data: the full data set (every rank gets all of it and trains on its own shard).
+        data: the full data set (every rank gets all of it and trains on its own shard), or a
+            StreamedDataset whose training source yields this rank's own shard.
         report: called as report(metrics, checkpoint); only rank 0's checkpoint is kept.
         resume: a "trained" checkpoint from an earlier attempt of this trial.
 
@@ -432,14 +437,12 @@ def _train_and_export(recipe, data, report, resume, progress):
     torch.set_num_threads(recipe.threads)
     model, data, configs, notes = build_trial_model(recipe, data)
     logger.info("trial %s: %s", notes["mode"], notes)
-    model_inputs = data.preprocessed()
-    x_train, y_train = model_inputs.x_train.to(device), data.y_train.to(device)
-    x_val, y_val = model_inputs.x_val.to(device), data.y_val.to(device)
-    first = slice(0, recipe.batch_size)
+    rows = _training_rows(data, recipe, rank, world_size, device)
+    x_first, y_first = rows.first
     start_epoch = 0
     if resume is not None:
         start_epoch = resume["epoch"]
-        techniques.replay_reshapes(model, configs, start_epoch, recipe.epochs, x_train[first])
+        techniques.replay_reshapes(model, configs, start_epoch, recipe.epochs, x_first)
         model.load_state_dict(resume["model"])
     optimizer = _make_optimizer(recipe, techniques.param_groups(model, configs))
     if resume is not None:
@@ -448,29 +451,25 @@ def _train_and_export(recipe, data, report, resume, progress):
     scaler = techniques.grad_scaler(configs, device)
     meter = communication.CommMeter()  # what the workers send, over every DDP wrapper of the trial
     notes |= communication.single_worker_notes(configs) if world_size == 1 else {}
-    trained, wrap_metrics = _training_module(model, optimizer, configs, world_size, device, x_train[first], y_train[first], meter)
+    trained, wrap_metrics = _training_module(model, optimizer, configs, world_size, device, x_first, y_first, meter)
     progress.training = True
-    shard_size = len(x_train) // world_size
     # the schedule is a function of the step, and a resumed trial starts at an epoch boundary, so
     # the step (epoch * steps_per_epoch) is all it needs: the trained state's "epoch" gives it
-    steps_per_epoch = math.ceil(shard_size / recipe.batch_size)
+    steps_per_epoch = math.ceil(rows.per_worker / recipe.batch_size)
     epoch_metrics: dict[str, float] = {}
     train_seconds = 0.0
     epochs_trained = start_epoch
     reached_target = False
     for epoch in range(start_epoch, recipe.epochs):
-        reshape_metrics = techniques.reshape(model, configs, epoch, recipe.epochs, x_train[first])
+        reshape_metrics = techniques.reshape(model, configs, epoch, recipe.epochs, x_first)
         if reshape_metrics is not None:  # new parameters: a new optimizer, DDP wrapper and wrap phase
             optimizer = _make_optimizer(recipe, techniques.param_groups(model, configs))
-            trained, wrap_metrics = _training_module(
-                model, optimizer, configs, world_size, device, x_train[first], y_train[first], meter
-            )
+            trained, wrap_metrics = _training_module(model, optimizer, configs, world_size, device, x_first, y_first, meter)
         technique_metrics = (reshape_metrics or {}) | techniques.epoch_start(model, configs, epoch, recipe.epochs)
-        shard = _epoch_shard(len(x_train), recipe.seed, epoch, rank, world_size, shard_size, device)
         first_step = epoch * steps_per_epoch
-        started = time.perf_counter()
-        train_loss = _train_epoch(
-            trained, model, optimizer, scaler, x_train, y_train, shard, recipe, configs, first_step, steps_per_epoch
+        started = time.perf_counter()  # a streamed epoch's reading is inside it: the user pays for it
+        train_loss, rows_trained = _train_epoch(
+            trained, model, optimizer, scaler, rows.epoch(epoch), recipe, configs, first_step, steps_per_epoch
         )
         _synchronize(device)
         epoch_seconds = time.perf_counter() - started
@@ -480,14 +479,14 @@ def _train_and_export(recipe, data, report, resume, progress):
             final = {"epoch": epoch + 1, "diverged": 1.0, "diverged_epoch": float(epoch + 1)}
             report(final, None)
             return final
-        val = evaluate(EagerDeployable(model), x_val, y_val)
+        val = evaluate_batches(EagerDeployable(model), rows.val())
         epoch_metrics = {
             "epoch": epoch + 1,
             "train_loss": train_loss,
             "val_loss": val["loss"],
             "val_accuracy": val["accuracy"],
             "epoch_seconds": epoch_seconds,
-            "train_samples_per_s": shard_size * world_size / epoch_seconds,
+            "train_samples_per_s": rows_trained * world_size / epoch_seconds,
             "lr": optimizer.param_groups[0]["lr"],
         } | technique_metrics
         epochs_trained = epoch + 1
@@ -578,20 +577,63 @@ def _epoch_shard(n, seed, epoch, rank, world_size, shard_size, device):
     return permutation[rank::world_size][:shard_size].to(device)
 
 
-def _train_epoch(trained, model, optimizer, scaler, x, y, shard, recipe, configs, first_step, steps_per_epoch):
+def _indexed_batches(x, y, index, batch_size):
+    for start in range(0, len(index), batch_size):
+        batch = index[start : start + batch_size]
+        yield x[batch], y[batch]
+
+
+@dataclass
+class _TrainingRows:
+    first: tuple  # one batch of model inputs and labels, on the device
+    per_worker: int  # training rows each worker reads per epoch
+    epoch: Callable  # epoch -> this worker's batches of (model inputs, labels), on the device
+    val: Callable  # () -> the validation split's batches of (model inputs, labels)
+
+
+def _training_rows(data, recipe, rank, world_size, device):
+    if isinstance(data, StreamedDataset):  # raw batches from the stream, preprocessed as they come
+        preprocess = data.preprocess().to(device)
+
+        def model_inputs(batches):
+            for x, y in batches:
+                with torch.no_grad():  # closed before the yield: the consumer's steps need gradients
+                    inputs = preprocess(x.to(device))
+                yield inputs, y.to(device)
+
+        first = next(model_inputs([(data.x_train[: recipe.batch_size], data.y_train[: recipe.batch_size])]))
+        return _TrainingRows(
+            first,
+            data.n_train // world_size,
+            lambda epoch: model_inputs(data.split_batches("train", recipe.batch_size, epoch)),
+            lambda: model_inputs(data.split_batches("val", EVAL_BATCH)),
+        )
+    model_inputs = data.preprocessed()  # once per trial: no per-step cost
+    x_train, y_train = model_inputs.x_train.to(device), data.y_train.to(device)
+    x_val, y_val = model_inputs.x_val.to(device), data.y_val.to(device)
+    shard_size = len(x_train) // world_size
+
+    def epoch_batches(epoch):
+        shard = _epoch_shard(len(x_train), recipe.seed, epoch, rank, world_size, shard_size, device)
+        return _indexed_batches(x_train, y_train, shard, recipe.batch_size)
+
+    first = (x_train[: recipe.batch_size], y_train[: recipe.batch_size])
+    return _TrainingRows(first, shard_size, epoch_batches, lambda: TensorBatches(x_val, y_val).batches(EVAL_BATCH))
+
+
+def _train_epoch(trained, model, optimizer, scaler, batches, recipe, configs, first_step, steps_per_epoch):
     trained.train()
-    total_loss = torch.zeros((), device=x.device)
+    total_loss, rows = None, 0
     total_steps = recipe.epochs * steps_per_epoch
     warmup_steps = recipe.warmup_epochs * steps_per_epoch
-    for step, start in enumerate(range(0, len(shard), recipe.batch_size), start=first_step):
+    for step, (inputs, targets) in enumerate(batches, start=first_step):
         for group in optimizer.param_groups:
             group["lr"] = scheduled_lr(recipe.schedule, group["initial_lr"], step, total_steps, warmup_steps)
-        batch = shard[start : start + recipe.batch_size]
-        inputs, targets = x[batch], y[batch]
-        with techniques.autocast(configs, x.device):
+        with techniques.autocast(configs, inputs.device):
             logits = trained(inputs)
             loss = F.cross_entropy(logits, targets)
-        total_loss.add_(loss.detach(), alpha=len(batch))
+        total_loss = loss.detach() * len(targets) if total_loss is None else total_loss.add_(loss.detach(), alpha=len(targets))
+        rows += len(targets)
         for term in techniques.loss_terms(model, configs, logits, targets, inputs):
             loss = loss + term
         optimizer.zero_grad(set_to_none=True)
@@ -601,7 +643,7 @@ def _train_epoch(trained, model, optimizer, scaler, x, y, shard, recipe, configs
             nn.utils.clip_grad_norm_(model.parameters(), recipe.clip_norm)
         scaler.step(optimizer)
         scaler.update()
-    return float(total_loss) / max(len(shard), 1)
+    return (0.0 if total_loss is None else float(total_loss)) / max(rows, 1), rows
 
 
 def _forward_backward(trained, x, y, configs):

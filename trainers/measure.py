@@ -24,7 +24,11 @@ Model = Callable[[torch.Tensor], torch.Tensor]
 """Anything that maps an input batch to logits: a Deployable, or an eval-mode nn.Module."""
 
 
-def evaluate(model: Model, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1024) -> dict:
+EVAL_BATCH = 1024
+"""Rows per forward call when a split is evaluated."""
+
+
+def evaluate(model: Model, x: torch.Tensor, y: torch.Tensor, batch_size: int = EVAL_BATCH) -> dict:
     """Accuracy and mean cross-entropy of a classifier, without gradients.
 
     Args:
@@ -40,15 +44,33 @@ def evaluate(model: Model, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1
         >>> evaluate(torch.nn.Identity(), torch.tensor([[2.0, 0.0], [0.0, 1.0]]), torch.tensor([0, 0]))
         {'accuracy': 0.5, 'loss': 0.720...}
     """
-    correct = 0
-    loss_sum = 0.0
+    return evaluate_batches(model, ((x[start : start + batch_size], y[start : start + batch_size]) for start in range(0, len(x), batch_size)))
+
+
+def evaluate_batches(model: Model, batches) -> dict:
+    """`evaluate` over batches as they come (a streamed split), holding one batch at a time.
+
+    Args:
+        model: the classifier.
+        batches: (inputs, labels) pairs, on the model's device.
+
+    Returns:
+        {"accuracy", "loss"} over all the batches' rows.
+
+    Example:
+        >>> evaluate_batches(torch.nn.Identity(), [(torch.tensor([[2.0, 0.0]]), torch.tensor([0]))])["accuracy"]
+        1.0
+    """
+    correct, loss_sum, rows = 0, 0.0, 0
     with torch.inference_mode():
-        for start in range(0, len(x), batch_size):
-            logits = model(x[start : start + batch_size])
-            labels = y[start : start + batch_size]
+        for inputs, labels in batches:
+            logits = model(inputs)
             correct += (logits.argmax(dim=1) == labels).sum().item()
             loss_sum += F.cross_entropy(logits, labels, reduction="sum").item()
-    return {"accuracy": correct / len(x), "loss": loss_sum / len(x)}
+            rows += len(labels)
+    if rows == 0:
+        raise ValueError("evaluate needs at least one row, got none")
+    return {"accuracy": correct / rows, "loss": loss_sum / rows}
 
 
 def _synchronize(device: torch.device) -> None:
@@ -169,7 +191,8 @@ def measure_deployable(
 
     Args:
         deployable: the trial's deployable, on its device.
-        data: the data set as the deployable takes it (its raw test split is used).
+        data: the data set as the deployable takes it (its raw test split is used; a
+            `StreamedDataset`'s is streamed, its first test rows are the latency sample).
         device: where the deployable runs (the test split is moved there).
         threads: CPU threads while timing.
 
@@ -183,8 +206,9 @@ def measure_deployable(
         >>> measure_deployable(deployable, load_dataset("digits"), torch.device("cpu"))["size_bytes"]
         4453.0
     """
-    x_test, y_test = data.x_test.to(device), data.y_test.to(device)
-    test = evaluate(deployable, x_test, y_test)
+    batches = data.split_batches("test", EVAL_BATCH)  # a streamed test split is read batch by batch
+    test = evaluate_batches(deployable, ((x.to(device), y.to(device)) for x, y in batches))
+    x_test = data.x_test[:256].to(device)
     return {
         "test_accuracy": test["accuracy"],
         "test_loss": test["loss"],

@@ -53,7 +53,7 @@ def main(args: argparse.Namespace) -> int:
 
     if args.gpu and not torch.cuda.is_available():
         raise UserError(f"bench --gpu: no CUDA device here (torch {torch.__version__}): run it on the GPU machine, or time on the CPU without --gpu")
-    from orchestrator.config.preflight import load_data
+    from orchestrator.config.preflight import load_in_memory
     from orchestrator.config.schema import tracking_uri
     from orchestrator.deploy import trust
     from orchestrator.quiet import measurement
@@ -65,7 +65,7 @@ def main(args: argparse.Namespace) -> int:
     parent = store.find_sweep_run(client, args.sweep)
     spec, spec_path = trust.vouched_spec(client, parent, args.spec, args.trust_stored_spec)
     spec = spec.model_copy(update={"deploy": _deploy_settings(spec, args)})
-    data = load_data(spec, spec_path)
+    data = load_in_memory(spec, spec_path, "accelsweep bench")
     trials = measurement.trials_to_measure(client, parent)
     device = "cuda" if args.gpu else "cpu"
     runtimes = spec.deploy.runtimes

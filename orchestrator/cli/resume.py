@@ -45,7 +45,7 @@ def main(args: argparse.Namespace) -> int:
     from orchestrator.config.schema import tracking_uri
     from orchestrator.deploy import trust
     from orchestrator.quiet.on_ray import measure_sweep
-    from orchestrator.sweep import tuner
+    from orchestrator.sweep import streaming, tuner
     from orchestrator.tracking import store
     from orchestrator.tracking.tags import RESULTS_PATH_TAG
 
@@ -58,6 +58,7 @@ def main(args: argparse.Namespace) -> int:
     results_path = trust.own_results_path(parent.data.tags.get(RESULTS_PATH_TAG, ""), spec, spec_path)
     data = load_data(spec, spec_path)
     sweep_workflow.connect_ray(spec, args)
+    data = streaming.sweep_data(data)  # a streamed source's statistics: one Ray Data pass
 
     client.update_run(parent.info.run_id, status="RUNNING")
     logger.info("resuming sweep %s (MLflow run %s) from %s", spec.name, parent.info.run_id, results_path)

@@ -16,7 +16,9 @@ def load_data(spec: Spec, spec_path: str):
         spec_path: the spec's file, named in messages.
 
     Returns:
-        The loaded data set (a trainers.data.Dataset).
+        The loaded data set (a trainers.data.Dataset), or for a streaming source its
+        `orchestrator.config.parquet.ParquetSource`, checked from file metadata and a few rows
+        (`orchestrator.sweep.streaming.open_streamed` streams it once Ray runs).
 
     Raises:
         SpecError: the data or the model cannot be loaded, a swept technique value cannot apply
@@ -26,15 +28,7 @@ def load_data(spec: Spec, spec_path: str):
     Example:
         >>> data = load_data(load_spec("search_spaces/quickstart.yaml"), "quickstart.yaml")  # doctest: +SKIP
     """
-    from trainers.data import DataError, load_dataset  # torch and sklearn: only when data is needed
-
-    fields = spec.data.model_dump(exclude={"source", "path"})
-    try:
-        data = load_dataset(spec.data.source, spec.data.path, seed=spec.train.seed, **fields)
-    except DataError as error:
-        raise SpecError(f"{spec_path}: data: {error}") from None
-    except MemoryError:  # past the estimate: another process took the memory meanwhile
-        raise SpecError(f"{spec_path}: data: out of memory loading {spec.data.path or spec.data.source!r}") from None
+    data = _streaming_source(spec, spec_path) if spec.data.source == "parquet" else _loaded(spec, spec_path)
     from trainers.models import ModelError, build_model, check_logits
 
     try:
@@ -46,13 +40,65 @@ def load_data(spec: Spec, spec_path: str):
             channels=spec.model.channels,
             options=spec.model.options,
         )
-        check_logits(model, data.preprocess()(data.x_train[:2]), data.num_classes, spec.model.kind)
+        check_logits(model, _two_examples(data), data.num_classes, spec.model.kind)
     except ModelError as error:
         raise SpecError(f"{spec_path}: {error.key}: {error}") from None
     _check_techniques_apply(spec, spec_path, model)
     if spec.train.teacher_path:
         _check_teacher(spec.train.teacher_path, spec_path, model)
     return data
+
+
+def load_in_memory(spec: Spec, spec_path: str, command: str):
+    """`load_data` for the commands that need the data set in memory, which a streamed source is not
+    (`accelsweep bench`, `report --register`): a streaming source is refused with the reason.
+
+    Args:
+        spec: the validated spec.
+        spec_path: the spec's file, named in messages.
+        command: the command that needs the data, named in the message.
+
+    Raises:
+        SpecError: as `load_data`, or the source streams.
+
+    Example:
+        >>> data = load_in_memory(load_spec("search_spaces/quickstart.yaml"), "quickstart.yaml", "accelsweep bench")  # doctest: +SKIP
+    """
+    if spec.data.source == "parquet":
+        raise SpecError(f"{spec_path}: data.source={spec.data.source!r}: {command} does not stream data yet")
+    return load_data(spec, spec_path)
+
+
+def _loaded(spec, spec_path):
+    from trainers.data import DataError, load_dataset  # torch and sklearn: only when data is needed
+
+    fields = spec.data.model_dump(exclude={"source", "path", "train_path", "val_path", "test_path"})
+    try:
+        return load_dataset(spec.data.source, spec.data.path, seed=spec.train.seed, **fields)
+    except DataError as error:
+        raise SpecError(f"{spec_path}: data: {error}") from None
+    except MemoryError:  # past the estimate: another process took the memory meanwhile
+        raise SpecError(f"{spec_path}: data: out of memory loading {spec.data.path or spec.data.source!r}") from None
+
+
+def _two_examples(data):
+    # a streamed source is known from its metadata: its examples' shape is all the model check needs
+    import torch
+
+    from orchestrator.config.parquet import ParquetSource
+
+    if isinstance(data, ParquetSource):
+        return torch.zeros((2, *data.input_shape))
+    return data.preprocess()(data.x_train[:2])
+
+
+def _streaming_source(spec, spec_path):
+    from orchestrator.config.parquet import ParquetError, inspect_parquet
+
+    try:
+        return inspect_parquet(spec.data.model_dump(), seed=spec.train.seed)
+    except ParquetError as error:
+        raise SpecError(f"{spec_path}: data: {error}") from None
 
 
 def _check_techniques_apply(spec, spec_path, model):

@@ -17,7 +17,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from orchestrator.errors import UserError
-from trainers.data import MAX_CLASSES, SOURCES  # numpy only: the techniques (torch) load when `space` values are checked
+from trainers.data import MAX_CLASSES, SOURCES, STREAMING_SOURCES  # numpy only: the techniques (torch) load when `space` values are checked
 from trainers.metrics import EPOCH_OBJECTIVES, FRONT_METRICS, OBJECTIVES
 
 SAMPLING_FORMS = ("choice", "grid", "uniform", "loguniform", "randint")
@@ -36,6 +36,9 @@ class _Section(BaseModel):
 class DataSpec(_Section):
     source: str
     path: str | None = None
+    train_path: str | None = None
+    val_path: str | None = None
+    test_path: str | None = None
     label_column: str | None = None
     num_classes: int | None = Field(default=None, ge=2, le=MAX_CLASSES)
     val_fraction: float = Field(default=0.1, gt=0, lt=1)
@@ -49,9 +52,17 @@ class DataSpec(_Section):
     @field_validator("source")
     @classmethod
     def _known_source(cls, source):
-        if source not in SOURCES:
-            raise ValueError(f"unknown source{_did_you_mean(source, SOURCES)}; valid: {', '.join(SOURCES)}")
+        known = SOURCES + STREAMING_SOURCES
+        if source not in known:
+            raise ValueError(f"unknown source{_did_you_mean(source, known)}; valid: {', '.join(known)}")
         return source
+
+    @model_validator(mode="after")
+    def _split_paths_stream(self):
+        given = [key for key in ("train_path", "val_path", "test_path") if getattr(self, key)]
+        if given and self.source not in STREAMING_SOURCES:
+            raise ValueError(f"{given[0]} is for the streaming sources ({', '.join(STREAMING_SOURCES)}); use path")
+        return self
 
 
 class ModelSpec(_Section):

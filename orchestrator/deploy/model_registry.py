@@ -22,7 +22,7 @@ from mlflow.models import infer_signature
 from mlflow.tracking import MlflowClient
 
 import trainers
-from orchestrator.config.preflight import load_data
+from orchestrator.config.preflight import load_in_memory
 from orchestrator.config.recipe import recipe_for
 from orchestrator.config.schema import Spec
 from orchestrator.errors import UserError
@@ -86,7 +86,7 @@ def rebuild_trial_deployable(client: MlflowClient, spec: Spec, run_id: str, runt
         >>> deployable(data.x_test[:1]).shape  # doctest: +SKIP
         torch.Size([1, 10])
     """
-    data = load_data(spec, f"the spec of sweep {spec.name!r}")
+    data = load_in_memory(spec, f"the spec of sweep {spec.name!r}", "report --register")
     recipe = recipe_for(spec, trial_choices(client.get_run(run_id).data.params))
     with tempfile.TemporaryDirectory() as directory:
         path = _download(client, run_id, TRAINED_FILE, directory)

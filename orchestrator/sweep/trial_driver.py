@@ -2,7 +2,9 @@
 
 A 1-worker trial trains inside its Tune trial (no worker group to pay for). A trial with more
 workers launches a Ray Train `TorchTrainer` (DDP: gloo on CPU, nccl on GPU) from here, the Train
-V2 way, and forwards its rank-0 reports to Tune with `TuneReportCallback`.
+V2 way, and forwards its rank-0 reports to Tune with `TuneReportCallback`. A streamed data set
+(`orchestrator.sweep.streaming`) goes to the `TorchTrainer` as its `datasets`: each worker reads
+its own shard of the training split; a 1-worker trial iterates the Ray Datasets itself.
 """
 
 import contextlib
@@ -20,11 +22,13 @@ from ray.tune.integration.ray_train import CHECKPOINT_PATH_KEY, TuneReportCallba
 
 from orchestrator.config.recipe import recipe_for, workers_of
 from orchestrator.config.schema import Spec
-from orchestrator.sweep import teacher
+from orchestrator.sweep import streaming, teacher
 from orchestrator.sweep.resources import worker_resources
 from trainers.checkpoints import TRAINED_FILE, load_trained, save_atomically
+from trainers.data import STREAMING_SOURCES
 from trainers.deployable import Deployable
 from trainers.loop import TrialFailed, TrialRecipe, train_trial
+from trainers.streamed import StreamedDataset
 
 
 def trial_driver(config: dict, spec_json: str, data_ref: list, results_path: str) -> None:
@@ -57,8 +61,12 @@ def trial_driver(config: dict, spec_json: str, data_ref: list, results_path: str
             train_once(recipe, ray.get(data_ref[0]), _report_to_tune, resume)
         return
     trial_id = tune.get_context().get_trial_id()
+    # a streamed data set is a small plan: its Ray Datasets go to the workers as their `datasets`
+    streamed = spec.data.source in STREAMING_SOURCES
+    datasets = streaming.train_datasets(ray.get(data_ref[0])) if streamed else {}
     trainer = TorchTrainer(
         _train_worker,
+        **datasets,
         train_loop_config={
             "recipe": dataclasses.asdict(recipe_for(spec, config)),
             "data_ref": data_ref,
@@ -83,6 +91,8 @@ def trial_driver(config: dict, spec_json: str, data_ref: list, results_path: str
 def _train_worker(config):
     recipe = TrialRecipe(**(config["recipe"] | {"device": str(ray.train.torch.get_device())}))
     data = ray.get(config["data_ref"][0])
+    if isinstance(data, StreamedDataset):  # this worker's own shard of the training split
+        data = streaming.worker_dataset(data, recipe.seed)
     teacher_weights = ray.get(config["teacher_ref"][0]) if config["teacher_ref"] else None
     with _teacher_file(recipe, teacher_weights) as recipe:
         train_once(recipe, data, _report_to_train, _load_trained(ray.train.get_checkpoint()))

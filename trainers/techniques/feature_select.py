@@ -93,8 +93,7 @@ def apply_feature_selection(ds: Dataset, cfg: FeatureSelect) -> tuple[Dataset, t
     if not cfg.active:
         return ds, torch.arange(n_features)
     k = max(1, round(cfg.keep * n_features))
-    with torch.no_grad():
-        variance = ds.preprocess()(ds.x_train).flatten(1).var(dim=0, correction=0)
+    variance = ds.train_input_variance()
     kept = torch.argsort(variance, descending=True, stable=True)[:k].sort().values
     logger.info("feature selection keeps %d of %d input features (%s)", k, n_features, cfg.label())
     return ds.with_transform(SelectFeatures(kept)), kept

@@ -1,0 +1,153 @@
+"""Streaming a parquet source with Ray Data against the in-memory path, and the memory it takes.
+
+throughput: the Fashion-MNIST MLP (784-256-128-10, batch 64, AdamW, one thread) trained by
+  `trainers.loop.train_trial` on the IDX files loaded in memory, and on the same training images
+  written as parquet (one fixed-size list column of 784 uint8 pixels, row groups of 4,096 rows)
+  streamed by Ray Data in this process, as a 1-worker trial does. Rounds alternate the two paths
+  in one process; the figure is `train_samples_per_s` of each path's epoch (reading included for
+  the streamed one), and the ratio streamed / in-memory per round. Target: >= 0.7x.
+memory: writes a parquet data set of about --gigabytes of random rows (784 float64 features, a
+  label; uncompressed files of 100,000 rows), runs `accelsweep run` on it with two 1-worker trials
+  at once (1 epoch each), and samples the memory of every process of the sweep (the CLI, Ray's own
+  processes, the trials, Ray Data's workers) every second with psutil; prints the peak of their
+  summed PSS (shared pages split among the processes mapping them) and of their summed RSS (shared
+  pages counted in each). Target: < 5 GB for 5 GB of data.
+
+Run: python benchmarks/streaming.py throughput [--rows 20000] [--rounds 3]
+     python benchmarks/streaming.py memory --gigabytes 1.9 --workdir /tmp/streaming-bench
+"""
+
+import argparse
+import dataclasses
+import logging
+import os
+import statistics
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+
+FASHION = "/usr/share/datasets/fashion-mnist"
+SPEC = """\
+name: streaming-memory
+data: {{source: parquet, path: {path}, label_column: label}}
+model: {{kind: mlp, hidden: [256, 128]}}
+train: {{epochs: 1, batch_size: 256, seed: 0}}
+space: {{dropout: {{grid: [0.0, 0.1]}}}}
+search: {{algorithm: grid, num_samples: 1, metric: val_accuracy, mode: max}}
+resources: {{workers_per_trial: 1, cpus_per_worker: 1, max_concurrent_trials: 2}}
+deploy: {{runtimes: [onnxruntime], rounds: 3}}
+"""
+
+
+def write_fashion_parquet(path, rows):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from trainers.data import load_dataset
+
+    data = load_dataset("idx", FASHION)
+    x = data.x_train[:rows].numpy().astype(np.uint8).reshape(-1)
+    y = data.y_train[:rows].numpy()
+    pixels = pa.FixedSizeListArray.from_arrays(pa.array(x), 784)
+    pq.write_table(pa.table({"pixels": pixels, "label": y}), path, row_group_size=4096)
+    return data
+
+
+def throughput(args):
+    import ray
+
+    from orchestrator.config.parquet import inspect_parquet
+    from orchestrator.sweep.streaming import open_streamed
+    from trainers.loop import TrialRecipe, train_trial
+
+    path = os.path.join(args.workdir, "fashion.parquet")
+    os.makedirs(args.workdir, exist_ok=True)
+    in_memory = write_fashion_parquet(path, args.rows)
+    in_memory = dataclasses.replace(in_memory, x_train=in_memory.x_train[: args.rows], y_train=in_memory.y_train[: args.rows])
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
+    streamed = open_streamed(inspect_parquet({"path": path}, seed=0))
+    recipe = TrialRecipe(model_kind="mlp", hidden=(256, 128), epochs=1, batch_size=64, runtime="eager")
+    figures = {"in-memory": [], "streamed": []}
+    for round_index in range(args.rounds):
+        for name, data in (("in-memory", in_memory), ("streamed", streamed))[:: 1 if round_index % 2 == 0 else -1]:
+            final = train_trial(recipe, data, lambda metrics, checkpoint: None)
+            figures[name].append(final["train_samples_per_s"])
+        ratio = figures["streamed"][-1] / figures["in-memory"][-1]
+        print(f"round {round_index + 1}: in-memory {figures['in-memory'][-1]:,.0f} samples/s, "
+              f"streamed {figures['streamed'][-1]:,.0f} samples/s, ratio {ratio:.2f}x", flush=True)  # fmt: skip
+    ratios = [s / m for s, m in zip(figures["streamed"], figures["in-memory"])]
+    print(f"median ratio streamed / in-memory: {statistics.median(ratios):.2f}x (target >= 0.7x)")
+
+
+def memory(args):
+    import ray  # noqa: F401  (puts the psutil Ray vendors, ray/thirdparty_files, on the path)
+
+    import psutil
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    os.makedirs(args.workdir, exist_ok=True)
+    directory = os.path.join(args.workdir, "rows")
+    os.makedirs(directory, exist_ok=True)
+    rows_per_file = 100_000  # 784 float64 features: 628 MB a file
+    files = max(1, round(args.gigabytes * 1e9 / (rows_per_file * 785 * 8)))
+    rng = np.random.default_rng(0)
+    for index in range(files):
+        target = os.path.join(directory, f"part-{index:04d}.parquet")
+        if not os.path.exists(target):
+            y = rng.integers(0, 10, rows_per_file)
+            x = (rng.random((rows_per_file, 784)) + y[:, None] * 0.01).reshape(-1)  # float64
+            table = pa.table({"pixels": pa.FixedSizeListArray.from_arrays(pa.array(x), 784), "label": y})
+            pq.write_table(table, target, row_group_size=16_384, compression="none")
+    size = sum(os.path.getsize(os.path.join(directory, name)) for name in os.listdir(directory))
+    print(f"data set: {files} files, {size / 1e9:.2f} GB on disk", flush=True)
+    spec = os.path.join(args.workdir, "spec.yaml")
+    with open(spec, "w") as file:
+        file.write(SPEC.format(path=directory))
+    env = {name: value for name, value in os.environ.items() if name != "MLFLOW_TRACKING_URI"}
+    started = time.time()
+    sweep = subprocess.Popen([sys.executable, "-m", "orchestrator", "run", spec], cwd=args.workdir, env=env)
+    peak, done = {"rss": 0, "pss": 0, "processes": 0}, threading.Event()
+
+    def sample():
+        # RSS counts a shared page (Ray's object store, shared libraries) in every process mapping
+        # it; PSS splits it among them, so the sum of PSS is what the processes take together
+        root = psutil.Process(sweep.pid)
+        while not done.is_set():
+            processes = [root, *root.children(recursive=True)]
+            rss = pss = 0
+            for process in processes:
+                try:
+                    info = process.memory_full_info()
+                    rss, pss = rss + info.rss, pss + info.pss
+                except psutil.Error:
+                    pass
+            peak["rss"], peak["pss"] = max(peak["rss"], rss), max(peak["pss"], pss)
+            peak["processes"] = max(peak["processes"], len(processes))
+            time.sleep(1)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    code = sweep.wait()
+    done.set()
+    print(f"accelsweep run exited {code} after {time.time() - started:.0f} s; the sweep's processes "
+          f"(up to {peak['processes']}) together peaked at {peak['pss'] / 1e9:.2f} GB PSS "
+          f"({peak['rss'] / 1e9:.2f} GB summing RSS; target < 5 GB)")  # fmt: skip
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("what", choices=["throughput", "memory"])
+    parser.add_argument("--rows", type=int, default=20_000, help="throughput: Fashion-MNIST training rows used")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--gigabytes", type=float, default=5.0, help="memory: size of the parquet data set")
+    parser.add_argument("--workdir", default="/tmp/streaming-bench")
+    args = parser.parse_args()
+    throughput(args) if args.what == "throughput" else memory(args)
+
+
+if __name__ == "__main__":
+    main()
