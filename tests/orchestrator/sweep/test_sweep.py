@@ -236,8 +236,8 @@ deploy: {runtimes: [onnxruntime], rounds: 3}   # about what is sent, not the tim
 
 
 @pytest.mark.slow
-def test_two_worker_trials_measure_what_they_send_and_the_front_can_be_drawn_over_it(tmp_path):
-    _, client, _, children = _run_spec(COMMUNICATION_SPEC, tmp_path, "it-comm")
+def test_two_worker_trials_measure_what_they_send_and_the_front_can_be_drawn_over_it(in_tmp_path, accelsweep_in_process):
+    children = run_sweep(COMMUNICATION_SPEC, in_tmp_path, "it-comm").children
     metrics = {child.data.tags[MODE_TAG]: child.data.metrics for child in children}
     assert sorted(metrics) == ["baseline", "psgd2"]  # both 2-worker trials: the baseline all-reduces plainly
     for figures in metrics.values():
@@ -245,7 +245,7 @@ def test_two_worker_trials_measure_what_they_send_and_the_front_can_be_drawn_ove
         assert figures["ddp_replica_checksum_spread"] == 0
     # 10 steps, the first 2 all-reduced uncompressed (PowerSGD's start), the rest rank-2 factors
     assert metrics["psgd2"]["comm_bytes_per_step"] < metrics["baseline"]["comm_bytes_per_step"] / 2
-    completed = _accelsweep("report", "it-comm", "--objectives", "test_accuracy,comm_bytes_per_step", cwd=tmp_path)
+    completed = accelsweep_in_process("report", "it-comm", "--objectives", "test_accuracy,comm_bytes_per_step")
     assert completed.returncode == 0, completed.stderr
     header = next(line for line in completed.stdout.splitlines() if "comm_kB/step" in line)
     assert "syncs" in header
