@@ -74,7 +74,7 @@ class RawRows:
     @property
     def model_input_shape(self) -> tuple[int, ...]:
         """Shape of one example after `transforms` (what the model reads), without the batch dimension."""
-        return tuple(self._apply_transforms(self.x_train[:1]).shape[1:])
+        return tuple(self.model_inputs(self.x_train[:1]).shape[1:])
 
     def preprocess(self) -> nn.Sequential:
         """The transforms as one module, raw rows in, model inputs out (identity when there are none).
@@ -107,7 +107,17 @@ class RawRows:
         """
         return dataclasses.replace(self, transforms=(*self.transforms, transform))
 
-    def _apply_transforms(self, x):
+    def model_inputs(self, x):
+        """Raw rows run through the transforms, without gradients: what the model reads.
+
+        Args:
+            x: raw rows (N, *input_shape).
+
+        Example:
+            >>> ds = load_dataset("digits")
+            >>> ds.model_inputs(ds.x_test).equal(ds.preprocessed().x_test)
+            True
+        """
         import torch
 
         with torch.no_grad():
@@ -178,7 +188,7 @@ class Dataset(RawRows):
             >>> load_dataset("digits").train_input_variance().shape
             torch.Size([64])
         """
-        return self._apply_transforms(self.x_train).flatten(1).var(dim=0, correction=0)
+        return self.model_inputs(self.x_train).flatten(1).var(dim=0, correction=0)
 
     def preprocessed(self) -> Dataset:
         """Every split run through the transforms once: the tensors training reads (no per-step cost).
@@ -192,9 +202,9 @@ class Dataset(RawRows):
         """
         return dataclasses.replace(
             self,
-            x_train=self._apply_transforms(self.x_train),
-            x_val=self._apply_transforms(self.x_val),
-            x_test=self._apply_transforms(self.x_test),
+            x_train=self.model_inputs(self.x_train),
+            x_val=self.model_inputs(self.x_val),
+            x_test=self.model_inputs(self.x_test),
             transforms=(),
         )
 

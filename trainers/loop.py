@@ -293,7 +293,8 @@ def rebuild_deployable(recipe: TrialRecipe, data: Dataset, trained_path: str) ->
 def training_steps(recipe: TrialRecipe, data: Dataset, trained_path: str, steps: int) -> Callable[[], None]:
     """A finished trial's training step, rebuilt to be timed again: a callable that runs `steps` of
     its optimizer steps (one worker, its batch size, techniques and optimizer, as its epochs ran
-    them) on its training rows, on the shape its checkpoint ended with.
+    them) on its training rows (a streamed data set's sample of them), on the shape its checkpoint
+    ended with.
 
     Args:
         recipe: the trial's recipe.
@@ -310,7 +311,8 @@ def training_steps(recipe: TrialRecipe, data: Dataset, trained_path: str, steps:
     """
     model, model_data, configs = _rebuilt_model(recipe, data, trained_path)
     device = torch.device(recipe.device)
-    x, y = model_data.preprocessed().x_train.to(device), model_data.y_train.to(device)
+    # the training rows at hand (a streamed data set's sample: its stream is not read while timing)
+    x, y = model_data.model_inputs(model_data.x_train).to(device), model_data.y_train.to(device)
     optimizer = _make_optimizer(recipe, techniques.param_groups(model, configs))
     scaler = techniques.grad_scaler(configs, device)
     first = slice(0, recipe.batch_size)

@@ -143,4 +143,13 @@ class _ExplainedByFault(logging.Filter):
         self.watch = watch
 
     def filter(self, record):
-        return record.levelno < logging.WARNING or self.watch.fault() is None
+        if record.levelno < logging.WARNING:
+            return True
+        return self.watch.fault() is None and not _checkpoint_never_written(record, self.watch.results_path)
+
+
+def _checkpoint_never_written(record, results_path):
+    # resumed after a full disk, Tune deletes an old checkpoint whose folder the full disk never
+    # let it write: nothing that finished is lost, and its traceback would only alarm
+    error = record.exc_info[1] if record.exc_info else None
+    return isinstance(error, FileNotFoundError) and str(results_path) in str(error)

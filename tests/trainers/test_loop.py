@@ -20,8 +20,10 @@ from trainers.loop import (
     rebuild_deployable,
     scheduled_lr,
     train_trial,
+    training_steps,
 )
 from trainers.measure import evaluate
+from trainers.streamed import StreamedDataset, TensorBatches
 from trainers.metrics import EPOCH_METRICS, FINAL_METRICS
 from trainers.techniques.prune import SparseLinear, update_pruning
 from trainers.techniques.quantize import PackedLinear
@@ -332,3 +334,29 @@ def test_communication_knobs_on_one_worker_do_nothing_and_say_so(digits):
     notes = recorder.reports[-1][0]["notes"]
     assert notes["sync_every_inactive"] == "sync8 does nothing on 1 worker: there is nothing to synchronise"
     assert "comm_bytes_per_step" not in final and final["world_size"] == 1
+
+
+class _UnreadableStream:
+    def batches(self, batch_size, epoch=0):
+        raise AssertionError("the training stream was read while timing")
+
+
+def _streamed(data, train):
+    return StreamedDataset(
+        data.name, train, TensorBatches(data.x_val, data.y_val), TensorBatches(data.x_test, data.y_test),
+        len(data.y_train), len(data.y_val), len(data.y_test), data.num_classes,
+        data.x_train[:256], data.y_train[:256], data.x_test[:256], data.y_test[:256],
+        data.train_input_variance(), data.transforms,
+    )  # fmt: skip
+
+
+def test_a_streamed_trials_training_steps_are_rebuilt_on_its_sample_without_reading_the_stream(digits, tmp_path):
+    # the quiet phase's task holds every CPU: a Ray Data stream read inside it would wait for ever
+    recipe = TrialRecipe(epochs=1, hidden=(16,), batch_size=64)
+    recorder = Recorder()
+    train_trial(recipe, _streamed(digits, TensorBatches(digits.x_train, digits.y_train)), recorder)
+    path = tmp_path / "trained.pt"
+    torch.save(recorder.reports[-1][1]["trained"], path)
+    run_steps = training_steps(recipe, _streamed(digits, _UnreadableStream()), str(path), steps=5)
+    run_steps()
+    run_steps()  # again: each call trains its steps afresh

@@ -90,11 +90,11 @@ deploy: {{rounds: 3}}
 
 @pytest.mark.slow
 def test_a_streamed_sweep_trains_one_and_two_worker_trials_to_the_end(tmp_path):
-    from tests.orchestrator.sweep.test_sweep import _run_spec
+    from tests.orchestrator.conftest import run_sweep
     from orchestrator.tracking.tags import MODE_TAG
 
     write_digits_parquet(tmp_path / "digits.parquet", list_column=True)
-    _, _, parents, children = _run_spec(STREAMED_SPEC.format(path=tmp_path / "digits.parquet"), tmp_path, "it-streamed")
+    _, _, _, parents, children = run_sweep(STREAMED_SPEC.format(path=tmp_path / "digits.parquet"), tmp_path, "it-streamed")
     assert parents[0].info.status == "FINISHED"
     by_mode = {child.data.tags[MODE_TAG]: child.data.metrics for child in children}
     assert set(by_mode) == {"baseline", "w2"}
