@@ -14,7 +14,7 @@ from tests.orchestrator.parquet_files import write_digits_parquet
 
 @pytest.fixture(scope="module")
 def local_ray():
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)  # never a cluster running beside it
     yield
     ray.shutdown()
 
