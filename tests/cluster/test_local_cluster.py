@@ -24,7 +24,6 @@ RAY_WORKER_PORTS = range(10002, 20000)  # Ray's default worker ports: the chosen
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.cluster,
-    pytest.mark.xdist_group("cluster"),  # one pytest worker runs them all, against the module's one cluster
     pytest.mark.skipif(sys.platform != "linux", reason="--distinct-ips needs Linux's 127.0.0.0/8 loopback"),
     pytest.mark.skipif(shutil.which("curl") is None, reason="start.sh waits for its services with curl"),
 ]
