@@ -14,7 +14,12 @@ and their disagreement |logged / raw - 1|, and the raw speedup of a second sessi
 baseline's own file (an A/A copy: how far the raw side lands from 1.0 by itself). Target: within
 10% for every trial.
 
-Run: python benchmarks/raw_retiming.py [--uri sqlite:///mlflow.db] [--experiment quickstart] [--rounds 15]
+With `--method-check`, each artifact is also loaded as accelsweep's `OnnxRuntimeDeployable` and
+timed by `trainers.measure.measure_latency` (the quiet phase's timer, its settings there) in the
+same rounds: the "method" column is that speedup and "m-off" its disagreement with the raw one, in
+one process, apart from the spread between processes that "off" also holds.
+
+Run: python benchmarks/raw_retiming.py [--uri sqlite:///mlflow.db] [--experiment quickstart] [--rounds 15] [--method-check]
 """
 
 import argparse
@@ -23,10 +28,15 @@ import time
 
 import numpy as np
 import onnxruntime
+import torch
 from mlflow.tracking import MlflowClient
+
+from trainers.measure import measure_latency
+from trainers.runtimes.onnxruntime import OnnxRuntimeDeployable
 
 CALLS_PER_ROUND = 300
 WARMUP_CALLS = 30
+PAIRED_TIMER = {"warmup": 3, "min_repeats": 5, "min_time_s": 0.03}  # what `paired_latencies` passes `measure_latency`
 
 
 def finished_trials(client, experiment):
@@ -65,13 +75,18 @@ def main():
     parser.add_argument("--uri", default="sqlite:///mlflow.db")
     parser.add_argument("--experiment", default="quickstart")
     parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--method-check", action="store_true", help="also time each artifact with accelsweep's timer, in the same rounds")
     args = parser.parse_args()
     client = MlflowClient(tracking_uri=args.uri)
     trials = finished_trials(client, args.experiment)
-    sessions, feeds = {}, {}
+    sessions, feeds, deployables = {}, {}, {}
     with tempfile.TemporaryDirectory() as directory:
         for mode, run, _ in trials:
-            sessions[mode] = session(client.download_artifacts(run.info.run_id, "model/model.onnx", directory))
+            path = client.download_artifacts(run.info.run_id, "model/model.onnx", directory)
+            sessions[mode] = session(path)
+            if args.method_check:
+                with open(path, "rb") as artifact:
+                    deployables[mode] = OnnxRuntimeDeployable(artifact.read(), torch.device("cpu"))
             graph_input = sessions[mode].get_inputs()[0]
             shape = [1] + [int(dim) for dim in graph_input.shape[1:]]
             feeds[mode] = {graph_input.name: np.random.default_rng(0).uniform(0, 16, shape).astype(np.float32)}
@@ -83,12 +98,18 @@ def main():
     feeds[control] = feeds[baseline]
     names = list(sessions)
     medians = {name: [] for name in names}
+    method_medians = {name: [] for name in deployables}
     for round_index in range(args.rounds):
         shift = round_index % len(names)
         for name in names[shift:] + names[:shift]:
             medians[name].append(median_call_us(sessions[name].run, feeds[name]))
+            if name in deployables:
+                example = torch.from_numpy(next(iter(feeds[name].values())))
+                timing = measure_latency(deployables[name], example, **PAIRED_TIMER)
+                method_medians[name].append(timing["median_ms"] * 1000)
     print(f"raw: numpy in, session.run, 1 thread, {args.rounds} rounds x {CALLS_PER_ROUND} calls, batch 1")
-    print(f"{'trial':<28} {'raw_us':>8} {'logged':>8} {'interval':>14} {'raw':>7} {'off':>6}")
+    method_header = f" {'method':>7} {'m-off':>6}" if deployables else ""
+    print(f"{'trial':<28} {'raw_us':>8} {'logged':>8} {'interval':>14} {'raw':>7} {'off':>6}{method_header}")
     worst = 0.0
     for mode, run, _ in trials:
         raw = float(np.median(np.array(medians[baseline]) / np.array(medians[mode])))
@@ -97,7 +118,11 @@ def main():
         off = abs(logged / raw - 1)
         worst = max(worst, off)
         interval = f"[{metrics.get('speedup_low', float('nan')):.2f}, {metrics.get('speedup_high', float('nan')):.2f}]"
-        print(f"{mode:<28} {np.median(medians[mode]):8.1f} {logged:7.2f}x {interval:>14} {raw:6.2f}x {off:6.1%}")
+        method = ""
+        if deployables:
+            by_method = float(np.median(np.array(method_medians[baseline]) / np.array(method_medians[mode])))
+            method = f" {by_method:6.2f}x {abs(by_method / raw - 1):6.1%}"
+        print(f"{mode:<28} {np.median(medians[mode]):8.1f} {logged:7.2f}x {interval:>14} {raw:6.2f}x {off:6.1%}{method}")
     control_raw = float(np.median(np.array(medians[baseline]) / np.array(medians[control])))
     print(f"{control:<28} {np.median(medians[control]):8.1f} {'':>8} {'':>14} {control_raw:6.2f}x  (two sessions of one file)")
     print(f"worst logged-vs-raw disagreement: {worst:.1%} (target <= 10%)")
