@@ -31,12 +31,11 @@ import onnxruntime
 import torch
 from mlflow.tracking import MlflowClient
 
-from trainers.measure import measure_latency
+from trainers.measure import PAIRED_CALL_TIMING, measure_latency
 from trainers.runtimes.onnxruntime import OnnxRuntimeDeployable
 
 CALLS_PER_ROUND = 300
 WARMUP_CALLS = 30
-PAIRED_TIMER = {"warmup": 3, "min_repeats": 5, "min_time_s": 0.03}  # what `paired_latencies` passes `measure_latency`
 
 
 def finished_trials(client, experiment):
@@ -99,13 +98,13 @@ def main():
     names = list(sessions)
     medians = {name: [] for name in names}
     method_medians = {name: [] for name in deployables}
+    examples = {name: torch.from_numpy(next(iter(feeds[name].values()))) for name in deployables}
     for round_index in range(args.rounds):
         shift = round_index % len(names)
         for name in names[shift:] + names[:shift]:
             medians[name].append(median_call_us(sessions[name].run, feeds[name]))
             if name in deployables:
-                example = torch.from_numpy(next(iter(feeds[name].values())))
-                timing = measure_latency(deployables[name], example, **PAIRED_TIMER)
+                timing = measure_latency(deployables[name], examples[name], **PAIRED_CALL_TIMING)
                 method_medians[name].append(timing["median_ms"] * 1000)
     print(f"raw: numpy in, session.run, 1 thread, {args.rounds} rounds x {CALLS_PER_ROUND} calls, batch 1")
     method_header = f" {'method':>7} {'m-off':>6}" if deployables else ""

@@ -25,6 +25,8 @@ Model = Callable[[torch.Tensor], torch.Tensor]
 
 
 EVAL_BATCH = 1024
+PAIRED_CALL_TIMING = {"warmup": 3, "min_repeats": 5, "min_time_s": 0.03}
+"""What `paired_latencies` passes `measure_latency` for one candidate, batch size and round."""
 """Rows per forward call when a split is evaluated."""
 
 
@@ -228,7 +230,7 @@ def paired_latencies(
     min_rounds: int = 5,
     precision: float = 0.05,
     threads: int = 1,
-    min_time_s: float = 0.03,
+    min_time_s: float = PAIRED_CALL_TIMING["min_time_s"],
     control: str | None = None,
 ) -> dict[str, dict[int, dict]]:
     """Time every candidate against the baseline in interleaved rounds, as a paired A/B benchmark.
@@ -285,7 +287,7 @@ def paired_latencies(
                 sample = samples[name]
                 rows = torch.arange(batch, device=sample.device) % len(sample)
                 timing = measure_latency(
-                    candidates[name], sample[rows], warmup=3, min_repeats=5, min_time_s=min_time_s, threads=threads
+                    candidates[name], sample[rows], **(PAIRED_CALL_TIMING | {"min_time_s": min_time_s}), threads=threads
                 )
                 medians[name][batch][round_index] = timing["median_ms"]
                 all_calls[name][batch].extend(timing["times_ms"])

@@ -354,9 +354,9 @@ def test_a_streamed_trials_training_steps_are_rebuilt_on_its_sample_without_read
     # the quiet phase's task holds every CPU: a Ray Data stream read inside it would wait for ever
     recipe = TrialRecipe(epochs=1, hidden=(16,), batch_size=64)
     recorder = Recorder()
-    train_trial(recipe, _streamed(digits, TensorBatches(digits.x_train, digits.y_train)), recorder)
-    path = tmp_path / "trained.pt"
-    torch.save(recorder.reports[-1][1]["trained"], path)
-    run_steps = training_steps(recipe, _streamed(digits, _UnreadableStream()), str(path), steps=5)
+    streamed = _streamed(digits, TensorBatches(digits.x_train, digits.y_train))
+    train_trial(recipe, streamed, recorder)
+    _, _, path = _trained_model(recipe, streamed, recorder, tmp_path)
+    run_steps = training_steps(recipe, _streamed(digits, _UnreadableStream()), path, steps=5)
     run_steps()
     run_steps()  # again: each call trains its steps afresh
