@@ -3,8 +3,9 @@
 Trials time themselves while other trials train on the same cores, so their latency is only
 provisional. Once a sweep's trials are done, one task per sweep (on one node, holding all of its
 CPUs so that nothing else runs there) rebuilds every finished trial's deployable from its logged
-weights, exports it to each runtime of `deploy.runtimes`, and times all of them round-robin with
-the baseline's (`trainers.measure.paired_latencies`): speedups are medians of per-round ratios,
+weights, exports it to each runtime of `deploy.runtimes` (the ONNX Runtime artifact a trial logged,
+`model/model.onnx`, is opened as logged, not exported again: what is timed is the file that
+ships), and times all of them round-robin with the baseline's (`trainers.measure.paired_latencies`): speedups are medians of per-round ratios,
 with a 95% bootstrap interval. `accelsweep bench` runs the same phase later, on another machine.
 
 Training speed is timed the same way: every one-worker trial's training step, rebuilt from its
@@ -19,6 +20,7 @@ training step's as `train_step_ms`, `train_epoch_s`, `train_step_speedup` (with 
 the host and versions as tags; and all of it as `bench/<host>.json` (what `report --host` reads).
 """
 
+import contextlib
 import json
 import logging
 import math
@@ -65,6 +67,8 @@ class TrialToMeasure:
         choices: its technique values by space key.
         trained: the bytes of its `trained.pt` checkpoint.
         baseline: whether it is the sweep's dense fp32 baseline.
+        onnx_artifact: the bytes of its logged `model/model.onnx` (a trial whose primary runtime
+            was ONNX Runtime), or None.
     """
 
     trial_id: str
@@ -72,6 +76,7 @@ class TrialToMeasure:
     choices: dict
     trained: bytes
     baseline: bool
+    onnx_artifact: bytes | None = None
 
 
 def trials_to_measure(client: MlflowClient, parent_run) -> list[TrialToMeasure]:
@@ -90,6 +95,7 @@ def trials_to_measure(client: MlflowClient, parent_run) -> list[TrialToMeasure]:
     """
     from orchestrator.tracking.store import trial_choices
     from trainers.checkpoints import TRAINED_FILE
+    from trainers.runtimes.onnxruntime import FILE as ONNX_FILE
 
     runs = client.search_runs(
         [parent_run.info.experiment_id],
@@ -106,6 +112,10 @@ def trials_to_measure(client: MlflowClient, parent_run) -> list[TrialToMeasure]:
                 continue
             with open(path, "rb") as file:
                 trained = file.read()
+            onnx_artifact = None
+            with contextlib.suppress(MlflowException, OSError):  # none logged (another primary runtime): exported again
+                with open(client.download_artifacts(run.info.run_id, f"model/{ONNX_FILE}", directory), "rb") as file:
+                    onnx_artifact = file.read()
             trials.append(
                 TrialToMeasure(
                     trial_id=run.data.tags.get(TRIAL_ID_TAG, run.info.run_id),
@@ -113,13 +123,15 @@ def trials_to_measure(client: MlflowClient, parent_run) -> list[TrialToMeasure]:
                     choices=trial_choices(run.data.params),
                     trained=trained,
                     baseline=run.data.tags.get(BASELINE_TAG) == "true",
+                    onnx_artifact=onnx_artifact,
                 )
             )
     return sorted(trials, key=lambda trial: (not trial.baseline, trial.trial_id))
 
 
 def measure_trials(spec: Spec, data, trials: list[TrialToMeasure], runtimes: list[str], device: str = "cpu") -> dict:
-    """Rebuild, export and time every trial in every runtime, paired with the baseline, in this process.
+    """Rebuild, export (or open the logged ONNX artifact) and time every trial in every runtime,
+    paired with the baseline, in this process.
 
     Args:
         spec: the sweep's spec (recipes, `deploy` settings).
@@ -244,6 +256,7 @@ def _deploy_all(spec, data, trials, runtimes, torch_device, baseline, control):
     from orchestrator.config.recipe import recipe_for
     from trainers.loop import deploy_to, rebuild_deployable
     from trainers.runtimes import RuntimeUnavailable
+    from trainers.runtimes.onnxruntime import open_onnxruntime
 
     deployables = {runtime: {} for runtime in runtimes}
     samples = {}
@@ -259,7 +272,11 @@ def _deploy_all(spec, data, trials, runtimes, torch_device, baseline, control):
             for runtime in runtimes:
                 try:
                     for name in copies:
-                        deployables[runtime][name] = deploy_to(runtime, exported, model_data, torch_device, spec.deploy.threads)
+                        if runtime == "onnxruntime" and trial.onnx_artifact is not None:
+                            deployable = open_onnxruntime(trial.onnx_artifact, exported.fmt.weight_bits, torch_device, spec.deploy.threads)
+                        else:
+                            deployable = deploy_to(runtime, exported, model_data, torch_device, spec.deploy.threads)
+                        deployables[runtime][name] = deployable
                 except RuntimeUnavailable as error:
                     figures[trial.trial_id][runtime] = {"unavailable": str(error)}
     samples[control] = samples[baseline]

@@ -200,19 +200,12 @@ def export_onnxruntime(inputs: ExportInputs) -> OnnxRuntimeDeployable:
         {'onnx_weights': 'int8: 2 MatMul dynamic (per-channel symmetric), 0 Conv static QDQ'}
     """
     bits = inputs.fmt.weight_bits
-    _provider(inputs.device)  # fail early on a CUDA device without the CUDA provider
-    if bits == 16 and inputs.device.type != "cuda":
-        raise RuntimeUnavailable(
-            "onnxruntime: 16-bit weights run on the CUDA execution provider only; the CPU provider has no fp16 "
-            "MatMul/Conv kernels here: it casts the weights back to fp32 at load and runs fp32"
-        )
+    _refuse_unrunnable(bits, inputs.device)  # before the export's seconds
     model = _matmuls_not_gemms(_export_onnx(inputs.model, inputs.batch_example()))
-    session_config = {}
     if bits == 8:
         model, note = _quantize_int8(model)
     elif bits in (4, 2):
         model, note = _quantize_weight_only(model, bits)
-        session_config = FOLD_DEQUANTIZED_WEIGHTS
     elif bits == 16:
         model, note = _to_fp16(model)
     elif bits == 32:
@@ -224,11 +217,49 @@ def export_onnxruntime(inputs: ExportInputs) -> OnnxRuntimeDeployable:
         model, notes["onnx_sparse"] = _sparse_initializers(model)
     logger.info("ONNX export: %s", notes)
     try:
-        return OnnxRuntimeDeployable(model.SerializeToString(), inputs.device, inputs.threads, notes, session_config)
+        return open_onnxruntime(model.SerializeToString(), bits, inputs.device, inputs.threads, notes)
     except (NoKernel, Fail, InvalidGraph) as error:  # e.g. no MatMulNBits kernel for these bits in this build
         raise RuntimeUnavailable(
             f"onnxruntime {onnxruntime.__version__} cannot run the {note} graph: {first_line(error)}"
         ) from error
+
+
+def open_onnxruntime(
+    model_bytes: bytes, weight_bits: int, device: torch.device, threads: int = 1, notes: dict[str, str] | None = None
+) -> OnnxRuntimeDeployable:
+    """Open an ONNX model this runtime exported (a trial's logged `model.onnx`) with the session
+    settings its export chose for its weight bits, without exporting again.
+
+    Args:
+        model_bytes: the serialized model.
+        weight_bits: the bits its weights were stored with (`DeployFormat.weight_bits`).
+        device: where the session runs.
+        threads: intra-op threads.
+        notes: what the export decided, for the trial's tags.
+
+    Raises:
+        RuntimeUnavailable: as `export_onnxruntime` (16 bits on CPU, no CUDA provider).
+
+    Example:
+        >>> from trainers.deployable import DeployFormat, EagerDeployable
+        >>> model, x = torch.nn.Linear(8, 10).eval(), torch.randn(256, 8)
+        >>> exported = export_onnxruntime(ExportInputs(model, EagerDeployable(model), DeployFormat(4), x[:4], x, torch.device("cpu")))
+        >>> opened = open_onnxruntime(exported.model_bytes, 4, torch.device("cpu"))
+        >>> opened.session_options == exported.session_options, torch.equal(opened(x[:4]), exported(x[:4]))
+        (True, True)
+    """
+    _refuse_unrunnable(weight_bits, device)
+    session_config = FOLD_DEQUANTIZED_WEIGHTS if weight_bits in (4, 2) else {}
+    return OnnxRuntimeDeployable(model_bytes, device, threads, notes, session_config)
+
+
+def _refuse_unrunnable(bits, device):
+    _provider(device)  # a CUDA device without the CUDA provider
+    if bits == 16 and device.type != "cuda":
+        raise RuntimeUnavailable(
+            "onnxruntime: 16-bit weights run on the CUDA execution provider only; the CPU provider has no fp16 "
+            "MatMul/Conv kernels here: it casts the weights back to fp32 at load and runs fp32"
+        )
 
 
 def _provider(device):

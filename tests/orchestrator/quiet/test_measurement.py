@@ -2,6 +2,7 @@
 really trained (stored as `TrialLogger` stores them), without Ray; and `accelsweep bench` for real."""
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -32,7 +33,8 @@ TRIALS = [("t0", None), ("t1", {"quant_bits": 8, "dropout": 0.0}), ("t2", {"quan
 
 @pytest.fixture(scope="module")
 def measured_sweep(tmp_path_factory, new_mlflow_store):
-    """A sweep of three trained trials, measured once: (client, parent run, trials, figures, spec, data)."""
+    """A sweep of three trained trials, measured once: (client, parent run, trials, figures, spec, data,
+    the runtime of every export the measurement made, in order)."""
     root = tmp_path_factory.mktemp("bench")
     client = store.connect(new_mlflow_store(root / "mlflow.db"))
     client.create_experiment("benchdemo", artifact_location=(root / "artifacts").as_uri())
@@ -44,14 +46,32 @@ def measured_sweep(tmp_path_factory, new_mlflow_store):
         trained_trial(runs, spec, data, trial_id, choices or baseline_choices(spec), root / trial_id)
     parent = client.get_run(parent_id)
     trials = measurement.trials_to_measure(client, parent)
-    figures = measurement.measure_trials(spec, data, trials, spec.deploy.runtimes)
+    exports, runtimes_logger = _ExportLog(), logging.getLogger("trainers.runtimes")
+    level = runtimes_logger.level
+    runtimes_logger.setLevel(logging.INFO)
+    runtimes_logger.addHandler(exports)
+    try:
+        figures = measurement.measure_trials(spec, data, trials, spec.deploy.runtimes)
+    finally:
+        runtimes_logger.removeHandler(exports)
+        runtimes_logger.setLevel(level)
     measurement.log_measurements(client, parent_id, trials, figures)
-    return client, client.get_run(parent_id), trials, figures, spec, data
+    return client, client.get_run(parent_id), trials, figures, spec, data, exports.runtimes
+
+
+class _ExportLog(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.INFO)
+        self.runtimes = []
+
+    def emit(self, record):
+        if record.msg.startswith("exported to"):
+            self.runtimes.append(record.args[0])
 
 
 @pytest.mark.slow
 def test_every_finished_trial_is_measured_with_the_baseline_first(measured_sweep):
-    _, _, trials, figures, _, _ = measured_sweep
+    _, _, trials, figures, _, _, _ = measured_sweep
     assert [trial.trial_id for trial in trials] == ["t0", "t1", "t2"] and trials[0].baseline
     for trial_id in ("t0", "t1", "t2"):
         for runtime in ("onnxruntime", "eager"):
@@ -62,8 +82,17 @@ def test_every_finished_trial_is_measured_with_the_baseline_first(measured_sweep
 
 
 @pytest.mark.slow
+def test_onnx_runtime_times_each_trials_logged_artifact_and_exports_only_the_other_runtimes(measured_sweep, tmp_path):
+    client, _, trials, _, _, _, exported_runtimes = measured_sweep
+    for trial in trials:
+        with open(client.download_artifacts(trial.run_id, "model/model.onnx", str(tmp_path)), "rb") as file:
+            assert trial.onnx_artifact == file.read()  # what ships is what is timed
+    assert exported_runtimes == ["eager"] * 4  # the three trials and the baseline's A/A copy
+
+
+@pytest.mark.slow
 def test_the_baseline_is_paired_with_itself_and_an_a_a_copy_sets_the_error(measured_sweep):
-    _, _, _, figures, _, _ = measured_sweep
+    _, _, _, figures, _, _, _ = measured_sweep
     for runtime in ("onnxruntime", "eager"):
         own = figures["trials"]["t0"][runtime][1]
         assert own["round_speedups"] == [1.0, 1.0, 1.0] and own["speedup"] == 1.0
@@ -75,7 +104,7 @@ def test_the_baseline_is_paired_with_itself_and_an_a_a_copy_sets_the_error(measu
 
 @pytest.mark.slow
 def test_figures_land_in_each_trial_run_and_the_report(measured_sweep):
-    client, parent, trials, figures, _, _ = measured_sweep
+    client, parent, trials, figures, _, _, _ = measured_sweep
     host = figures["host"]["host"]
     for trial in trials:
         run = client.get_run(trial.run_id)
@@ -97,7 +126,7 @@ def test_figures_land_in_each_trial_run_and_the_report(measured_sweep):
 
 @pytest.mark.slow
 def test_report_for_a_host_that_never_measured_says_so(measured_sweep):
-    client, parent, _, _, _, _ = measured_sweep
+    client, parent, _, _, _, _, _ = measured_sweep
     assert measured_figures.host_figures(client, parent.info.run_id, "elsewhere") is None
     with pytest.raises(ReportError, match="host 'elsewhere' measured no trial of this sweep"):
         sweep_rows(client, parent, host="elsewhere")
@@ -105,14 +134,14 @@ def test_report_for_a_host_that_never_measured_says_so(measured_sweep):
 
 @pytest.mark.slow
 def test_a_sweep_without_a_finished_baseline_cannot_be_paired(measured_sweep):
-    _, _, trials, _, spec, data = measured_sweep
+    _, _, trials, _, spec, data, _ = measured_sweep
     with pytest.raises(ValueError, match="no finished baseline trial"):
         measurement.measure_trials(spec, data, trials[1:], ["eager"])
 
 
 @pytest.mark.slow
 def test_accelsweep_bench_times_again_on_this_machine(measured_sweep, tmp_path):
-    client, parent, trials, _, _, _ = measured_sweep
+    client, parent, trials, _, _, _, _ = measured_sweep
     env = {key: value for key, value in os.environ.items() if key != "MLFLOW_TRACKING_URI"}
     completed = subprocess.run(
         [sys.executable, "-m", "orchestrator", "bench", "benchdemo", "--uri", client.tracking_uri,
@@ -136,7 +165,7 @@ def test_accelsweep_bench_times_again_on_this_machine(measured_sweep, tmp_path):
 
 @pytest.mark.slow
 def test_training_steps_are_timed_paired_with_the_baseline_and_drive_the_report(measured_sweep):
-    client, parent, trials, figures, _, _ = measured_sweep
+    client, parent, trials, figures, _, _, _ = measured_sweep
     training = figures["training"]
     assert set(training) == {"t0", "t1", "t2"} and training["t0"]["speedup"] == 1.0
     assert training["t0"]["speedup_low"] <= 1.0 <= training["t0"]["speedup_high"]  # widened by the A/A copy's error
