@@ -140,7 +140,7 @@ def build_trial_model(
     """Build the trial's trainable model with every technique's data and build phases applied.
 
     A trial that starts from trained weights (`starts_from_trained`) gets `recipe.start_weights_path`'s
-    weights loaded into the freshly built model before the build phase, and its notes say so
+    weights loaded into the freshly built model before the build phase, and its notes name the file
     ("start_weights").
 
     Args:
@@ -185,7 +185,9 @@ def build_trial_model(
         raise techniques.UnsupportedTechnique("; ".join(refusals))
     notes = {"mode": techniques.label_string(configs)} | data_notes
     if starts_trained and not loads_checkpoint:
-        notes |= _load_start_weights(model, recipe.start_weights_path)
+        _load_start_weights(model, recipe.start_weights_path)
+    if starts_trained and recipe.start_weights_path is not None:  # a resumed attempt too: it started from them
+        notes["start_weights"] = recipe.start_weights_path
     notes |= techniques.build(model, configs)
     return model.to(recipe.device), data, configs, notes
 
@@ -195,7 +197,6 @@ def _load_start_weights(model, path):
         raise ValueError(MISSING_START_WEIGHTS)
     epochs = load_trained_weights(model, path, "start weights")
     logger.info("starting from the trained weights of %s (%d epochs)", path, epochs)
-    return {"start_weights": f"{path} (trained {epochs} epochs)"}
 
 
 @dataclass
