@@ -1,12 +1,14 @@
 """Trial checkpoint files: written atomically, read back safely (tensors and plain values only).
 
 The trial drivers write them, and `rebuild_deployable` (the registry's way back to a trial's
-model) reads them, through these two functions.
+model) reads them, through `save_atomically` and `load_trained`; a teacher and a trial's start
+weights are another trial's `trained.pt`, loaded into a model with `load_trained_weights`.
 """
 
 import os
 
 import torch
+from torch import nn
 
 TRAINED_FILE = "trained.pt"
 """A trial's training state: {"epoch": int, "model": state_dict, "optimizer": state_dict}."""
@@ -58,3 +60,35 @@ def load_trained(path: str) -> dict:
     if not isinstance(state, dict) or not {"epoch", "model", "optimizer"} <= set(state):
         raise CheckpointError(f"checkpoint {path} is not a trial checkpoint (expected epoch, model, optimizer)")
     return state
+
+
+def load_trained_weights(module: nn.Module, path: str, role: str) -> int:
+    """Load the model weights of a trial's `trained.pt` into `module`, read with the checked reader.
+
+    Args:
+        module: a module of the checkpoint's architecture (its shapes and names).
+        path: the checkpoint file.
+        role: what the weights are for, named in the message (e.g. "teacher", "start weights").
+
+    Returns:
+        The number of epochs the checkpoint's trial had trained.
+
+    Raises:
+        CheckpointError: the file is missing, corrupt or not a trial checkpoint.
+        ValueError: the weights do not fit `module`; the message is one line naming `role`, the
+            file and the first mismatch.
+
+    Example:
+        >>> load_trained_weights(model, "baseline/checkpoint_000004/trained.pt", "teacher")  # doctest: +SKIP
+        5
+    """
+    trained = load_trained(path)
+    try:
+        module.load_state_dict(trained["model"])
+    except RuntimeError as error:
+        first_mismatch = " ".join(line.strip() for line in str(error).strip().splitlines()[:2])
+        raise ValueError(
+            f"{role} {path} does not fit this trial's model (is it of the same model kind, with the same inputs? "
+            f"feature selection changes them): {first_mismatch}"
+        ) from None
+    return trained["epoch"]

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from trainers import communication, runtimes, techniques
-from trainers.checkpoints import CheckpointError, load_trained
+from trainers.checkpoints import CheckpointError, load_trained, load_trained_weights
 from trainers.data import Dataset
 from trainers.deployable import Deployable, DeployFormat, EagerDeployable
 from trainers.measure import EVAL_BATCH, evaluate_batches, measure_deployable
@@ -45,6 +45,11 @@ ONECYCLE_WARMUP_FRACTION = 0.3
 """onecycle's rise, as a fraction of all steps, when `warmup_epochs` is 0 (torch's OneCycleLR default)."""
 CALIBRATION_ROWS = 256
 """Training rows a runtime may calibrate static quantisation with."""
+START_FROM = ("scratch", "baseline")
+MISSING_START_WEIGHTS = (
+    "start_from 'baseline' needs start weights: set the trial recipe's start_weights_path to the dense "
+    "baseline's trained.pt (the sweep trains its baseline first)"
+)
 
 
 @dataclass(frozen=True)
@@ -70,6 +75,15 @@ class TrialRecipe:
         teacher_path: a `trained.pt` of the same model kind, trained on the same data without
             technique (the sweep's baseline, or the spec's `train.teacher`), that distillation
             (`distill` > 0) learns from; a distilling trial without one is refused before it trains.
+        start_from: "scratch" (the seed's initial weights) or "baseline": a trial with an active
+            technique starts from the dense baseline's trained weights (`start_weights_path`),
+            loaded into the freshly built model before any technique's build phase, so the
+            techniques change trained weights (low rank factorises them, QAT fine-tunes them,
+            channel pruning cuts before the first epoch); the dense trial itself (no active
+            technique) trains from scratch either way (`starts_from_trained`).
+        start_weights_path: the baseline's `trained.pt` (same model kind, options and inputs), read
+            with the checked reader by such a trial when it starts at epoch 0; a resumed or rebuilt
+            trial loads its own checkpoint and never reads it. Only with start_from "baseline".
 
     Example:
         >>> TrialRecipe(model_kind="mlp", choices={"rank": 8}, epochs=2)
@@ -96,14 +110,44 @@ class TrialRecipe:
     runtime: str = "eager"
     max_abs_diff: float = 0.05
     teacher_path: str | None = None
+    start_from: str = "scratch"
+    start_weights_path: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.start_from not in START_FROM:
+            raise ValueError(f"train.start_from must be one of {START_FROM}, got {self.start_from!r}")
+        if self.start_weights_path is not None and self.start_from != "baseline":
+            raise ValueError(f"start_weights_path is read only with start_from 'baseline', got {self.start_from!r}")
 
 
-def build_trial_model(recipe: TrialRecipe, data: Dataset) -> tuple[nn.Module, Dataset, dict, dict]:
+def starts_from_trained(recipe: TrialRecipe) -> bool:
+    """Whether the trial starts from the baseline's trained weights rather than its initial ones:
+    `start_from` is "baseline" and a technique is active (the dense baseline trains from scratch).
+
+    Example:
+        >>> starts_from_trained(TrialRecipe(start_from="baseline", choices={"channel_sparsity": 0.5}))
+        True
+        >>> starts_from_trained(TrialRecipe(start_from="baseline")), starts_from_trained(TrialRecipe(choices={"rank": 8}))
+        (False, False)
+    """
+    configs = techniques.techniques_from_choices(recipe.choices)
+    return recipe.start_from == "baseline" and any(cfg.active for cfg in configs.values())
+
+
+def build_trial_model(
+    recipe: TrialRecipe, data: Dataset, loads_checkpoint: bool = False
+) -> tuple[nn.Module, Dataset, dict, dict]:
     """Build the trial's trainable model with every technique's data and build phases applied.
+
+    A trial that starts from trained weights (`starts_from_trained`) gets `recipe.start_weights_path`'s
+    weights loaded into the freshly built model before the build phase, and its notes name the file
+    ("start_weights").
 
     Args:
         recipe: the trial's recipe.
         data: the full data set.
+        loads_checkpoint: the trial's own checkpoint will replace the weights (a resumed or rebuilt
+            trial): the start weights are neither needed nor read.
 
     Returns:
         (model on the recipe's device, the data set with the data phase's input transforms added
@@ -113,6 +157,9 @@ def build_trial_model(recipe: TrialRecipe, data: Dataset) -> tuple[nn.Module, Da
     Raises:
         UnsupportedTechnique: an active technique cannot apply to the model (before any training;
             the message gives every reason, see `trainers.techniques.unsupported`).
+        ValueError: the trial starts from trained weights and has none, or they do not fit the
+            model (the message names the file and the first mismatch).
+        CheckpointError: the start weights' file cannot be read.
 
     Example:
         >>> from trainers.data import load_dataset
@@ -120,7 +167,9 @@ def build_trial_model(recipe: TrialRecipe, data: Dataset) -> tuple[nn.Module, Da
         >>> notes["mode"], sum(p.numel() for p in model.parameters())
         ('baseline', 4810)
     """
-    configs = techniques.techniques_from_choices(recipe.choices, {"teacher_path": recipe.teacher_path})
+    starts_trained = starts_from_trained(recipe)
+    settings = {"teacher_path": recipe.teacher_path, "starts_from_trained": starts_trained}
+    configs = techniques.techniques_from_choices(recipe.choices, settings)
     data, data_notes = techniques.prepare_data(data, configs)
     torch.manual_seed(recipe.seed)
     model = build_model(
@@ -134,8 +183,20 @@ def build_trial_model(recipe: TrialRecipe, data: Dataset) -> tuple[nn.Module, Da
     refusals = techniques.unsupported(model, configs)
     if refusals:
         raise techniques.UnsupportedTechnique("; ".join(refusals))
-    notes = {"mode": techniques.label_string(configs)} | data_notes | techniques.build(model, configs)
+    notes = {"mode": techniques.label_string(configs)} | data_notes
+    if starts_trained and not loads_checkpoint:
+        _load_start_weights(model, recipe.start_weights_path)
+    if starts_trained and recipe.start_weights_path is not None:  # a resumed attempt too: it started from them
+        notes["start_weights"] = recipe.start_weights_path
+    notes |= techniques.build(model, configs)
     return model.to(recipe.device), data, configs, notes
+
+
+def _load_start_weights(model, path):
+    if path is None:
+        raise ValueError(MISSING_START_WEIGHTS)
+    epochs = load_trained_weights(model, path, "start weights")
+    logger.info("starting from the trained weights of %s (%d epochs)", path, epochs)
 
 
 @dataclass
@@ -267,7 +328,8 @@ def rebuild_deployable(recipe: TrialRecipe, data: Dataset, trained_path: str) ->
 
     The same steps as the trial itself took (build, the reshapes of the epochs it trained, load the
     trained weights, export), so the result computes what the trial measured. The checkpoint is
-    read with the checked reader.
+    read with the checked reader; a trial that started from the baseline's weights is rebuilt
+    without them (`recipe.start_from` alone decides when its reshapes happened).
 
     Args:
         recipe: the trial's recipe (its device is where the deployable runs).
@@ -330,7 +392,7 @@ def training_steps(recipe: TrialRecipe, data: Dataset, trained_path: str, steps:
 
 
 def _rebuilt_model(recipe, data, trained_path):
-    model, model_data, configs, _ = build_trial_model(recipe, data)
+    model, model_data, configs, _ = build_trial_model(recipe, data, loads_checkpoint=True)
     trained = load_trained(trained_path)
     with torch.no_grad():
         model_example = model_data.preprocess().to(recipe.device)(model_data.x_test[:1].to(recipe.device))
@@ -377,6 +439,9 @@ def train_trial(
     After every epoch `report` gets the epoch's metrics and a checkpoint {"trained": state}.
     On a multi-worker trial only rank 0 exports and measures; the other ranks' last report holds
     the training figures alone.
+    A trial that starts from the baseline's trained weights (`starts_from_trained`) loads them
+    before the build phase; its training figures (train_seconds, the epochs to a target) count
+    its own epochs only, not the baseline's. A resumed trial loads its checkpoint instead.
     Before every epoch the reshape phase may shrink the model (structured pruning): the optimizer,
     the DDP wrapper and the wrap phase are then built again over the new parameters, and a resumed
     trial replays those reshapes before loading its checkpoint.
@@ -400,8 +465,8 @@ def train_trial(
         The final metrics (the last report's).
 
     Raises:
-        TrialFailed: a failure a retry would only repeat: a technique refused on the model or a
-            teacher that does not fit (before training), an export, runtime or agreement error
+        TrialFailed: a failure a retry would only repeat: a technique refused on the model, a
+            teacher or start weights missing or not fitting (before training), an export, runtime or agreement error
             (after it; the trained state comes with it). An error while training (a lost worker)
             is raised as it is.
 
@@ -437,7 +502,7 @@ def _train_and_export(recipe, data, report, resume, progress):
     rank, world_size = _distributed_rank()
     device = torch.device(recipe.device)
     torch.set_num_threads(recipe.threads)
-    model, data, configs, notes = build_trial_model(recipe, data)
+    model, data, configs, notes = build_trial_model(recipe, data, loads_checkpoint=resume is not None)
     logger.info("trial %s: %s", notes["mode"], notes)
     rows = _training_rows(data, recipe, rank, world_size, device)
     x_first, y_first = rows.first

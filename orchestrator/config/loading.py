@@ -14,6 +14,7 @@ from orchestrator.config.space_rules import (
     _communication_problems,
     _scheduler_problems,
     _space_problems,
+    _start_from_problems,
     _target_problems,
 )
 
@@ -84,6 +85,7 @@ def parse_spec(raw: object, source: str = "<spec>") -> Spec:
             + _target_problems(spec)
             + _scheduler_problems(spec)
             + _communication_problems(spec)
+            + _start_from_problems(spec)
         )
     if problems:
         raise SpecError("\n".join(f"{source}: {problem}" for problem in problems))

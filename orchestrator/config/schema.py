@@ -90,6 +90,7 @@ class TrainSpec(_Section):
     clip_norm: float | None = Field(default=None, gt=0)
     target_accuracy: float | None = Field(default=None, gt=0, le=1)
     teacher_path: str | None = None
+    start_from: Literal["scratch", "baseline"] = "scratch"
 
     @field_validator("warmup_epochs")
     @classmethod

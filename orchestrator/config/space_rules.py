@@ -36,6 +36,27 @@ def _target_problems(spec):
     ]
 
 
+def _start_from_problems(spec):
+    """The space's values that cannot start from the baseline's weights (`train.start_from:
+    baseline`): a data-phase technique changes the model's inputs (feature selection), so the
+    baseline's first layer does not fit its trials."""
+    if spec.train.start_from != "baseline":
+        return []
+    from trainers.techniques import off_value, phase_order
+
+    problems = []
+    for technique in phase_order("data"):
+        key = technique.key
+        changing = [value for value in _values(spec.space, key) if value != off_value(key)]
+        if changing:
+            problems.append(
+                f"train.start_from: baseline cannot start the trials of space.{key}={_show(changing[0])} from the "
+                f"baseline's weights: {key} changes the model's inputs, so the baseline's first layer does not "
+                f"fit them; sweep {key} in a spec with start_from: scratch"
+            )
+    return problems
+
+
 def _scheduler_problems(spec):
     search = spec.search
     max_t = search.max_t or spec.train.epochs

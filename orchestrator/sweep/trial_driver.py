@@ -22,7 +22,7 @@ from ray.tune.integration.ray_train import CHECKPOINT_PATH_KEY, TuneReportCallba
 
 from orchestrator.config.recipe import recipe_for, workers_of
 from orchestrator.config.schema import Spec
-from orchestrator.sweep import streaming, teacher
+from orchestrator.sweep import baseline_weights, streaming
 from orchestrator.sweep.resources import worker_resources
 from trainers.checkpoints import TRAINED_FILE, load_trained, save_atomically
 from trainers.data import STREAMING_SOURCES
@@ -34,30 +34,31 @@ from trainers.streamed import StreamedDataset
 def trial_driver(config: dict, spec_json: str, data_ref: list, results_path: str) -> None:
     """The Ray Tune function trainable: train one trial, in-process or with a worker group.
 
-    A trial that distills from the sweep's baseline first waits for the baseline's weights
-    (`teacher.wait_for_teacher`); if the baseline ended without any, the trial ends failed, with
-    the reason, before it trains.
+    A trial that distills from the sweep's baseline, or starts from it (`train.start_from:
+    baseline`), first waits for the baseline's weights (`baseline_weights.wait_for_baseline_weights`);
+    if the baseline ended without any, the trial ends failed, with the reason, before it trains.
 
     Args:
         config: the trial's sampled values by space key.
         spec_json: the sweep spec as JSON (a plain string travels cheaply to every trial).
         data_ref: a one-element list holding the data set's object-store reference.
-        results_path: the sweep's Tune state directory (names its teacher store).
+        results_path: the sweep's Tune state directory (names its baseline weights store).
 
     Example:
         >>> tune.with_parameters(trial_driver, spec_json=spec.model_dump_json(), data_ref=[ref], results_path=path)  # doctest: +SKIP
     """
     spec = Spec.model_validate_json(spec_json)
     workers = workers_of(spec, config)
+    fields = baseline_weights.baseline_weights_fields(spec, config)
     try:
-        teacher_weights = teacher.wait_for_teacher(results_path) if teacher.trial_needs_teacher(spec, config) else None
-    except teacher.NoTeacher as no_teacher:
-        _report_failure(_report_to_tune, TrialFailed(str(no_teacher)))
+        weights = baseline_weights.wait_for_baseline_weights(results_path, fields) if fields else None
+    except baseline_weights.NoBaselineWeights as no_weights:
+        _report_failure(_report_to_tune, TrialFailed(str(no_weights)))
         return
     if workers == 1:
         device = "cuda" if spec.resources.gpus_per_worker > 0 and torch.cuda.is_available() else "cpu"
         resume = _load_trained(tune.get_checkpoint())
-        with _teacher_file(recipe_for(spec, config, device), teacher_weights) as recipe:
+        with _baseline_weights_file(recipe_for(spec, config, device), weights, fields) as recipe:
             train_once(recipe, ray.get(data_ref[0]), _report_to_tune, resume)
         return
     trial_id = tune.get_context().get_trial_id()
@@ -70,7 +71,8 @@ def trial_driver(config: dict, spec_json: str, data_ref: list, results_path: str
         train_loop_config={
             "recipe": dataclasses.asdict(recipe_for(spec, config)),
             "data_ref": data_ref,
-            "teacher_ref": [ray.put(teacher_weights)] if teacher_weights else None,
+            "baseline_weights_ref": [ray.put(weights)] if weights else None,
+            "baseline_weights_fields": fields,
         },
         scaling_config=ScalingConfig(
             num_workers=workers,
@@ -93,21 +95,21 @@ def _train_worker(config):
     data = ray.get(config["data_ref"][0])
     if isinstance(data, StreamedDataset):  # this worker's own shard of the training split
         data = streaming.worker_dataset(data, recipe.seed)
-    teacher_weights = ray.get(config["teacher_ref"][0]) if config["teacher_ref"] else None
-    with _teacher_file(recipe, teacher_weights) as recipe:
+    weights = ray.get(config["baseline_weights_ref"][0]) if config["baseline_weights_ref"] else None
+    with _baseline_weights_file(recipe, weights, config["baseline_weights_fields"]) as recipe:
         train_once(recipe, data, _report_to_train, _load_trained(ray.train.get_checkpoint()))
 
 
 @contextlib.contextmanager
-def _teacher_file(recipe, teacher_weights):
-    if teacher_weights is None:
+def _baseline_weights_file(recipe, weights, fields):
+    if weights is None:
         yield recipe
         return
     with tempfile.TemporaryDirectory() as directory:
-        path = os.path.join(directory, teacher.TEACHER_FILE)
+        path = os.path.join(directory, baseline_weights.BASELINE_WEIGHTS_FILE)
         with open(path, "wb") as file:
-            file.write(teacher_weights)
-        yield dataclasses.replace(recipe, teacher_path=path)
+            file.write(weights)
+        yield dataclasses.replace(recipe, **{field: path for field in fields})
 
 
 def train_once(recipe: TrialRecipe, data, report, resume: dict | None) -> None:

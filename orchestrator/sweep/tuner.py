@@ -9,7 +9,7 @@ from ray.tune.search import Searcher
 from orchestrator.config.schema import Spec
 from orchestrator.sweep.resources import max_concurrent_trials, trial_resources
 from orchestrator.sweep.search import param_space, sampled_trials, scheduler
-from orchestrator.sweep import faults, teacher
+from orchestrator.sweep import baseline_weights, faults
 from orchestrator.sweep.trial_driver import checkpoint_dir_of, trial_driver
 from orchestrator.sweep.trial_logger import TrialLogger
 from trainers.data import Dataset
@@ -32,15 +32,15 @@ def run_sweep(spec: Spec, data: Dataset, callbacks: list, results_path: str, sea
     Raises:
         SweepFault: the results folder was deleted or its disk filled up (`orchestrator.sweep.faults`).
 
-    A sweep whose trials distill from its baseline gets its teacher store and publisher here
-    (`orchestrator.sweep.teacher`).
+    A sweep whose trials distill from its baseline or start from it gets its baseline weights
+    store and publisher here (`orchestrator.sweep.baseline_weights`).
 
     Example:
         >>> grid = run_sweep(spec, data, [TrialLogger(...)], "/tmp/sweep", search_algorithm(spec))  # doctest: +SKIP
     """
-    teacher_store = teacher.start_store(results_path) if teacher.sweep_needs_teacher(spec) else None
-    if teacher_store is not None:
-        callbacks = [*callbacks, teacher.TeacherPublisher(spec, results_path, checkpoint_dir_of)]
+    weights_store = baseline_weights.start_store(results_path) if baseline_weights.sweep_needs_baseline_weights(spec) else None
+    if weights_store is not None:
+        callbacks = [*callbacks, baseline_weights.BaselineWeightsPublisher(spec, results_path, checkpoint_dir_of)]
     watch = faults.FaultWatch(results_path)
     tuner = tune.Tuner(
         _trainable(spec, data, results_path),
@@ -66,7 +66,7 @@ def run_sweep(spec: Spec, data: Dataset, callbacks: list, results_path: str, sea
     )
     with faults.watched(watch):
         grid = tuner.fit()
-    del teacher_store  # held until the trials are done: Ray ends an actor once no handle is left
+    del weights_store  # held until the trials are done: Ray ends an actor once no handle is left
     return grid
 
 
@@ -87,7 +87,7 @@ def resume_sweep(spec: Spec, data: Dataset, results_path: str):
         >>> trial_logger = resume_sweep(spec, data, "/tmp/accelsweep_results/quickstart-20261128-015123")  # doctest: +SKIP
     """
     # its publisher came back with the callbacks, and publishes again
-    teacher_store = teacher.start_store(results_path) if teacher.sweep_needs_teacher(spec) else None
+    weights_store = baseline_weights.start_store(results_path) if baseline_weights.sweep_needs_baseline_weights(spec) else None
     tuner = tune.Tuner.restore(
         results_path, _trainable(spec, data, results_path), resume_unfinished=True, resume_errored=True
     )
@@ -97,7 +97,7 @@ def resume_sweep(spec: Spec, data: Dataset, results_path: str):
     watch = next((callback for callback in callbacks if isinstance(callback, faults.FaultWatch)), faults.FaultWatch(results_path))
     with faults.watched(watch):
         tuner.fit()
-    del teacher_store  # held until the trials are done: Ray ends an actor once no handle is left
+    del weights_store  # held until the trials are done: Ray ends an actor once no handle is left
     return next(callback for callback in callbacks if isinstance(callback, TrialLogger))
 
 

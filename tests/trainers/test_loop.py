@@ -1,5 +1,7 @@
+import dataclasses
 import io
 import math
+import re
 
 import numpy as np
 import onnx
@@ -8,6 +10,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from trainers.checkpoints import load_trained
 from trainers.data import load_dataset
 from trainers.deployable import Deployable
 from trainers.loop import (
@@ -86,6 +89,43 @@ def test_export_stores_what_the_technique_promises(digits, choices, layer_type):
     assert any(isinstance(module, layer_type) for module in exported.eager.module.modules())
     fmt = exported.fmt
     assert (fmt.weight_bits, fmt.sparse) == ((4, False) if "quant_bits" in choices else (32, True))
+
+
+def test_a_trial_started_from_the_baseline_factorises_its_trained_weights(digits, baseline_mlp):
+    baseline, path = baseline_mlp
+    trained = load_trained(path)["model"]
+    recipe = dataclasses.replace(baseline, choices={"rank": 8}, start_from="baseline", start_weights_path=path)
+    model, _, _, notes = build_trial_model(recipe, digits)
+    first, second = model[1]  # the 64 -> 64 layer as Linear(64 -> 8), Linear(8 -> 64)
+    u, singular_values, vh = torch.linalg.svd(trained["1.weight"].double(), full_matrices=False)
+    truncated = (u[:, :8] * singular_values[:8]) @ vh[:8]  # the best rank-8 approximation of the trained weight
+    torch.testing.assert_close((second.weight @ first.weight).double(), truncated, atol=1e-5, rtol=1e-4)
+    assert torch.equal(second.bias, trained["1.bias"])
+    assert notes["start_weights"] == path
+
+
+def test_the_dense_trial_of_a_recipe_started_from_the_baseline_trains_from_scratch(digits, baseline_mlp):
+    baseline, path = baseline_mlp
+    dense, _, _, notes = build_trial_model(dataclasses.replace(baseline, start_from="baseline", start_weights_path=path), digits)
+    fresh, _, _, _ = build_trial_model(baseline, digits)
+    assert "start_weights" not in notes
+    torch.testing.assert_close(dense.state_dict(), fresh.state_dict())
+
+
+def test_start_weights_that_do_not_fit_or_are_missing_fail_the_trial_before_it_trains(digits, baseline_mlp):
+    _, path = baseline_mlp
+    reports = []
+    narrower = TrialRecipe(hidden=(32,), epochs=1, choices={"rank": 8}, start_from="baseline", start_weights_path=path)
+    fits_not = rf"^start weights {re.escape(path)} does not fit this trial's model .*size mismatch for 1.weight"
+    with pytest.raises(TrialFailed, match=fits_not):
+        train_trial(narrower, digits, lambda m, c: reports.append(m))
+    with pytest.raises(TrialFailed, match=r"^start_from 'baseline' needs start weights"):
+        train_trial(dataclasses.replace(narrower, start_weights_path=None), digits, lambda m, c: reports.append(m))
+    assert reports == []
+    with pytest.raises(ValueError, match="start_weights_path is read only with start_from 'baseline'"):
+        TrialRecipe(start_weights_path=path)
+    with pytest.raises(ValueError, match=r"train.start_from must be one of \('scratch', 'baseline'\), got 'trained'"):
+        TrialRecipe(start_from="trained")
 
 
 def test_techniques_shrink_the_stored_model(digits):

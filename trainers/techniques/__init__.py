@@ -4,7 +4,7 @@ Each technique is one module in this package: a frozen config dataclass (its fir
 swept value, `key` names the spec key, `active` says whether it does anything, `label()` gives its
 short recipe label) and the hook functions it takes part in the trial with, registered with
 `register(Technique(...))`. A config may have further fields with defaults; those named like a
-trial-wide setting (`teacher_path`) receive it from `techniques_from_choices`. Every module in the package is imported here, so a new technique moves
+trial-wide setting (`teacher_path`, `starts_from_trained`) receive it from `techniques_from_choices`. Every module in the package is imported here, so a new technique moves
 in with its module (and its test): nothing else names it.
 
 The phases, in the order a trial meets them (a hook is called for every trial, active or not,

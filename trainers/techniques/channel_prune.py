@@ -7,10 +7,13 @@ their weights (`MagnitudeImportance`). The pruned model is an ordinary dense mod
 shapes: its exported ONNX graph has them, so it is faster and smaller on every runtime. The
 model's input and the classifier's output (the last Linear or Conv2d to run) are never pruned.
 
-When: magnitude only means something on trained weights, so a trial trains dense for the first
-half of its epochs, is pruned once at the start of epoch `epochs // 2` (the `reshape` phase), and
-fine-tunes for the rest: the loop then builds a new optimizer over the smaller parameters (Adam's
-moments restart). A one-epoch trial is pruned before it trains, by the initial weights' norms.
+When: magnitude only means something on trained weights. A trial that starts from a baseline's
+trained weights (`TrialRecipe.start_from` "baseline") is pruned before its first epoch and
+fine-tunes for all of them: train, prune the trained model, fine-tune, the recipe of torch-pruning,
+NNCF and ModelOpt. A trial that starts from scratch trains dense for the first half of its epochs,
+is pruned once at the start of epoch `epochs // 2` (the `reshape` phase), and fine-tunes for the
+rest; a one-epoch one is pruned before it trains, by the initial weights' norms. Either way the loop
+then builds a new optimizer over the smaller parameters (Adam's moments restart).
 
 Every DDP rank prunes identically: the number of channels cut from each group depends on the
 ratio and the shapes only (local pruning, not global), the ranked weights are the same on every
@@ -55,10 +58,13 @@ class ChannelPrune:
     Attributes:
         channel_sparsity: the fraction of each prunable group's channels removed,
             0 <= channel_sparsity <= 0.9; 0 is off.
+        starts_from_trained: the trial's weights are trained before its first epoch (set from
+            `trainers.loop.starts_from_trained`): it is pruned at once (`pruning_epoch`).
     """
 
     key: ClassVar[str] = "channel_sparsity"
     channel_sparsity: float = 0.0
+    starts_from_trained: bool = False
 
     def __post_init__(self) -> None:
         check_number("ChannelPrune.channel_sparsity", self.channel_sparsity, 0.0, MAX_CHANNEL_SPARSITY)
@@ -87,14 +93,18 @@ class ChannelPrune:
         return f"structured pruning: {format_number(round(self.channel_sparsity * 100, 1))}% of channels, neurons and heads removed"
 
 
-def pruning_epoch(epochs: int) -> int:
+def pruning_epoch(epochs: int, starts_from_trained: bool = False) -> int:
     """The epoch (0-based) at whose start the model is pruned: dense training before, fine-tuning after.
 
+    Args:
+        epochs: the trial's epochs.
+        starts_from_trained: the trial starts from trained weights: pruned before the first epoch.
+
     Example:
-        >>> pruning_epoch(6), pruning_epoch(1)
-        (3, 0)
+        >>> pruning_epoch(6), pruning_epoch(1), pruning_epoch(6, starts_from_trained=True)
+        (3, 0, 0)
     """
-    return epochs // 2
+    return 0 if starts_from_trained else epochs // 2
 
 
 def check_composable(model: nn.Module, cfg: ChannelPrune) -> dict[str, str]:
@@ -255,7 +265,7 @@ def _refusals(model, cfg):
 
 
 def _reshape(model, cfg, epoch, epochs, example):
-    if not cfg.active or epoch != pruning_epoch(epochs):
+    if not cfg.active or epoch != pruning_epoch(epochs, cfg.starts_from_trained):
         return None
     return apply_channel_pruning(model, cfg, example)
 

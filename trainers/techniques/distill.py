@@ -7,7 +7,7 @@ hook adds w * (T^2 * KL - CE): the sum is the formula above.
 
 The teacher is a trained checkpoint of the same model kind: the trial recipe's `teacher_path`
 (a `trained.pt`, the sweep's own baseline or the spec's `train.teacher`), read with the checked
-reader (`load_trained`, weights only). Its architecture is the trial's model as built, before the
+reader (`load_trained_weights`, weights only). Its architecture is the trial's model as built, before the
 other techniques change it (the build hook runs first and keeps a copy); its weights load before
 training (the wrap hook), so a missing, unreadable or ill-fitting teacher stops the trial before
 it trains, and rebuilding a finished trial's deployable never reads the teacher. It runs in eval
@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from trainers.checkpoints import load_trained
+from trainers.checkpoints import load_trained_weights
 from trainers.techniques import Technique, register
 from trainers.techniques.common import check_number, format_number
 
@@ -140,15 +140,8 @@ def load_teacher(architecture: nn.Module, path: str | None, device: torch.device
     """
     if path is None:
         raise ValueError(MISSING_TEACHER)
-    state = load_trained(path)["model"]
     teacher = copy.deepcopy(architecture).to(device)
-    try:
-        teacher.load_state_dict(state)
-    except RuntimeError as error:
-        raise ValueError(
-            f"teacher {path} does not fit this trial's model (is it of the same model kind, with the same inputs? "
-            f"feature selection changes them): {error}"
-        ) from None
+    load_trained_weights(teacher, path, "teacher")
     return teacher.eval().requires_grad_(False)
 
 

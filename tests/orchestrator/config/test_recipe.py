@@ -12,7 +12,8 @@ def test_every_train_key_reaches_the_recipe_by_its_own_name():
     recipe_fields = {field.name for field in dataclasses.fields(TrialRecipe)}
     assert set(TrainSpec.model_fields) <= recipe_fields
     spec = parse_spec({"name": "t", "data": {"source": "digits"},
-                       "train": {"epochs": 3, "schedule": "cosine", "clip_norm": 1.5, "target_accuracy": 0.9}})  # fmt: skip
+                       "train": {"epochs": 3, "schedule": "cosine", "clip_norm": 1.5, "target_accuracy": 0.9,
+                                 "start_from": "baseline"}})  # fmt: skip
     recipe = recipe_for(spec, {"rank": 8, "workers": 2})
     assert {key: getattr(recipe, key) for key in TrainSpec.model_fields} == spec.train.model_dump()
     assert recipe.choices == {"rank": 8}

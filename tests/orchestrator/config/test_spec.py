@@ -177,6 +177,28 @@ def test_training_settings_default_to_the_old_trainer_and_accept_their_values(qu
     assert (train.schedule, train.warmup_epochs, train.clip_norm, train.target_accuracy) == ("onecycle", 2, 1.0, 1)
 
 
+def test_start_from_defaults_to_scratch_and_a_bad_value_names_its_key(quickstart):
+    assert parse_spec(quickstart).train.start_from == "scratch"
+    quickstart["train"]["start_from"] = "trained"
+    assert "train.start_from: Input should be 'scratch' or 'baseline', got 'trained'" in spec_error(quickstart)
+    quickstart["train"]["start_from"] = "baseline"
+    assert parse_spec(quickstart).train.start_from == "baseline"
+
+
+def test_starting_from_the_baseline_refuses_a_technique_that_changes_the_models_inputs(quickstart):
+    quickstart["train"]["start_from"] = "baseline"
+    quickstart["space"]["feature_keep"] = {"choice": [1.0, 0.5]}
+    assert (
+        f"{SOURCE}: train.start_from: baseline cannot start the trials of space.feature_keep=0.5 from the baseline's "
+        "weights: feature_keep changes the model's inputs, so the baseline's first layer does not fit them; "
+        "sweep feature_keep in a spec with start_from: scratch"
+    ) in spec_error(quickstart).splitlines()
+    quickstart["space"]["feature_keep"] = 1.0  # its off value: every trial keeps the baseline's inputs
+    assert parse_spec(quickstart).space["feature_keep"] == 1.0
+    quickstart["train"]["start_from"], quickstart["space"]["feature_keep"] = "scratch", 0.5
+    assert parse_spec(quickstart).space["feature_keep"] == 0.5
+
+
 def test_several_metrics_need_optuna(quickstart):
     quickstart["search"] |= {"metric": ["val_accuracy", "latency_ms"], "mode": ["max", "min"]}
     message = spec_error(quickstart)

@@ -27,6 +27,7 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from orchestrator.results import rows as results_rows
+from orchestrator.sweep.baseline_weights import BASELINE_WEIGHTS_FILE
 from orchestrator.tracking.tags import KIND_TAG, MODE_TAG, NOTE_TAG_PREFIX, PARENT_TAG, STATUS_TAG, TRIAL_ID_TAG
 from trainers import metrics
 
@@ -431,17 +432,19 @@ def test_an_interrupted_sweep_resumes_where_it_stopped(start_accelsweep, in_tmp_
 
 
 @pytest.mark.slow
-def test_a_resumed_distilling_sweep_gets_its_teacher_from_the_restored_baseline(start_accelsweep, in_tmp_path):
-    # the baseline finishes, the distilling trial is part way when Ctrl-C stops the driver; the
-    # resumed sweep has a new, empty teacher store: the publisher must fill it from the restored
-    # baseline's checkpoint, or the resumed student would wait for ever
+def test_a_resumed_sweep_gets_its_teacher_and_start_weights_from_the_restored_baseline(start_accelsweep, in_tmp_path):
+    # the baseline finishes, the student (started from the baseline's weights, pruned before its
+    # first epoch, distilling) is part way when Ctrl-C stops the driver; the resumed sweep has a
+    # new, empty baseline weights store: the publisher must fill it from the restored baseline's
+    # checkpoint, or the resumed student would wait for ever; the student resumes from its own
+    # checkpoint, whose pruned shapes the replay must give it again (pruned at epoch 0, not halfway)
     spec = _spec(
         "distill-resume",
-        space={"distill": {"grid": [0.5]}},  # the baseline (added first) and one student
+        space={"distill": {"grid": [0.5]}, "channel_sparsity": 0.5},  # the baseline (added first) and one student
         search={"algorithm": "grid", "num_samples": 1},
         resources={"cpus_per_worker": 2},  # one trial at a time: the student starts after its teacher
     )
-    spec["train"]["epochs"] = 60  # digits epochs take milliseconds: enough of them to stop one part way
+    spec["train"] |= {"epochs": 60, "start_from": "baseline"}  # digits epochs take milliseconds: enough to stop one part way
     sweep = start_accelsweep("run", _write(in_tmp_path / "spec.yaml", spec))
     db = in_tmp_path / "mlflow.db"
     _done_and_going(sweep, in_tmp_path / LEFTOVER_RESULTS)
@@ -461,10 +464,13 @@ def test_a_resumed_distilling_sweep_gets_its_teacher_from_the_restored_baseline(
     parents, children = _runs(client)
     assert len(parents) == 1 and len(children) == 2, [run.info.run_name for run in parents + children]
     run = client.get_run(student)
-    assert run.data.tags[MODE_TAG] == "kd0.5", run.data.tags
+    assert run.data.tags[MODE_TAG] == "kd0.5-cp50", run.data.tags
     _assert_complete_trial(client, run, spec["train"]["epochs"])
     assert run.data.metrics["resumed_from_epoch"] > 0  # resumed from its checkpoint, teacher and all
-    assert run.data.tags[f"{NOTE_TAG_PREFIX}teacher"].endswith("teacher.pt")
+    (baseline,) = [child for child in children if child.info.run_id != student]
+    assert run.data.metrics["param_count"] < 0.6 * baseline.data.metrics["param_count"]  # pruned, and resumed so
+    for note in ("teacher", "start_weights"):
+        assert run.data.tags[f"{NOTE_TAG_PREFIX}{note}"].endswith(BASELINE_WEIGHTS_FILE), run.data.tags
 
 
 

@@ -1,6 +1,7 @@
 """Structured pruning: real channels removed on the zoo's architectures, trained, exported, resumed."""
 
 import copy
+import dataclasses
 
 import onnx
 import pytest
@@ -10,11 +11,19 @@ from torch import nn
 
 from tests.trainers.zoo import ZOO
 from trainers.attention import Attention
-from trainers.checkpoints import save_atomically
+from trainers.checkpoints import load_trained, save_atomically
 from trainers.data import load_dataset
-from trainers.loop import TrialFailed, TrialRecipe, deploy_to, rebuild_deployable, runtime_difference, train_trial
+from trainers.loop import (
+    TrialFailed,
+    TrialRecipe,
+    build_trial_model,
+    deploy_to,
+    rebuild_deployable,
+    runtime_difference,
+    train_trial,
+)
 from trainers.models import build_model
-from trainers.techniques import build, techniques_from_choices
+from trainers.techniques import build, reshape, techniques_from_choices
 from trainers.techniques.channel_prune import ChannelPrune, apply_channel_pruning, pruning_epoch
 from trainers.techniques.quantize import ActivationFakeQuantize, DynamicActivationFakeQuantize
 
@@ -57,8 +66,9 @@ def test_the_config_checks_its_value_says_its_mode_and_what_it_does():
         ChannelPrune(0.95)
 
 
-def test_pruning_happens_halfway_after_dense_training():
+def test_pruning_happens_halfway_from_scratch_and_at_once_from_trained_weights():
     assert [pruning_epoch(epochs) for epochs in (1, 2, 5, 6)] == [0, 1, 2, 3]
+    assert [pruning_epoch(epochs, starts_from_trained=True) for epochs in (1, 2, 5, 6)] == [0, 0, 0, 0]
 
 
 @pytest.mark.parametrize("kind", ["mlp", "cnn", *ZOO])
@@ -247,6 +257,36 @@ def test_a_shrunk_trial_resumes_and_rebuilds_with_the_pruned_shapes(digits, tmp_
     shipped = first.reports[-1][1]["deployable"]
     assert runtime_difference(rebuilt, shipped, digits.x_test) < 1e-5
     assert runtime_difference(rebuilt, exported.eager, digits.x_test) < 1e-4
+
+
+def test_a_trial_started_from_trained_weights_is_pruned_at_once_and_resumes_and_rebuilds_without_them(
+    digits, baseline_mlp, tmp_path
+):
+    baseline, path = baseline_mlp
+    trained = load_trained(path)["model"]["1.weight"]
+    recipe = dataclasses.replace(
+        baseline, epochs=3, choices={"channel_sparsity": 0.5}, start_from="baseline", start_weights_path=path
+    )
+    model, _, configs, _ = build_trial_model(recipe, digits)
+    metrics = reshape(model, configs, 0, recipe.epochs, digits.preprocessed().x_train[:64])
+    assert metrics["parameters_after_pruning"] < metrics["parameters_before_pruning"]  # before the first epoch
+    kept = model[1].weight
+    assert kept.shape == (32, 64)
+    assert all(any(torch.equal(row, trained_row) for trained_row in trained) for row in kept)  # the trained weights, cut
+
+    first = Checkpoints()
+    train_trial(recipe, digits, first)
+    assert "parameters_after_pruning" in first.reports[0][0]  # pruned in epoch 1, then 3 epochs of fine-tuning
+    after_epoch_one = first.reports[0][1]["trained"]
+    assert after_epoch_one["model"]["1.weight"].shape == (32, 64)
+    without_start_weights = dataclasses.replace(recipe, start_weights_path=None)  # the checkpoints are enough
+    resumed = Checkpoints()
+    train_trial(without_start_weights, digits, resumed, resume=after_epoch_one)
+    assert [metrics["epoch"] for metrics, _ in resumed.reports] == [2, 3]
+    trained_path = str(tmp_path / "trained.pt")
+    save_atomically(first.reports[-1][1]["trained"], trained_path)
+    exported, data = rebuild_deployable(without_start_weights, digits, trained_path)
+    assert runtime_difference(exported.eager, first.reports[-1][1]["deployable"], digits.x_test) < 1e-6
 
 
 @pytest.mark.slow
