@@ -18,6 +18,7 @@ import yaml
 
 from orchestrator.cli import main
 from orchestrator.tracking.tags import KIND_TAG
+from tests.conftest import copy_of_new_mlflow_store
 
 REPO = Path(__file__).resolve().parents[2]
 QUICKSTART = REPO / "search_spaces" / "quickstart.yaml"
@@ -134,7 +135,8 @@ class FinishedSweep(NamedTuple):
 
 
 def run_sweep(spec_text: str, workdir: Path, experiment: str, expect_code: int | None = 0) -> FinishedSweep:
-    """`accelsweep run spec.yaml` for real, in a subprocess in `workdir`, into ./mlflow.db there.
+    """`accelsweep run spec.yaml` for real, in a subprocess in `workdir`, into ./mlflow.db there (a
+    new, empty store: `copy_of_new_mlflow_store`).
 
     Args:
         spec_text: the spec's YAML.
@@ -146,6 +148,7 @@ def run_sweep(spec_text: str, workdir: Path, experiment: str, expect_code: int |
         >>> sweep = run_sweep(SHARED_SWEEP, tmp_path, "it-sweep")  # doctest: +SKIP
     """
     (workdir / "spec.yaml").write_text(spec_text)
+    copy_of_new_mlflow_store(workdir / "mlflow.db")  # the store `run` would create, without its migrations' seconds
     # the store is the working directory's sqlite file: another test's URI or Ray must not leak in
     env = {name: value for name, value in os.environ.items() if name not in ("MLFLOW_TRACKING_URI", "RAY_ADDRESS")}
     completed = subprocess.run(
@@ -172,12 +175,15 @@ space:
   quant_bits: {grid: [8, 4]}
   workers: {grid: [1, 2]}
   dropout: 0.1
+  grad_compression: powersgd   # what the 2-worker trials all-reduce; said to do nothing on 1 worker
+  powersgd_rank: 2
 search: {algorithm: grid, num_samples: 1, metric: val_accuracy, mode: max}
 resources: {workers_per_trial: 1, cpus_per_worker: 1, max_concurrent_trials: 2}
 deploy: {rounds: 3}   # both runtimes, fewest rounds: these tests check what is measured, not how well
 """
 """The spec of the session's one real sweep: the baseline and a 2 x 2 grid, 1-worker trials trained
-in-process and 2-worker trials by Ray Train (DDP), measured in ONNX Runtime and eager PyTorch."""
+in-process and 2-worker trials by Ray Train (DDP, gradients compressed by PowerSGD), measured in ONNX
+Runtime and eager PyTorch."""
 
 
 @pytest.fixture(scope="session")

@@ -156,24 +156,36 @@ def test_resume_continues_from_the_checkpoint(digits):
     assert resumed.reports[-1][0]["test_accuracy"] > 0.8
 
 
-def _ddp_rank(rank, world_size, init_file, results, choices):
+# channel pruning shrinks the model at the start of epoch 2: a new DDP wrapper trains the smaller
+# one; local SGD's replicas agree once the last average is taken
+TWO_RANK_CHOICES = {"ddp": {}, "cp50": {"channel_sparsity": 0.5}, "sync4": {"sync_every": 4}}
+
+
+def _ddp_rank(rank, world_size, init_file, results):
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world_size)
     try:
         data = load_dataset("synthetic", n_samples=600, n_features=16)
-        recipe = TrialRecipe(epochs=2, hidden=(16,), batch_size=32, choices=choices)
-        final = train_trial(recipe, data, lambda m, c: None)
-        results[rank] = final
+        for name, choices in TWO_RANK_CHOICES.items():
+            recipe = TrialRecipe(epochs=2, hidden=(16,), batch_size=32, choices=choices)
+            results[name, rank] = train_trial(recipe, data, lambda m, c: None)
     finally:
         dist.destroy_process_group()
 
 
-# channel pruning shrinks the model at the start of epoch 2: a new DDP wrapper trains the smaller
-# one; local SGD's replicas agree once the last average is taken
-@pytest.mark.slow  # two spawned processes load torch and train: the quick loop's longest test by far
-@pytest.mark.parametrize("choices", [{}, {"channel_sparsity": 0.5}, {"sync_every": 4}])
-def test_two_ranks_train_with_averaged_gradients(tmp_path, choices):
+@pytest.fixture(scope="module")
+def two_rank_trials(tmp_path_factory):
+    """Two spawned gloo ranks that train each recipe of TWO_RANK_CHOICES in turn, in one process
+    group (spawning two processes that load torch costs seconds); {(name, rank): final metrics}."""
     results = mp.Manager().dict()
-    mp.spawn(_ddp_rank, args=(2, str(tmp_path / "init"), results, choices), nprocs=2, join=True)
+    mp.spawn(_ddp_rank, args=(2, str(tmp_path_factory.mktemp("ddp") / "init"), results), nprocs=2, join=True)
+    return dict(results)
+
+
+@pytest.mark.slow  # two spawned processes load torch and train: the quick loop's longest test by far
+@pytest.mark.parametrize("name", TWO_RANK_CHOICES)
+def test_two_ranks_train_with_averaged_gradients(two_rank_trials, name):
+    choices = TWO_RANK_CHOICES[name]
+    results = {rank: two_rank_trials[name, rank] for rank in (0, 1)}
     assert math.isfinite(results[0]["test_accuracy"]) and "test_accuracy" not in results[1]  # rank 0 measures alone
     for rank in (0, 1):
         # Both ranks trained on different shards, yet their weights agree exactly: only

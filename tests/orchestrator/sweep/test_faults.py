@@ -29,6 +29,7 @@ from mlflow.tracking import MlflowClient
 from orchestrator.results import rows as results_rows
 from orchestrator.sweep.baseline_weights import BASELINE_WEIGHTS_FILE
 from orchestrator.tracking.tags import KIND_TAG, MODE_TAG, NOTE_TAG_PREFIX, PARENT_TAG, STATUS_TAG, TRIAL_ID_TAG
+from tests.conftest import copy_of_new_mlflow_store
 from trainers import metrics
 
 FINAL_METRICS = ("test_accuracy", "latency_ms", "latency_p95_ms", "size_bytes", "param_count", "trial_seconds")
@@ -279,6 +280,7 @@ def test_a_killed_worker_resumes_its_trial_from_the_last_checkpoint_in_the_same_
     epochs = 6
     spec = _spec("worker-death", **SLOW_TRIAL)  # nothing swept: one trial, the baseline
     spec["train"]["epochs"] = epochs
+    copy_of_new_mlflow_store(in_tmp_path / "mlflow.db")
     sweep = start_accelsweep("run", _write(in_tmp_path / "spec.yaml", spec))
     db = in_tmp_path / "mlflow.db"
 
@@ -404,6 +406,7 @@ def test_an_interrupted_sweep_resumes_where_it_stopped(start_accelsweep, in_tmp_
     spec = _interrupted_spec()
     epochs, total = spec["train"]["epochs"], INTERRUPTED_SAMPLES + 1
     client = MlflowClient(f"sqlite:///{in_tmp_path / 'mlflow.db'}")
+    copy_of_new_mlflow_store(in_tmp_path / "mlflow.db")
     sweep = start_accelsweep("run", _write(in_tmp_path / "spec.yaml", spec))
     before, interrupted = {}, []
     for finished, stop in [(1, signal.SIGINT), (2, signal.SIGTERM), (3, signal.SIGKILL)]:
@@ -445,6 +448,7 @@ def test_a_resumed_sweep_gets_its_teacher_and_start_weights_from_the_restored_ba
         resources={"cpus_per_worker": 2},  # one trial at a time: the student starts after its teacher
     )
     spec["train"] |= {"epochs": 60, "start_from": "baseline"}  # digits epochs take milliseconds: enough to stop one part way
+    copy_of_new_mlflow_store(in_tmp_path / "mlflow.db")
     sweep = start_accelsweep("run", _write(in_tmp_path / "spec.yaml", spec))
     db = in_tmp_path / "mlflow.db"
     _done_and_going(sweep, in_tmp_path / LEFTOVER_RESULTS)
@@ -489,6 +493,7 @@ def _faulted_spec(**sections):
 @pytest.mark.slow
 def test_a_results_folder_deleted_mid_sweep_ends_it_in_one_line(start_accelsweep, in_tmp_path):
     spec = _faulted_spec()
+    copy_of_new_mlflow_store(in_tmp_path / "mlflow.db")
     sweep = start_accelsweep("run", _write(in_tmp_path / "spec.yaml", spec))
     client, finished, running = _done_and_going(sweep, in_tmp_path / LEFTOVER_RESULTS)
     (folder,) = (in_tmp_path / LEFTOVER_RESULTS).glob("faulted-*")  # Tune keeps a marker file beside it
@@ -525,6 +530,7 @@ def _fill(disk):
 def test_a_disk_filling_mid_sweep_ends_it_in_one_line_and_resume_goes_on(start_accelsweep, in_tmp_path, small_disk):
     spec = _faulted_spec(ray={"storage_path": str(small_disk)})  # the MLflow store stays on the big disk
     epochs, total = spec["train"]["epochs"], INTERRUPTED_SAMPLES + 1
+    copy_of_new_mlflow_store(in_tmp_path / "mlflow.db")
     sweep = start_accelsweep("run", _write(in_tmp_path / "spec.yaml", spec))
     client, finished, running = _done_and_going(sweep, small_disk)
     before = _snapshot(client, finished)
@@ -572,6 +578,7 @@ def test_a_diverging_trial_stops_is_tagged_and_the_sweep_carries_on(start_accels
         space={"weight_decay": {"grid": [1.0e6]}},
         search={"algorithm": "grid", "num_samples": 2},
     )
+    copy_of_new_mlflow_store(in_tmp_path / "mlflow.db")
     sweep = start_accelsweep("run", _write(in_tmp_path / "spec.yaml", spec))
     assert sweep.finish() == 0, sweep.stderr()[-3000:]
 

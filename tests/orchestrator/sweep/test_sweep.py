@@ -14,7 +14,7 @@ from orchestrator.config.loading import parse_spec
 from orchestrator.results import front
 from orchestrator.results import rows as results_rows
 from orchestrator.sweep import search
-from orchestrator.tracking.tags import MODE_TAG, PARENT_TAG, SWEEP_TAG
+from orchestrator.tracking.tags import MODE_TAG, NOTE_TAG_PREFIX, PARENT_TAG, SWEEP_TAG
 from tests.orchestrator.conftest import run_sweep
 
 FINAL_METRICS = (
@@ -51,7 +51,7 @@ def test_one_parent_run_and_one_child_per_trial(finished_sweep):
     assert len(children) == 5  # the baseline plus the 2 x 2 grid
     assert {child.data.tags[PARENT_TAG] for child in children} == {parents[0].info.run_id}
     modes = sorted(child.data.tags[MODE_TAG] for child in children)
-    assert modes == sorted(["baseline", "q8-d0.1", "q4-d0.1", "q8-d0.1-w2", "q4-d0.1-w2"])
+    assert modes == sorted(["baseline", "q8-d0.1-psgd2", "q4-d0.1-psgd2", "q8-d0.1-psgd2-w2", "q4-d0.1-psgd2-w2"])
     assert len({child.data.tags["accelsweep.trial_id"] for child in children}) == 5
     assert parents[0].info.status == "FINISHED"
     assert "baseline" in completed.stdout and "Pareto front" in completed.stdout
@@ -102,7 +102,7 @@ def test_two_worker_trials_really_ran_ddp(finished_sweep):
 def test_smaller_bits_store_smaller_models(finished_sweep):
     _, _, _, _, children = finished_sweep
     size = {child.data.tags[MODE_TAG]: child.data.metrics["size_bytes"] for child in children}
-    assert size["q4-d0.1"] < size["q8-d0.1"] < size["baseline"]
+    assert size["q4-d0.1-psgd2"] < size["q8-d0.1-psgd2"] < size["baseline"]
 
 
 @pytest.mark.slow
@@ -221,31 +221,22 @@ def test_optuna_steers_by_time_to_target_and_a_trial_that_never_reaches_it_is_pr
     assert search.optuna_front(searcher) == ["t1"]
 
 
-COMMUNICATION_SPEC = """\
-name: it-comm
-data: {source: digits}
-model: {kind: mlp, hidden: [32]}
-train: {epochs: 1, batch_size: 64}
-space:
-  grad_compression: powersgd
-  powersgd_rank: 2
-search: {algorithm: grid, num_samples: 1, metric: val_accuracy, mode: max}
-resources: {workers_per_trial: 2, cpus_per_worker: 1, max_concurrent_trials: 1}
-deploy: {runtimes: [onnxruntime], rounds: 3}   # about what is sent, not the timing
-"""
-
-
 @pytest.mark.slow
-def test_two_worker_trials_measure_what_they_send_and_the_front_can_be_drawn_over_it(in_tmp_path, accelsweep_in_process):
-    children = run_sweep(COMMUNICATION_SPEC, in_tmp_path, "it-comm").children
+def test_two_worker_trials_measure_what_they_send_and_the_front_can_be_drawn_over_it(finished_sweep, accelsweep_in_process):
+    workdir, _, _, _, children = finished_sweep
     metrics = {child.data.tags[MODE_TAG]: child.data.metrics for child in children}
-    assert sorted(metrics) == ["baseline", "psgd2"]  # both 2-worker trials: the baseline all-reduces plainly
-    for figures in metrics.values():
+    tags = {child.data.tags[MODE_TAG]: child.data.tags for child in children}
+    plain_all_reduce = 4 * metrics["baseline"]["param_count"]  # fp32 bytes of every gradient, each step
+    for mode in ("q8-d0.1-psgd2-w2", "q4-d0.1-psgd2-w2"):
+        figures = metrics[mode]
         assert figures["world_size"] == 2 and figures["sync_rounds"] == figures["optimizer_steps"] > 0
-        assert figures["ddp_replica_checksum_spread"] == 0
-    # 10 steps, the first 2 all-reduced uncompressed (PowerSGD's start), the rest rank-2 factors
-    assert metrics["psgd2"]["comm_bytes_per_step"] < metrics["baseline"]["comm_bytes_per_step"] / 2
-    completed = accelsweep_in_process("report", "it-comm", "--objectives", "test_accuracy,comm_bytes_per_step")
+        # the first 2 steps all-reduced uncompressed (PowerSGD's start), the rest rank-2 factors
+        assert figures["comm_bytes_per_step"] < plain_all_reduce / 2
+    for mode in ("q8-d0.1-psgd2", "q4-d0.1-psgd2"):  # one worker: nothing sent, and the trial says so
+        assert "comm_bytes_per_step" not in metrics[mode]
+        assert tags[mode][f"{NOTE_TAG_PREFIX}grad_compression_inactive"].endswith("does nothing on 1 worker: there is nothing to synchronise")
+    store = f"sqlite:///{workdir / 'mlflow.db'}"
+    completed = accelsweep_in_process("report", "it-sweep", "--uri", store, "--objectives", "test_accuracy,comm_bytes_per_step")
     assert completed.returncode == 0, completed.stderr
     header = next(line for line in completed.stdout.splitlines() if "comm_kB/step" in line)
     assert "syncs" in header
