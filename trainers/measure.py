@@ -25,9 +25,9 @@ Model = Callable[[torch.Tensor], torch.Tensor]
 
 
 EVAL_BATCH = 1024
+"""Rows per forward call when a split is evaluated."""
 PAIRED_CALL_TIMING = {"warmup": 3, "min_repeats": 5, "min_time_s": 0.03}
 """What `paired_latencies` passes `measure_latency` for one candidate, batch size and round."""
-"""Rows per forward call when a split is evaluated."""
 
 
 def evaluate(model: Model, x: torch.Tensor, y: torch.Tensor, batch_size: int = EVAL_BATCH) -> dict:
@@ -124,13 +124,14 @@ def measure_latency(
         with torch.inference_mode():
             for _ in range(warmup):
                 call()
-            times_s = []
-            while len(times_s) < max_repeats and (len(times_s) < min_repeats or sum(times_s) < min_time_s):
+            times_s, timed_s = [], 0.0  # a running total: the least work between two timed calls
+            while len(times_s) < max_repeats and (len(times_s) < min_repeats or timed_s < min_time_s):
                 _synchronize(example.device)
                 start = time.perf_counter()
                 call()
                 _synchronize(example.device)
                 times_s.append(time.perf_counter() - start)
+                timed_s += times_s[-1]
     finally:
         torch.set_num_threads(previous_threads)
     times_ms = np.array(times_s) * 1000.0
@@ -221,7 +222,7 @@ def measure_deployable(
 
 
 def paired_latencies(
-    candidates: dict[str, Model],
+    candidates: dict[str, Model | list[Model]],
     baseline: str,
     samples: dict[str, torch.Tensor],
     *,
@@ -236,7 +237,8 @@ def paired_latencies(
     """Time every candidate against the baseline in interleaved rounds, as a paired A/B benchmark.
 
     In each round every candidate still timed is timed once per batch size (`measure_latency`,
-    its own warm-up), with the baseline, in an order that rotates from round to round; its
+    its own warm-up), with the baseline, one batch size after the other, in an order that rotates
+    from round to round; its
     per-round speedup is the baseline's median in that round divided by its own. Drift over the
     run (another process, thermal state) hits both sides of a round alike, so the ratios stay
     honest where two separate timings would not. The rounds are adaptive, as
@@ -244,8 +246,13 @@ def paired_latencies(
     `min_rounds`, a candidate whose per-round speedups' 95% interval is narrower than `precision`
     of their median at every batch size leaves the rotation; `rounds` caps the rest.
 
+    A candidate may be given as several copies of one model (ONNX Runtime sessions of one file,
+    which differ in speed by where each was placed in memory): round `i` times copy `i mod n`, so
+    its median is taken over the copies rather than one copy's draw.
+
     Args:
-        candidates: deployables by name; `baseline` must be one of them.
+        candidates: deployables by name, each one model or a list of copies of it; `baseline`
+            must be one of them.
         baseline: the name of the reference.
         samples: input rows by candidate name (candidates may read differently shaped inputs,
             e.g. after feature selection), on each candidate's device.
@@ -282,12 +289,13 @@ def paired_latencies(
     for round_index in range(rounds):
         timed = [baseline] + active
         shift = round_index % len(timed)
-        for name in timed[shift:] + timed[:shift]:
-            for batch in batch_sizes:
+        for batch in batch_sizes:  # a batch size at a time: batch 1 after batch 256's calls ran ~2 us slower here
+            for name in timed[shift:] + timed[:shift]:
                 sample = samples[name]
                 rows = torch.arange(batch, device=sample.device) % len(sample)
+                copies = candidates[name] if isinstance(candidates[name], list) else [candidates[name]]
                 timing = measure_latency(
-                    candidates[name], sample[rows], **(PAIRED_CALL_TIMING | {"min_time_s": min_time_s}), threads=threads
+                    copies[round_index % len(copies)], sample[rows], **(PAIRED_CALL_TIMING | {"min_time_s": min_time_s}), threads=threads
                 )
                 medians[name][batch][round_index] = timing["median_ms"]
                 all_calls[name][batch].extend(timing["times_ms"])

@@ -4,9 +4,10 @@ Trials time themselves while other trials train on the same cores, so their late
 provisional. Once a sweep's trials are done, one task per sweep (on one node, holding all of its
 CPUs so that nothing else runs there) rebuilds every finished trial's deployable from its logged
 weights, exports it to each runtime of `deploy.runtimes` (the ONNX Runtime artifact a trial logged,
-`model/model.onnx`, is opened as logged, not exported again: what is timed is the file that
-ships), and times all of them round-robin with the baseline's (`trainers.measure.paired_latencies`): speedups are medians of per-round ratios,
-with a 95% bootstrap interval. `accelsweep bench` runs the same phase later, on another machine.
+`model/model.onnx`, is opened as logged, not exported again: what is timed is the file that ships,
+in `SESSIONS_PER_ARTIFACT` sessions taken in turn round by round), and times all of them
+round-robin with the baseline's (`trainers.measure.paired_latencies`): speedups are medians of
+per-round ratios, with a 95% bootstrap interval. `accelsweep bench` runs the same phase later, on another machine.
 
 Training speed is timed the same way: every one-worker trial's training step, rebuilt from its
 checkpoint (`trainers.loop.training_steps`), a few steps per call, round-robin with the baseline's,
@@ -53,6 +54,10 @@ from trainers.metrics import runtime_latency_name
 
 logger = logging.getLogger(__name__)
 
+SESSIONS_PER_ARTIFACT = 3
+"""ONNX Runtime sessions opened on each logged model.onnx, timed in turn round by round: two sessions
+of one file differ in speed by 5-7% here (where each was placed in memory), so a figure is the
+median over sessions, not one session's draw (benchmarks/README.md, raw_retiming.py)."""
 TRAIN_STEPS_PER_CALL = 2
 """Training steps per timed call of the quiet phase (a call is timed about 8 times a round, warm-up included)."""
 
@@ -273,7 +278,10 @@ def _deploy_all(spec, data, trials, runtimes, torch_device, baseline, control):
                 try:
                     for name in copies:
                         if runtime == "onnxruntime" and trial.onnx_artifact is not None:
-                            deployable = open_onnxruntime(trial.onnx_artifact, exported.fmt.weight_bits, torch_device, spec.deploy.threads)
+                            deployable = [
+                                open_onnxruntime(trial.onnx_artifact, exported.fmt.weight_bits, torch_device, spec.deploy.threads)
+                                for _ in range(SESSIONS_PER_ARTIFACT)
+                            ]
                         else:
                             deployable = deploy_to(runtime, exported, model_data, torch_device, spec.deploy.threads)
                         deployables[runtime][name] = deployable

@@ -7,6 +7,7 @@ from torch import nn
 from trainers.data import load_dataset
 from trainers.deployable import EagerDeployable
 from trainers.measure import (
+    PAIRED_CALL_TIMING,
     bootstrap_median_interval,
     evaluate,
     measure_deployable,
@@ -182,6 +183,28 @@ def test_paired_latencies_pair_every_candidate_with_the_baseline_round_by_round(
     assert len(big["round_speedups"]) == 4
     assert big["speedup_low"] <= big["speedup"] <= big["speedup_high"] < 1.0
     assert big["p95_ms"] >= big["median_ms"] > own["median_ms"]
+
+
+class _CountedCalls(nn.Module):
+    def __init__(self, model):
+        super().__init__()
+        self.model, self.calls = model, 0
+
+    def forward(self, inputs):
+        self.calls += 1
+        return self.model(inputs)
+
+
+def test_a_candidate_given_as_copies_is_timed_one_copy_a_round_in_turn():
+    model, sample = mlp(64, 32, 10), torch.randn(8, 64)
+    copies = [_CountedCalls(model) for _ in range(3)]
+    figures = paired_latencies(
+        {"baseline": model, "copies": copies}, "baseline", {"baseline": sample, "copies": sample},
+        batch_sizes=(1,), rounds=6, min_rounds=6, min_time_s=0.0,
+    )  # fmt: skip
+    assert len(figures["copies"][1]["round_speedups"]) == 6
+    calls_a_round = PAIRED_CALL_TIMING["warmup"] + PAIRED_CALL_TIMING["min_repeats"]  # min_time_s 0: the fewest calls
+    assert [copy.calls for copy in copies] == [2 * calls_a_round] * 3  # 6 rounds, each copy in 2 of them
 
 
 def test_paired_latencies_refuse_a_missing_baseline_or_too_few_rounds():
