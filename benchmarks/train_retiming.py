@@ -50,7 +50,8 @@ def main():
     parent = store.find_sweep_run(client, args.sweep)
     spec, spec_path = trust.vouched_spec(client, parent, None, False)
     data = load_in_memory(spec, spec_path, "train_retiming")
-    trials = [trial for trial in trials_to_measure(client, parent) if "train_step_speedup" in client.get_run(trial.run_id).data.metrics]
+    runs = {trial.trial_id: (trial, client.get_run(trial.run_id)) for trial in trials_to_measure(client, parent)}
+    trials = [trial for trial, run in runs.values() if "train_step_speedup" in run.data.metrics]
     baseline = next(trial.trial_id for trial in trials if trial.baseline)
     recipes = {trial.trial_id: recipe_for(spec, trial.choices) for trial in trials}
     speeds = {trial.trial_id: [] for trial in trials}
@@ -63,7 +64,7 @@ def main():
     print(f"{'trial':<32} {'samples/s':>10} {'logged':>8} {'interval':>14} {'re-trained':>11} {'off':>6}")
     worst = 0.0
     for trial in trials:
-        run = client.get_run(trial.run_id)
+        run = runs[trial.trial_id][1]
         metrics = run.data.metrics
         retrained = float(np.median(np.array(speeds[trial.trial_id]) / np.array(speeds[baseline])))
         logged = metrics["train_step_speedup"]

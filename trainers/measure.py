@@ -238,10 +238,9 @@ def paired_latencies(
 
     In each round every candidate still timed is timed once per batch size (`measure_latency`,
     its own warm-up), with the baseline, one batch size after the other, in an order that rotates
-    from round to round; its
-    per-round speedup is the baseline's median in that round divided by its own. Drift over the
-    run (another process, thermal state) hits both sides of a round alike, so the ratios stay
-    honest where two separate timings would not. The rounds are adaptive, as
+    from round to round; its per-round speedup is the baseline's median in that round divided by
+    its own. Drift over the run (another process, thermal state) hits both sides of a round alike,
+    so the ratios stay honest where two separate timings would not. The rounds are adaptive, as
     `torch.utils.benchmark`'s `adaptive_autorange` stops once its spread is small: after
     `min_rounds`, a candidate whose per-round speedups' 95% interval is narrower than `precision`
     of their median at every batch size leaves the rotation; `rounds` caps the rest.
@@ -285,6 +284,7 @@ def paired_latencies(
         raise ValueError(f"paired timing needs at least 3 rounds, got {rounds}")
     medians = {name: {batch: {} for batch in batch_sizes} for name in candidates}  # round index -> median
     all_calls = {name: {batch: [] for batch in batch_sizes} for name in candidates}
+    copies = {name: model if isinstance(model, list) else [model] for name, model in candidates.items()}
     active = [name for name in candidates if name != baseline]
     for round_index in range(rounds):
         timed = [baseline] + active
@@ -293,10 +293,8 @@ def paired_latencies(
             for name in timed[shift:] + timed[:shift]:
                 sample = samples[name]
                 rows = torch.arange(batch, device=sample.device) % len(sample)
-                copies = candidates[name] if isinstance(candidates[name], list) else [candidates[name]]
-                timing = measure_latency(
-                    copies[round_index % len(copies)], sample[rows], **(PAIRED_CALL_TIMING | {"min_time_s": min_time_s}), threads=threads
-                )
+                copy = copies[name][round_index % len(copies[name])]
+                timing = measure_latency(copy, sample[rows], **(PAIRED_CALL_TIMING | {"min_time_s": min_time_s}), threads=threads)
                 medians[name][batch][round_index] = timing["median_ms"]
                 all_calls[name][batch].extend(timing["times_ms"])
         if round_index + 1 >= min(min_rounds, rounds):

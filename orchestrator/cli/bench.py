@@ -24,8 +24,8 @@ def register(commands: argparse._SubParsersAction) -> None:
         help="time a finished sweep's trials again on this machine",
         description=(
             "Rebuild every finished trial of SWEEP from its logged weights, export it to each runtime (its "
-            "logged model.onnx is opened as logged), and time them all round-robin with the baseline (deploy.rounds rounds, deploy.threads threads), "
-            "on this machine only: run it on the deployment machine against the same MLflow store. The "
+            "logged model.onnx is opened as logged), and time them all round-robin with the baseline "
+            "(deploy.rounds rounds, deploy.threads threads), on this machine only: run it on the deployment machine against the same MLflow store. The "
             "figures are logged under this host's name; `accelsweep report SWEEP --host HOST` shows them."
         ),
     )

@@ -7,7 +7,8 @@ weights, exports it to each runtime of `deploy.runtimes` (the ONNX Runtime artif
 `model/model.onnx`, is opened as logged, not exported again: what is timed is the file that ships,
 in `SESSIONS_PER_ARTIFACT` sessions taken in turn round by round), and times all of them
 round-robin with the baseline's (`trainers.measure.paired_latencies`): speedups are medians of
-per-round ratios, with a 95% bootstrap interval. `accelsweep bench` runs the same phase later, on another machine.
+per-round ratios, with a 95% bootstrap interval. `accelsweep bench` runs the same phase later, on
+another machine.
 
 Training speed is timed the same way: every one-worker trial's training step, rebuilt from its
 checkpoint (`trainers.loop.training_steps`), a few steps per call, round-robin with the baseline's,
