@@ -1,6 +1,7 @@
 """Settings and fixtures for the whole suite."""
 
 import atexit
+import collections
 import os
 import shutil
 import signal
@@ -40,6 +41,40 @@ def copy_of_new_mlflow_store(path: Path) -> str:
 
 _EMPTY_STORE = Path(tempfile.gettempdir()) / f"accelsweep-tests-{os.getpid()}" / "mlflow.db"
 atexit.register(shutil.rmtree, _EMPTY_STORE.parent, ignore_errors=True)
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups (`--dist loadgroup`, pyproject.toml)
+def pytest_collection_modifyitems(items):
+    """Group the tests that share a built fixture onto one pytest-xdist worker, slow tests first.
+
+    The tests of a module that use one of its module-scoped fixtures (a trained model, a process
+    group, a Ray) are one group, so the fixture is built once; so are the tests that read the
+    session's one real sweep (`finished_sweep`). Every other test goes to whichever worker is
+    free. The slow tests and groups start first; the many quick tests fill the end of the run.
+    """
+    for item in items:
+        group = _shared_fixture_group(item)
+        if group:
+            item.add_marker(pytest.mark.xdist_group(group))
+    slow_tests = collections.Counter(_unit_of(item) for item in items if item.get_closest_marker("slow"))
+    items.sort(key=lambda item: -slow_tests[_unit_of(item)])  # stable: a group's own order is kept
+
+
+SHARED_SWEEP_FIXTURE = "finished_sweep"
+"""The session fixture of tests/orchestrator/conftest.py that runs a real sweep."""
+
+
+def _shared_fixture_group(item):
+    if SHARED_SWEEP_FIXTURE in item.fixturenames:
+        return SHARED_SWEEP_FIXTURE
+    fixtures = getattr(item, "_fixtureinfo", None)
+    scopes = {fixture.scope for defs in (fixtures.name2fixturedefs.values() if fixtures else ()) for fixture in defs}
+    return item.nodeid.split("::")[0] if "module" in scopes else None
+
+
+def _unit_of(item):
+    marker = item.get_closest_marker("xdist_group")
+    return marker.args[0] if marker else item.nodeid
 
 
 @pytest.fixture(scope="session")
