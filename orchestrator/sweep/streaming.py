@@ -6,11 +6,14 @@ are read as they are; one `data.path` is split row by row by a seeded hash of ea
 so every pass assigns a row to the same split. The standardisation's means and deviations (and
 the variance feature selection ranks by) are computed once, by a Ray Data pass over the training
 split, and go into the exported graph as for the in-memory sources. A worker of an N-worker trial
-reads its own shard (`worker_dataset`, `ray.train.get_dataset_shard`); validation and test are
+reads its own shard (`trial_dataset`, `ray.train.get_dataset_shard`); validation and test are
 streamed whole to each worker.
 """
 
+import contextlib
 import logging
+import queue
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,19 +38,22 @@ SAMPLE_ROWS = 256
 """Rows of the training and test splits that travel with the data set (examples, calibration, latency)."""
 DATA_TASK_CONCURRENCY = 2
 """Ray Data tasks of one read at a time: tasks that reserve no CPU would otherwise each start a worker process."""
-READ_BATCH_ROWS = 4096
-"""Rows fetched from Ray Data at a time; training batches are sliced from them (same sizes, same order)."""
+READ_TASK_ROWS = 16_384
+"""Rows (whole row groups) one Ray Data read task reads: its scheduling gap (~30 ms here) is paid per task."""
+PREFETCH_BLOCKS = 2
+"""Blocks (READ_TASK_ROWS rows each) a trial's training split holds read ahead of its training loop."""
 SHUFFLE_BUFFER_ROWS = 2048
-"""Training rows a worker shuffles locally each epoch (Ray Data's `local_shuffle_buffer_size`)."""
+"""Training rows (at least; whole blocks, i.e. row groups) a trial shuffles together each epoch."""
 _HASH_MULTIPLIER = np.uint64(0x9E3779B97F4A7C15)
 
 
 @dataclass
 class RayBatches:
-    """A `trainers.streamed.BatchSource` over a Ray Dataset or a worker's `DataIterator` shard.
+    """A `trainers.streamed.BatchSource` over a Ray Dataset (a validation or test split), read
+    afresh on every call.
 
     Attributes:
-        data: a `ray.data.Dataset` (1-worker trials iterate it directly) or a `DataIterator`.
+        data: the `ray.data.Dataset` (or any object with `iter_torch_batches`).
         shuffle_seed: None keeps the stored order; else each epoch shuffles locally, seeded
             with it and the epoch.
     """
@@ -57,22 +63,111 @@ class RayBatches:
 
     def batches(self, batch_size: int, epoch: int = 0):
         """(rows float32, labels int64) tensors, `batch_size` rows at a time, streamed."""
-        shuffle = {} if self.shuffle_seed is None else {
-            "local_shuffle_buffer_size": max(SHUFFLE_BUFFER_ROWS, batch_size),
-            "local_shuffle_seed": self.shuffle_seed * 100_003 + epoch,
-        }  # fmt: skip
-        # Ray Data's per-batch cost (~3 ms here) is paid per READ_BATCH_ROWS rows, not per training batch
-        chunks = self.data.iter_torch_batches(batch_size=max(batch_size, READ_BATCH_ROWS), device="cpu", **shuffle)
-        x, y = None, None
-        for chunk in chunks:
-            x = chunk["x"] if x is None else torch.cat([x, chunk["x"]])
-            y = chunk["y"] if y is None else torch.cat([y, chunk["y"]])
+        return _batches_of(self.data.iter_torch_batches(batch_size=None, device="cpu"), batch_size, self.shuffle_seed, epoch)
+
+
+class PrefetchedEpochs:
+    """A `trainers.streamed.BatchSource` over a training split (a 1-worker trial's Ray Dataset, or
+    a worker's `DataIterator` shard), read ahead by a thread: the trial's epochs in turn, up to
+    PREFETCH_BLOCKS blocks ahead, so an epoch's first blocks are read while the model is built or
+    the last epoch is validated, not on its first step. `close()` (or the end of its `with` block)
+    stops it.
+
+    Args:
+        data: the Dataset or `DataIterator`.
+        shuffle_seed: each epoch's local shuffle is seeded with it and the epoch.
+        epochs: the epochs the trial trains, in order (a resumed trial's start at its checkpoint).
+
+    Example:
+        >>> train = PrefetchedEpochs(split_dataset(source, "train"), 0, range(3))  # doctest: +SKIP
+        >>> sum(len(y) for _, y in train.batches(64, 0))  # doctest: +SKIP
+        48000
+    """
+
+    def __init__(self, data, shuffle_seed: int, epochs: range):
+        self.shuffle_seed, self.epochs = shuffle_seed, epochs
+        self._read_blocks: queue.Queue = queue.Queue(PREFETCH_BLOCKS)
+        self._closed = threading.Event()
+        self._reader = threading.Thread(target=self._read, args=(data,), name="accelsweep-prefetch", daemon=True)
+        self._reader.start()
+
+    def batches(self, batch_size: int, epoch: int = 0):
+        """One epoch's (rows float32, labels int64) tensors, `batch_size` rows at a time."""
+        if epoch not in self.epochs:
+            raise ValueError(f"epoch {epoch} is not one this trial reads ({self.epochs})")
+        return _batches_of(self._blocks(epoch), batch_size, self.shuffle_seed, epoch)
+
+    def close(self) -> None:
+        """Stop reading ahead (a trial that stops early leaves its later epochs unread)."""
+        self._closed.set()
+        self._reader.join()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
+
+    def _read(self, data):
+        try:
+            for epoch in self.epochs:
+                for block in data.iter_torch_batches(batch_size=None, device="cpu"):
+                    if not self._put((epoch, block)):
+                        return
+                if not self._put((epoch, None)):  # the epoch's end
+                    return
+        except Exception as error:  # raised where the trial reads
+            self._put((None, error))
+
+    def _put(self, item):
+        while not self._closed.is_set():
+            try:
+                self._read_blocks.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                pass
+        return False
+
+    def _blocks(self, epoch):
+        while True:
+            read_epoch, block = self._read_blocks.get()
+            if read_epoch is None:
+                raise block
+            if read_epoch > epoch:
+                raise RuntimeError(f"epoch {epoch} was asked for after epoch {read_epoch} was read")
+            if read_epoch == epoch:
+                if block is None:
+                    return
+                yield block
+            # an earlier epoch's rest, left by a reader that stopped: skipped
+
+
+def _batches_of(blocks, batch_size, shuffle_seed, epoch):
+    # whole blocks from Ray Data (its re-batching and local shuffle cost about as much per row as
+    # the training step they feed: benchmarks/README.md), shuffled here, seeded per epoch
+    generator = None if shuffle_seed is None else torch.Generator().manual_seed(shuffle_seed * 100_003 + epoch)
+    buffer_rows = batch_size if generator is None else max(batch_size, SHUFFLE_BUFFER_ROWS)
+    x, y = torch.empty(0), torch.empty(0, dtype=torch.int64)
+    for block in blocks:
+        x, y = torch.cat([x, block["x"]]) if len(y) else block["x"], torch.cat([y, block["y"]])
+        if len(y) >= buffer_rows:
+            x, y = _shuffled(x, y, generator)
             whole = len(y) - len(y) % batch_size
-            for start in range(0, whole, batch_size):
-                yield x[start : start + batch_size], y[start : start + batch_size]
-            x, y = (x[whole:], y[whole:]) if whole < len(y) else (None, None)
-        if y is not None:
-            yield x, y
+            yield from _slices(x[:whole], y[:whole], batch_size)
+            x, y = x[whole:], y[whole:]
+    yield from _slices(*_shuffled(x, y, generator), batch_size)
+
+
+def _shuffled(x, y, generator):
+    if generator is None:
+        return x, y
+    order = torch.randperm(len(y), generator=generator)
+    return x[order], y[order]
+
+
+def _slices(x, y, batch_size):
+    for start in range(0, len(y), batch_size):
+        yield x[start : start + batch_size].float(), y[start : start + batch_size]
 
 
 def sweep_data(data):
@@ -128,7 +223,8 @@ def open_streamed(source: ParquetSource) -> StreamedDataset:
 
 
 def split_dataset(source: ParquetSource, split: str) -> ray.data.Dataset:
-    """One split as a lazy Ray Dataset of {"x": float32 rows, "y": int64 labels}.
+    """One split as a lazy Ray Dataset of {"x": rows (float32, or their stored type where it is
+    4 bytes or less), "y": int64 labels}.
 
     Args:
         source: the parquet source.
@@ -143,19 +239,31 @@ def split_dataset(source: ParquetSource, split: str) -> ray.data.Dataset:
     return dataset
 
 
-def worker_dataset(data: StreamedDataset, seed: int) -> StreamedDataset:
-    """A Ray Train worker's view of the sweep's data set: its own shard of the training split, the
-    whole validation and test splits (see `train_datasets`).
+@contextlib.contextmanager
+def trial_dataset(data: StreamedDataset, seed: int, epochs: range, in_worker_group: bool = False):
+    """A trial's view of the sweep's data set, open while the trial trains: its training split
+    read ahead (`PrefetchedEpochs`). A 1-worker trial reads the training split's Ray Dataset
+    itself (Ray Data's executor runs in its process and starts at once, where a `streaming_split`
+    of one would first start a coordinator actor, ~3 s here); a Ray Train worker
+    (`in_worker_group`) reads its own shard and the whole validation and test splits from
+    `ray.train.get_dataset_shard` (see `train_datasets`).
 
     Args:
         data: the sweep's StreamedDataset.
         seed: the trial's seed (the local shuffle's).
+        epochs: the epochs the trial trains.
+        in_worker_group: whether this is a worker of an N-worker trial.
 
     Example:
-        >>> data = worker_dataset(ray.get(data_ref[0]), recipe.seed)  # doctest: +SKIP
+        >>> with trial_dataset(ray.get(data_ref[0]), recipe.seed, range(recipe.epochs)) as data:  # doctest: +SKIP
+        ...     train_trial(recipe, data, report)
     """
-    shards = {split: ray.train.get_dataset_shard(split) for split in SPLITS}
-    return data.with_sources(RayBatches(shards["train"], seed), RayBatches(shards["val"]), RayBatches(shards["test"]))
+    train, val, test = data.train.data, data.val, data.test
+    if in_worker_group:
+        shards = {split: ray.train.get_dataset_shard(split) for split in SPLITS}
+        train, val, test = shards["train"], RayBatches(shards["val"]), RayBatches(shards["test"])
+    with PrefetchedEpochs(train, seed, epochs) as read_ahead:
+        yield data.with_sources(read_ahead, val, test)
 
 
 def train_datasets(data: StreamedDataset) -> dict:
@@ -175,18 +283,23 @@ def _read(source, split, fn, **options):
     # row groups as the input items, each read by a task of ours (`fn`), so no read or list task
     # reserves a CPU (read_parquet's file listing does)
     items = [{"path": path, "group": group} for path, group in source.row_groups[split]]
+    rows_per_group = sum(source.n_rows.values()) / max(1, sum(len(groups) for groups in source.row_groups.values()))
     return ray.data.from_items(items).map_batches(
-        fn, fn_args=(source, *options.pop("fn_args", ())), batch_size=1, batch_format="pyarrow",
+        fn, fn_args=(source, *options.pop("fn_args", ())), batch_size=max(1, round(READ_TASK_ROWS / rows_per_group)), batch_format="pyarrow",
         num_cpus=DATA_TASK_CPUS, concurrency=DATA_TASK_CONCURRENCY, **options
     )
 
 
 def _row_group(item, source):
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
-    path, group = item.column("path")[0].as_py(), item.column("group")[0].as_py()
-    with pq.ParquetFile(path) as file:
-        return _arrays(file.read_row_group(group, columns=[source.label_column, *source.feature_columns]), source)
+    columns = [source.label_column, *source.feature_columns]
+    tables = []
+    for path, group in zip(item.column("path").to_pylist(), item.column("group").to_pylist()):
+        with pq.ParquetFile(path) as file:
+            tables.append(file.read_row_group(group, columns=columns))
+    return _arrays(pa.concat_tables(tables), source)
 
 
 def _model_rows(item, source, split):
@@ -198,21 +311,27 @@ def _model_rows(item, source, split):
 
 
 def _arrays(table, source):
+    # features travel in their stored type where it is 4 bytes or less (uint8 pixels: a quarter
+    # of float32's bytes through the object store), else as float32; batches are float32
     labels = table.column(source.label_column).to_numpy().astype(np.int64)
     if source.list_column:
         column = table.column(source.feature_columns[0]).combine_chunks()
-        values = column.flatten().to_numpy(zero_copy_only=False).astype(np.float32)
-        return values.reshape(len(labels), -1), labels
-    columns = [table.column(name).to_numpy(zero_copy_only=False) for name in source.feature_columns]
-    return np.stack(columns, axis=1).astype(np.float32), labels
+        values = column.flatten().to_numpy(zero_copy_only=False).reshape(len(labels), -1)
+    else:
+        values = np.stack([table.column(name).to_numpy(zero_copy_only=False) for name in source.feature_columns], axis=1)
+    return values.astype(np.float32, copy=False) if values.dtype.itemsize > 4 else values, labels
 
 
 def _split_of_rows(x, y, source):
-    # a seeded hash of each row's bytes, so a row lands in the same split on every pass
-    words = np.ascontiguousarray(np.concatenate([x, y[:, None].astype(np.float32)], axis=1)).view(np.uint32)
+    # a seeded hash of each row's bytes, 8 at a time, so a row lands in the same split on every pass
+    row_bytes = np.ascontiguousarray(x).reshape(len(y), -1).view(np.uint8)
+    padded = np.zeros((len(y), -(-row_bytes.shape[1] // 8) * 8 + 8), np.uint8)
+    padded[:, : row_bytes.shape[1]] = row_bytes
+    padded[:, -8:] = y.astype("<i8")[:, None].view(np.uint8)
+    words = padded.view(np.uint64)
     state = np.full(len(y), np.uint64(source.seed) * _HASH_MULTIPLIER + np.uint64(1), dtype=np.uint64)
     for column in range(words.shape[1]):
-        state ^= words[:, column].astype(np.uint64)
+        state ^= words[:, column]
         state *= _HASH_MULTIPLIER
         state ^= state >> np.uint64(29)
     fraction = (state >> np.uint64(11)).astype(np.float64) / 2.0**53
@@ -250,4 +369,4 @@ def _partial_sums(item, source):
 
 def _first_rows(dataset):
     batch = dataset.take_batch(SAMPLE_ROWS, batch_format="numpy")
-    return torch.from_numpy(np.array(batch["x"])), torch.from_numpy(np.array(batch["y"]))
+    return torch.from_numpy(np.array(batch["x"], dtype=np.float32)), torch.from_numpy(np.array(batch["y"]))

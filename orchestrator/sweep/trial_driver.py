@@ -58,8 +58,11 @@ def trial_driver(config: dict, spec_json: str, data_ref: list, results_path: str
     if workers == 1:
         device = "cuda" if spec.resources.gpus_per_worker > 0 and torch.cuda.is_available() else "cpu"
         resume = _load_trained(tune.get_checkpoint())
-        with _baseline_weights_file(recipe_for(spec, config, device), weights, fields) as recipe:
-            train_once(recipe, ray.get(data_ref[0]), _report_to_tune, resume)
+        with (
+            _baseline_weights_file(recipe_for(spec, config, device), weights, fields) as recipe,
+            _trial_data(ray.get(data_ref[0]), recipe, resume, in_worker_group=False) as data,
+        ):
+            train_once(recipe, data, _report_to_tune, resume)
         return
     trial_id = tune.get_context().get_trial_id()
     # a streamed data set is a small plan: its Ray Datasets go to the workers as their `datasets`
@@ -92,12 +95,23 @@ def trial_driver(config: dict, spec_json: str, data_ref: list, results_path: str
 
 def _train_worker(config):
     recipe = TrialRecipe(**(config["recipe"] | {"device": str(ray.train.torch.get_device())}))
-    data = ray.get(config["data_ref"][0])
-    if isinstance(data, StreamedDataset):  # this worker's own shard of the training split
-        data = streaming.worker_dataset(data, recipe.seed)
     weights = ray.get(config["baseline_weights_ref"][0]) if config["baseline_weights_ref"] else None
-    with _baseline_weights_file(recipe, weights, config["baseline_weights_fields"]) as recipe:
-        train_once(recipe, data, _report_to_train, _load_trained(ray.train.get_checkpoint()))
+    resume = _load_trained(ray.train.get_checkpoint())
+    with (
+        _baseline_weights_file(recipe, weights, config["baseline_weights_fields"]) as recipe,
+        _trial_data(ray.get(config["data_ref"][0]), recipe, resume, in_worker_group=True) as data,  # its own shard
+    ):
+        train_once(recipe, data, _report_to_train, resume)
+
+
+@contextlib.contextmanager
+def _trial_data(data, recipe, resume, in_worker_group):
+    if not isinstance(data, StreamedDataset):
+        yield data
+        return
+    epochs = range(resume["epoch"] if resume else 0, recipe.epochs)
+    with streaming.trial_dataset(data, recipe.seed, epochs, in_worker_group) as view:
+        yield view
 
 
 @contextlib.contextmanager

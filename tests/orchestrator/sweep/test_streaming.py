@@ -6,9 +6,10 @@ import threading
 import numpy as np
 import pytest
 import ray
+import torch
 
 from orchestrator.config.parquet import inspect_parquet
-from orchestrator.sweep.streaming import open_streamed, split_dataset
+from orchestrator.sweep.streaming import open_streamed, split_dataset, trial_dataset
 from tests.orchestrator.parquet_files import write_digits_parquet
 
 
@@ -73,6 +74,27 @@ def test_the_two_shards_of_an_equal_streaming_split_are_disjoint_and_cover_the_t
     for row in seen[0] + seen[1]:
         remaining.remove(row)  # every row read once at most: the shards are disjoint
     assert len(remaining) <= 1
+
+
+@pytest.mark.slow
+def test_a_trial_reads_its_training_split_ahead_whole_every_epoch_reshuffled_and_stops_when_closed(source):
+    source, _, _ = source
+    data = open_streamed(source)
+    stored = sorted(_rows(data.split_batches("train", 500)))
+    with trial_dataset(data, seed=5, epochs=range(1, 3)) as trial:  # a trial resumed at epoch 1
+        assert trial.val is data.val and trial.test is data.test
+        with pytest.raises(ValueError, match="epoch 0 is not one this trial reads"):
+            trial.split_batches("train", 64, 0)
+        epochs = [list(trial.split_batches("train", 64, epoch)) for epoch in (1, 2)]
+    for batches in epochs:
+        assert all(x.dtype == torch.float32 and len(y) == 64 for x, y in batches[:-1]) and 0 < len(batches[-1][1]) <= 64
+        assert sorted(_rows(batches)) == stored
+    assert _rows(epochs[0]) != _rows(epochs[1])  # each epoch its own order
+    with trial_dataset(data, seed=5, epochs=range(1, 3)) as again:
+        assert _rows(again.split_batches("train", 64, 1)) == _rows(epochs[0])  # the same order for the same seed
+    with trial_dataset(data, seed=5, epochs=range(10)) as stopped_early:
+        next(iter(stopped_early.split_batches("train", 64, 0)))
+    assert not stopped_early.train._reader.is_alive()  # closing stopped the reader with nine epochs unread
 
 
 STREAMED_SPEC = """\
