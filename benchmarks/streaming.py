@@ -13,7 +13,7 @@ memory: writes a parquet data set of about --gigabytes of random rows (784 float
   at once (1 epoch each), and samples the memory of every process of the sweep (the CLI, Ray's own
   processes, the trials, Ray Data's workers) every second with psutil; prints the peak of their
   summed PSS (shared pages split among the processes mapping them) and of their summed RSS (shared
-  pages counted in each). Target: < 5 GB for 5 GB of data.
+  pages counted in each), and each process's PSS at that peak. Target: < 5 GB for 5 GB of data.
 
 Run: python benchmarks/streaming.py throughput [--rows 20000] [--rounds 3] [--epochs 10]
      python benchmarks/streaming.py memory --gigabytes 1.9 --workdir /tmp/streaming-bench
@@ -128,12 +128,16 @@ def memory(args):
         while not done.is_set():
             processes = [root, *root.children(recursive=True)]
             rss = pss = 0
+            each = []
             for process in processes:
                 try:
                     info = process.memory_full_info()
                     rss, pss = rss + info.rss, pss + info.pss
+                    each.append((info.pss, " ".join(process.cmdline())[:90]))
                 except psutil.Error:
                     pass
+            if pss > peak["pss"]:
+                peak["at_peak"] = sorted(each, reverse=True)
             peak["rss"], peak["pss"] = max(peak["rss"], rss), max(peak["pss"], pss)
             peak["processes"] = max(peak["processes"], len(processes))
             time.sleep(1)
@@ -145,6 +149,9 @@ def memory(args):
     print(f"accelsweep run exited {code} after {time.time() - started:.0f} s; the sweep's processes "
           f"(up to {peak['processes']}) together peaked at {peak['pss'] / 1e9:.2f} GB PSS "
           f"({peak['rss'] / 1e9:.2f} GB summing RSS; target < 5 GB)")  # fmt: skip
+    print("at the PSS peak:")
+    for process_pss, command in peak.get("at_peak", []):
+        print(f"  {process_pss / 1e6:7.0f} MB  {command}")
 
 
 def main():
