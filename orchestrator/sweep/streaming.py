@@ -25,26 +25,20 @@ import torch
 
 from orchestrator.config.parquet import SPLITS, ParquetSource
 from orchestrator.config.schema import SpecError
+from orchestrator.sweep import parquet_reads
 from trainers.preprocess import Standardise
 from trainers.streamed import StreamedDataset
 
 logger = logging.getLogger(__name__)
 
-DATA_TASK_CPUS = 0
-"""CPUs a Ray Data read or map task reserves. Trials hold the node's CPUs (a 1-worker trial its
-worker's): data tasks that waited for a free CPU would wait forever, so they reserve none and
-share the trials' cores."""
 SAMPLE_ROWS = 256
 """Rows of the training and test splits that travel with the data set (examples, calibration, latency)."""
-DATA_TASK_CONCURRENCY = 2
-"""Ray Data tasks of one read at a time: tasks that reserve no CPU would otherwise each start a worker process."""
-READ_TASK_ROWS = 16_384
-"""Rows (whole row groups) one Ray Data read task reads: its scheduling gap (~30 ms here) is paid per task."""
+READ_OBJECT_STORE_BYTES = 256 * 2**20
+"""Object-store bytes one read of a split (a trial's, a worker's) may hold in blocks in flight."""
 PREFETCH_BLOCKS = 2
-"""Blocks (READ_TASK_ROWS rows each) a trial's training split holds read ahead of its training loop."""
+"""Blocks (`parquet_reads.SLICE_ROWS` rows each, fewer where a split keeps part of them) a trial's training split holds read ahead of its training loop."""
 SHUFFLE_BUFFER_ROWS = 2048
 """Training rows (at least; whole blocks, i.e. row groups) a trial shuffles together each epoch."""
-_HASH_MULTIPLIER = np.uint64(0x9E3779B97F4A7C15)
 
 
 @dataclass
@@ -234,8 +228,12 @@ def split_dataset(source: ParquetSource, split: str) -> ray.data.Dataset:
         >>> split_dataset(source, "val").take_batch(2)["x"].shape  # doctest: +SKIP
         (2, 784)
     """
-    dataset = _read(source, "train" if source.split_from_seed else split, _model_rows, fn_args=(split,))
-    dataset.context.execution_options.preserve_order = True  # the same batches on every run of a seed
+    dataset = parquet_reads.read(source, "train" if source.split_from_seed else split, parquet_reads.model_rows, fn_args=(split,))
+    options = dataset.context.execution_options
+    options.preserve_order = True  # the same batches on every run of a seed
+    # Ray Data's own bound is a share of the object store (GBs here) per read: blocks in flight
+    # are what a read holds, so hold a few
+    options.resource_limits = ray.data.ExecutionResources.for_limits(object_store_memory=READ_OBJECT_STORE_BYTES)
     return dataset
 
 
@@ -279,69 +277,10 @@ def train_datasets(data: StreamedDataset) -> dict:
     }
 
 
-def _read(source, split, fn, **options):
-    # row groups as the input items, each read by a task of ours (`fn`), so no read or list task
-    # reserves a CPU (read_parquet's file listing does)
-    items = [{"path": path, "group": group} for path, group in source.row_groups[split]]
-    rows_per_group = sum(source.n_rows.values()) / max(1, sum(len(groups) for groups in source.row_groups.values()))
-    return ray.data.from_items(items).map_batches(
-        fn, fn_args=(source, *options.pop("fn_args", ())), batch_size=max(1, round(READ_TASK_ROWS / rows_per_group)), batch_format="pyarrow",
-        num_cpus=DATA_TASK_CPUS, concurrency=DATA_TASK_CONCURRENCY, **options
-    )
-
-
-def _row_group(item, source):
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    columns = [source.label_column, *source.feature_columns]
-    tables = []
-    for path, group in zip(item.column("path").to_pylist(), item.column("group").to_pylist()):
-        with pq.ParquetFile(path) as file:
-            tables.append(file.read_row_group(group, columns=columns))
-    return _arrays(pa.concat_tables(tables), source)
-
-
-def _model_rows(item, source, split):
-    x, y = _row_group(item, source)
-    if source.split_from_seed:
-        keep = _split_of_rows(x, y, source) == SPLITS.index(split)
-        x, y = x[keep], y[keep]
-    return {"x": x.reshape(len(y), *source.input_shape), "y": y}
-
-
-def _arrays(table, source):
-    # features travel in their stored type where it is 4 bytes or less (uint8 pixels: a quarter
-    # of float32's bytes through the object store), else as float32; batches are float32
-    labels = table.column(source.label_column).to_numpy().astype(np.int64)
-    if source.list_column:
-        column = table.column(source.feature_columns[0]).combine_chunks()
-        values = column.flatten().to_numpy(zero_copy_only=False).reshape(len(labels), -1)
-    else:
-        values = np.stack([table.column(name).to_numpy(zero_copy_only=False) for name in source.feature_columns], axis=1)
-    return values.astype(np.float32, copy=False) if values.dtype.itemsize > 4 else values, labels
-
-
-def _split_of_rows(x, y, source):
-    # a seeded hash of each row's bytes, 8 at a time, so a row lands in the same split on every pass
-    row_bytes = np.ascontiguousarray(x).reshape(len(y), -1).view(np.uint8)
-    padded = np.zeros((len(y), -(-row_bytes.shape[1] // 8) * 8 + 8), np.uint8)
-    padded[:, : row_bytes.shape[1]] = row_bytes
-    padded[:, -8:] = y.astype("<i8")[:, None].view(np.uint8)
-    words = padded.view(np.uint64)
-    state = np.full(len(y), np.uint64(source.seed) * _HASH_MULTIPLIER + np.uint64(1), dtype=np.uint64)
-    for column in range(words.shape[1]):
-        state ^= words[:, column]
-        state *= _HASH_MULTIPLIER
-        state ^= state >> np.uint64(29)
-    fraction = (state >> np.uint64(11)).astype(np.float64) / 2.0**53
-    return np.where(fraction < source.val_fraction, 1, np.where(fraction < source.val_fraction + source.test_fraction, 2, 0))
-
-
 def _statistics(source):
     # one Ray Data pass: per-block row counts of each split and the training rows' sums; the
     # driver adds up one small row per block
-    partials = _read(source, "train", _partial_sums)
+    partials = parquet_reads.read(source, "train", parquet_reads.partial_sums)
     counts, total, squares = np.zeros(len(SPLITS), np.int64), 0.0, 0.0
     for batch in partials.iter_batches(batch_format="numpy", batch_size=None):
         counts += batch["counts"].sum(axis=0)
@@ -354,17 +293,6 @@ def _statistics(source):
     mean = total / counts[0]
     std = np.sqrt(np.maximum(squares / counts[0] - mean**2, 0.0))
     return counts.tolist(), mean.astype(np.float32), std.astype(np.float32)
-
-
-def _partial_sums(item, source):
-    x, y = _row_group(item, source)
-    split = _split_of_rows(x, y, source) if source.split_from_seed else np.zeros(len(y), np.int64)
-    train = x[split == 0].astype(np.float64)
-    return {
-        "counts": np.bincount(split, minlength=len(SPLITS))[None],
-        "sum": train.sum(axis=0)[None],
-        "squares": (train**2).sum(axis=0)[None],
-    }
 
 
 def _first_rows(dataset):
