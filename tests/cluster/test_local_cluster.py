@@ -2,9 +2,11 @@
 (head and worker node, 1 CPU and a custom resource each, token auth on) and an MLflow server;
 `accelsweep submit` runs cluster/local/smoke.yaml on it; the test then reads the server: the job
 succeeded, every trial has a child run with metrics and model files, trials ran on both nodes, and
-`accelsweep report` shows them from the client side. stop.sh tears down exactly what start.sh started.
-About 2 minutes on 2 cores."""
+`accelsweep report` shows them from the client side; a streamed parquet sweep run from this
+machine trains a 2-worker trial with one worker on each node. stop.sh tears down exactly what
+start.sh started. About 4 minutes on 2 cores."""
 
+import json
 import os
 import shutil
 import socket
@@ -65,6 +67,7 @@ def cluster(tmp_path_factory):
         )
         yield {
             "address": f"http://127.0.0.1:{dashboard}",
+            "gcs": f"127.0.0.1:{gcs}",
             "mlflow": f"http://127.0.0.1:{mlflow_port}",
             "env": env | {"MLFLOW_TRACKING_URI": f"http://127.0.0.1:{mlflow_port}"},
             "state": state,
@@ -105,6 +108,53 @@ def test_submitted_sweep_runs_on_both_nodes_and_lands_in_mlflow(cluster):
     assert report.returncode == 0, report.stderr
     for trial in trials:
         assert trial.data.tags["accelsweep.trial_id"] in report.stdout
+
+
+STREAMED_SPEC = """\
+name: cluster-streamed
+data: {{source: parquet, path: {path}, label_column: label}}
+model: {{kind: mlp, hidden: [32]}}
+train: {{epochs: 1, batch_size: 64, seed: 0}}
+space: {{workers: {{grid: [2]}}}}
+search: {{algorithm: grid, num_samples: 1, metric: val_accuracy, mode: max}}
+resources: {{workers_per_trial: 1, cpus_per_worker: 1, max_concurrent_trials: 1}}
+tracking: {{experiment: cluster-streamed}}
+deploy: {{rounds: 3}}
+"""
+
+
+def test_a_streamed_parquet_sweep_reads_its_data_on_both_nodes(cluster, tmp_path):
+    # `accelsweep run` on this machine joins the cluster (RAY_ADDRESS, as start.sh's env file says);
+    # each node has 1 CPU, so the 2-worker trial's workers (1 CPU each) run one per node, each
+    # reading its own shard of the parquet file, which both nodes see on this machine's disk
+    from tests.orchestrator.parquet_files import write_digits_parquet
+
+    write_digits_parquet(tmp_path / "digits.parquet", list_column=True)
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(STREAMED_SPEC.format(path=tmp_path / "digits.parquet"))
+    env = cluster["env"] | {"RAY_ADDRESS": cluster["gcs"], "RAY_AUTH_MODE": "token"}
+    run = subprocess.run(["accelsweep", "run", str(spec)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+
+    client = MlflowClient(cluster["mlflow"])
+    experiment = client.get_experiment_by_name("cluster-streamed")
+    (sweep,) = client.search_runs([experiment.experiment_id], "tags.`accelsweep.kind` = 'sweep'")
+    trials = client.search_runs([experiment.experiment_id], f"tags.`mlflow.parentRunId` = '{sweep.info.run_id}'")
+    by_mode = {trial.data.tags["accelsweep.mode"]: trial.data.metrics for trial in trials}
+    assert set(by_mode) == {"baseline", "w2"}
+    for metrics in by_mode.values():
+        assert 0.3 < metrics["test_accuracy"] <= 1 and metrics["train_samples_per_s"] > 0
+    assert by_mode["w2"]["world_size"] == 2 and by_mode["w2"]["ddp_ranks_trained"] == 2
+    assert by_mode["w2"]["ddp_replica_checksum_spread"] == 0  # own shards, averaged gradients
+    assert _cpus_of_alive_nodes(env) == [1.0, 1.0]  # two ranks of 1 CPU each: one on each node
+
+
+def _cpus_of_alive_nodes(env):
+    listed = subprocess.run(
+        [sys.executable, "-c", "import json, ray; ray.init(); print(json.dumps([n['Resources'].get('CPU') for n in ray.nodes() if n['Alive']]))"],
+        env=env, capture_output=True, text=True, timeout=120, check=True,
+    )
+    return json.loads(listed.stdout.strip().splitlines()[-1])
 
 
 @pytest.mark.parametrize(
