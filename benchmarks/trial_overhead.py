@@ -146,7 +146,7 @@ def breakdown_round(setup_hook, directory):
     fit_started = time.time()
     spec = parse_spec({"name": "overhead", "data": {"source": "digits"}, "model": {"kind": "mlp", "hidden": [32]}, "train": {"epochs": 1}})
     config = {"recipe": dataclasses.asdict(recipe_for(spec, {})), "data_ref": [ray.put(load_dataset("digits"))],
-              "teacher_ref": None, "times_dir": str(directory)}
+              "baseline_weights_ref": None, "baseline_weights_fields": None, "times_dir": str(directory)}
     TorchTrainer(_timed_worker, train_loop_config=config, scaling_config=ScalingConfig(num_workers=2),
                  run_config=RunConfig(storage_path=str(directory))).fit()
     fit_ended = time.time()
