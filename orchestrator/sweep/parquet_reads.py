@@ -59,8 +59,8 @@ def _slices(item, source):
 
 
 def model_rows(item, source: ParquetSource, split: str):
-    """A read task's rows of `split`, a block per slice: {"x": features (stored type if 4 bytes or less, else
-    float32) shaped as one example, "y": int64 labels}.
+    """A read task's rows of `split`, a block per slice: {"x": features (stored type if 4 bytes or
+    less, else float32) shaped as one example, "y": int64 labels}.
 
     Example:
         >>> read(source, "val", model_rows, fn_args=("val",))  # doctest: +SKIP

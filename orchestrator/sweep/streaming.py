@@ -36,15 +36,16 @@ SAMPLE_ROWS = 256
 READ_OBJECT_STORE_BYTES = 256 * 2**20
 """Object-store bytes one read of a split (a trial's, a worker's) may hold in blocks in flight."""
 PREFETCH_BLOCKS = 2
-"""Blocks (`parquet_reads.SLICE_ROWS` rows each, fewer where a split keeps part of them) a trial's training split holds read ahead of its training loop."""
+"""Blocks (`parquet_reads.SLICE_ROWS` rows each, fewer where a split keeps part of them) a trial's
+training split holds read ahead of its training loop."""
 SHUFFLE_BUFFER_ROWS = 2048
-"""Training rows (at least; whole blocks, i.e. row groups) a trial shuffles together each epoch."""
+"""Training rows (at least; whole blocks) a trial shuffles together each epoch."""
 
 
 @dataclass
 class RayBatches:
-    """A `trainers.streamed.BatchSource` over a Ray Dataset (a validation or test split), read
-    afresh on every call.
+    """A `trainers.streamed.BatchSource` over a Ray Dataset (a validation or test split, or the
+    sweep's whole training split), read afresh on every call.
 
     Attributes:
         data: the `ray.data.Dataset` (or any object with `iter_torch_batches`).
@@ -73,9 +74,8 @@ class PrefetchedEpochs:
         epochs: the epochs the trial trains, in order (a resumed trial's start at its checkpoint).
 
     Example:
-        >>> train = PrefetchedEpochs(split_dataset(source, "train"), 0, range(3))  # doctest: +SKIP
-        >>> sum(len(y) for _, y in train.batches(64, 0))  # doctest: +SKIP
-        48000
+        >>> with PrefetchedEpochs(split_dataset(source, "train"), 0, range(3)) as train:  # doctest: +SKIP
+        ...     first_epoch = list(train.batches(64, 0))
     """
 
     def __init__(self, data, shuffle_seed: int, epochs: range):
@@ -137,8 +137,8 @@ class PrefetchedEpochs:
 
 
 def _batches_of(blocks, batch_size, shuffle_seed, epoch):
-    # whole blocks from Ray Data (its re-batching and local shuffle cost about as much per row as
-    # the training step they feed: benchmarks/README.md), shuffled here, seeded per epoch
+    # whole blocks from Ray Data, shuffled and sliced here, seeded per epoch: faster than Ray's
+    # re-batching and local shuffle (benchmarks/README.md)
     generator = None if shuffle_seed is None else torch.Generator().manual_seed(shuffle_seed * 100_003 + epoch)
     buffer_rows = batch_size if generator is None else max(batch_size, SHUFFLE_BUFFER_ROWS)
     x, y = torch.empty(0), torch.empty(0, dtype=torch.int64)
