@@ -1,9 +1,10 @@
-"""Streaming a parquet source with Ray Data against the in-memory path, and the memory it takes.
+"""Streaming sources with Ray Data against the in-memory path, and the memory it takes.
 
 throughput: the Fashion-MNIST MLP (784-256-128-10, batch 64, AdamW, one thread) trained by
   `trainers.loop.train_trial` on the IDX files loaded in memory, and on the same training images
-  written as parquet (one fixed-size list column of 784 uint8 pixels, row groups of 4,096 rows)
-  streamed by Ray Data as a 1-worker trial reads it (`trial_dataset`: whole blocks, read ahead by
+  written as --format: parquet (one fixed-size list column of 784 uint8 pixels, row groups of
+  4,096 rows), csv (files of 10,000 rows, a header, 784 pixel columns and the label) or images
+  (a PNG per image, a folder per class; read as 1x28x28) streamed by Ray Data as a 1-worker trial reads it (`trial_dataset`: whole blocks, read ahead by
   a thread from the moment the trial opens it). Rounds alternate the two paths in one process, a
   trial of --epochs epochs each (10, search_spaces/fashion_mnist.yaml's); the figure is a trial's
   training rows per second of training time (the wait for data included for the streamed one),
@@ -15,7 +16,7 @@ memory: writes a parquet data set of about --gigabytes of random rows (784 float
   summed PSS (shared pages split among the processes mapping them) and of their summed RSS (shared
   pages counted in each), and each process's PSS at that peak. Target: < 5 GB for 5 GB of data.
 
-Run: python benchmarks/streaming.py throughput [--rows 20000] [--rounds 3] [--epochs 10]
+Run: python benchmarks/streaming.py throughput [--format parquet] [--rows 20000] [--rounds 3] [--epochs 10]
      python benchmarks/streaming.py memory --gigabytes 1.9 --workdir /tmp/streaming-bench
 """
 
@@ -45,33 +46,51 @@ deploy: {{runtimes: [onnxruntime], rounds: 3}}
 """
 
 
-def write_fashion_parquet(path, rows):
+def write_fashion(workdir, rows, file_format):
+    """Fashion-MNIST's first `rows` training images written as `file_format` under workdir;
+    returns the in-memory data set and the spec's `data` section for the files."""
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
     from trainers.data import load_dataset
 
     data = load_dataset("idx", FASHION)
-    x = data.x_train[:rows].numpy().astype(np.uint8).reshape(-1)
+    x = data.x_train[:rows].numpy().astype(np.uint8).reshape(rows, 784)
     y = data.y_train[:rows].numpy()
-    pixels = pa.FixedSizeListArray.from_arrays(pa.array(x), 784)
-    pq.write_table(pa.table({"pixels": pixels, "label": y}), path, row_group_size=4096)
-    return data
+    path = os.path.join(workdir, f"fashion-{file_format}-{rows}")
+    if file_format == "parquet":
+        import pyarrow.parquet as pq
+
+        path += ".parquet"
+        pixels = pa.FixedSizeListArray.from_arrays(pa.array(x.reshape(-1)), 784)
+        pq.write_table(pa.table({"pixels": pixels, "label": y}), path, row_group_size=4096)
+    elif file_format == "csv" and not os.path.isdir(path):
+        import pyarrow.csv as pacsv
+
+        os.makedirs(path)
+        for start in range(0, rows, 10_000):
+            columns = {f"p{i}": x[start : start + 10_000, i] for i in range(784)} | {"label": y[start : start + 10_000]}
+            pacsv.write_csv(pa.table(columns), os.path.join(path, f"part-{start // 10_000:02d}.csv"))
+    elif file_format == "images" and not os.path.isdir(path):
+        from PIL import Image
+
+        for index, (image, label) in enumerate(zip(x, y)):
+            os.makedirs(os.path.join(path, f"class{label}"), exist_ok=True)
+            Image.fromarray(image.reshape(28, 28), "L").save(os.path.join(path, f"class{label}", f"{index:05d}.png"))
+    return data, {"source": file_format, "path": path}
 
 
 def throughput(args):
     import ray
 
-    from orchestrator.config.parquet import inspect_parquet
+    from orchestrator.config.preflight import inspect_source
     from orchestrator.sweep.streaming import open_streamed, trial_dataset
     from trainers.loop import TrialRecipe, train_trial
 
-    path = os.path.join(args.workdir, "fashion.parquet")
     os.makedirs(args.workdir, exist_ok=True)
-    in_memory = write_fashion_parquet(path, args.rows)
+    in_memory, data = write_fashion(args.workdir, args.rows, args.format)
     in_memory = dataclasses.replace(in_memory, x_train=in_memory.x_train[: args.rows], y_train=in_memory.y_train[: args.rows])
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
-    streamed = open_streamed(inspect_parquet({"path": path}, seed=0))
+    streamed = open_streamed(inspect_source(data, seed=0), data["path"])
     recipe = TrialRecipe(model_kind="mlp", hidden=(256, 128), epochs=args.epochs, batch_size=64, runtime="eager")
     figures = {"in-memory": [], "streamed": []}
     first_epochs = {"in-memory": [], "streamed": []}
@@ -157,6 +176,7 @@ def memory(args):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("what", choices=["throughput", "memory"])
+    parser.add_argument("--format", choices=["parquet", "csv", "images"], default="parquet", help="throughput: the streamed files")
     parser.add_argument("--rows", type=int, default=20_000, help="throughput: Fashion-MNIST training rows used")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=10, help="throughput: epochs per trial (search_spaces/fashion_mnist.yaml's)")

@@ -33,8 +33,9 @@ if TYPE_CHECKING:  # torch and scikit-learn load when data is loaded: `SOURCES` 
 logger = logging.getLogger(__name__)
 
 SOURCES = ("digits", "idx", "csv", "npz", "text", "synthetic")
-STREAMING_SOURCES = ("parquet",)
-"""Sources read by Ray Data during the sweep, never loaded whole (`orchestrator.sweep.streaming`)."""
+STREAMING_SOURCES = ("parquet", "images")
+"""Sources read by Ray Data during the sweep, never loaded whole (`orchestrator.sweep.streaming`);
+`csv` streams too when its path is a directory or a glob."""
 TEXT_ENCODINGS = ("bag", "tokens")
 _FILE_SOURCES = ("idx", "csv", "npz", "text")
 _STANDARDISED_SOURCES = ("csv", "npz", "text", "synthetic")
@@ -523,7 +524,7 @@ def _read_csv(path, label_column, num_classes):
         rows, line_numbers = _csv_rows(text, delimiter)
     except csv.Error as error:
         raise DataError(f"{path}: cannot read: {error}") from error
-    header = rows[0] if rows and not any(_is_number(cell) for cell in rows[0]) else None
+    header = rows[0] if rows and is_csv_header(rows[0]) else None
     logger.info(
         "%s: columns separated by %s, %s",
         path,
@@ -597,6 +598,19 @@ def _label_index(path, header, label_column):
             f"{path}: data.label_column={label_column!r} is not a column; columns: {', '.join(header)}"
         )
     return header.index(label_column)
+
+
+def is_csv_header(cells: list[str]) -> bool:
+    """Whether a csv file's first line names its columns: none of its cells is a number.
+
+    Args:
+        cells: the first line's cells.
+
+    Example:
+        >>> is_csv_header(["p0", "label"]), is_csv_header(["0.5", "3"])
+        (True, False)
+    """
+    return not any(_is_number(cell) for cell in cells)
 
 
 def _is_number(cell):

@@ -58,7 +58,7 @@ def main(args: argparse.Namespace) -> int:
     results_path = trust.own_results_path(parent.data.tags.get(RESULTS_PATH_TAG, ""), spec, spec_path)
     data = load_data(spec, spec_path)
     sweep_workflow.connect_ray(spec, args)
-    data = streaming.sweep_data(data)  # a streamed source's statistics: one Ray Data pass
+    data = streaming.sweep_data(data, spec_path)  # a streamed source's statistics: one Ray Data pass
 
     client.update_run(parent.info.run_id, status="RUNNING")
     logger.info("resuming sweep %s (MLflow run %s) from %s", spec.name, parent.info.run_id, results_path)

@@ -52,7 +52,7 @@ def main(args: argparse.Namespace) -> int:
     from orchestrator.tracking import store
 
     sweep_workflow.connect_ray(spec, args)  # before the store: a Ray that does not answer leaves no mlflow.db behind
-    data = streaming.sweep_data(data)  # a streamed source's statistics: one Ray Data pass
+    data = streaming.sweep_data(data, args.spec)  # a streamed source's statistics: one Ray Data pass
     client = sweep_workflow.connect_store(spec, args.spec)
     results_path = os.path.join(spec.results_dir, f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}")
     parent_id = store.start_sweep_run(client, spec, redact(Path(args.spec).read_text()), results_path)

@@ -38,9 +38,11 @@ def main(args: argparse.Namespace) -> int:
     from trainers.data import data_summary
 
     summary = data_summary(data)
+    estimated = getattr(data, "counted_at_start", False)  # a csv directory's rows: counted when the sweep starts
+    classes = f"at least {summary['num_classes']}" if estimated and not data.classes_from_spec else summary["num_classes"]
     print(
         f"{args.spec}: valid; {planned_trials(spec)} trials of {spec.model.kind} on {summary['name']} "
-        f"({summary['n_train']} train / {summary['n_val']} val / {summary['n_test']} test, "
-        f"input {summary['input_shape']}, {summary['num_classes']} classes)"
+        f"({'about ' * estimated}{summary['n_train']} train / {summary['n_val']} val / {summary['n_test']} test, "
+        f"input {summary['input_shape']}, {classes} classes)"
     )
     return 0

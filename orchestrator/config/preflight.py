@@ -2,8 +2,14 @@
 factory fails before Ray starts.
 """
 
+import dataclasses
+import logging
+
 from orchestrator.config.schema import Spec, SpecError
 from orchestrator.config.space_rules import domain_of
+from orchestrator.config.streamed_source import SourceError, StreamedSource
+
+logger = logging.getLogger(__name__)
 
 
 def load_data(spec: Spec, spec_path: str):
@@ -17,7 +23,7 @@ def load_data(spec: Spec, spec_path: str):
 
     Returns:
         The loaded data set (a trainers.data.Dataset), or for a streaming source its
-        `orchestrator.config.parquet.ParquetSource`, checked from file metadata and a few rows
+        `orchestrator.config.streamed_source.StreamedSource`, checked from file metadata and a few rows
         (`orchestrator.sweep.streaming.open_streamed` streams it once Ray runs).
 
     Raises:
@@ -28,7 +34,7 @@ def load_data(spec: Spec, spec_path: str):
     Example:
         >>> data = load_data(load_spec("search_spaces/quickstart.yaml"), "quickstart.yaml")  # doctest: +SKIP
     """
-    data = _streaming_source(spec, spec_path) if spec.data.source == "parquet" else _loaded(spec, spec_path)
+    data = _streaming_source(spec, spec_path) if spec.data.streams else _loaded(spec, spec_path)
     from trainers.models import ModelError, build_model, check_logits
 
     try:
@@ -64,15 +70,47 @@ def load_in_memory(spec: Spec, spec_path: str, command: str):
     Example:
         >>> data = load_in_memory(load_spec("search_spaces/quickstart.yaml"), "quickstart.yaml", "accelsweep bench")  # doctest: +SKIP
     """
-    if spec.data.source == "parquet":
-        raise SpecError(f"{spec_path}: data.source={spec.data.source!r}: {command} does not stream data yet")
+    if spec.data.streams:
+        raise SpecError(f"{spec_path}: data.source={spec.data.source!r} streams: {command} does not stream data yet")
     return load_data(spec, spec_path)
+
+
+def inspect_source(data: dict, seed: int) -> StreamedSource:
+    """Check a streaming source from its metadata and first rows, without reading the data set.
+
+    Args:
+        data: the spec's `data` section as a dict (source, path or train_path/val_path/test_path,
+            label_column, num_classes, val_fraction, test_fraction).
+        seed: the split's seed (`train.seed`).
+
+    Returns:
+        The StreamedSource.
+
+    Raises:
+        SourceError: no file matches, a file cannot be read as its format, files differ in their
+            columns, the label column is missing or not integer, a feature is not numeric, or a
+            label is negative or past `data.num_classes`; the message names the file and the key.
+
+    Example:
+        >>> inspect_source({"source": "parquet", "path": "no/such/dir"}, seed=0)
+        Traceback (most recent call last):
+        ...
+        orchestrator.config.streamed_source.SourceError: data.path 'no/such/dir' matches no parquet file
+    """
+    from orchestrator.config import csv_files, image_folders, parquet
+    from orchestrator.config.streamed_source import split_keys
+
+    inspect = {"parquet": parquet.inspect_parquet, "csv": csv_files.inspect_csv_files, "images": image_folders.inspect_image_folders}
+    source = dataclasses.replace(inspect[data["source"]](data, split_keys(data), seed), classes_from_spec=bool(data.get("num_classes")))
+    size = f"~{source.size_bytes / 1e9:.3g} GB" if source.size_bytes >= 1e8 else f"~{source.size_bytes / 1e6:.3g} MB"
+    logger.info("%s: %s rows%s, %s as read, streamed", source.name, source.n_rows, " (estimated)" * source.counted_at_start, size)
+    return source
 
 
 def _loaded(spec, spec_path):
     from trainers.data import DataError, load_dataset  # torch and sklearn: only when data is needed
 
-    fields = spec.data.model_dump(exclude={"source", "path", "train_path", "val_path", "test_path"})
+    fields = spec.data.model_dump(exclude={"source", "path", "train_path", "val_path", "test_path", "image_size"})
     try:
         return load_dataset(spec.data.source, spec.data.path, seed=spec.train.seed, **fields)
     except DataError as error:
@@ -85,19 +123,15 @@ def _two_examples(data):
     # a streamed source is known from its metadata: its examples' shape is all the model check needs
     import torch
 
-    from orchestrator.config.parquet import ParquetSource
-
-    if isinstance(data, ParquetSource):
+    if isinstance(data, StreamedSource):
         return torch.zeros((2, *data.input_shape))
     return data.preprocess()(data.x_train[:2])
 
 
 def _streaming_source(spec, spec_path):
-    from orchestrator.config.parquet import ParquetError, inspect_parquet
-
     try:
-        return inspect_parquet(spec.data.model_dump(), seed=spec.train.seed)
-    except ParquetError as error:
+        return inspect_source(spec.data.model_dump(), seed=spec.train.seed)
+    except SourceError as error:
         raise SpecError(f"{spec_path}: data: {error}") from None
 
 

@@ -7,6 +7,7 @@ path and the value (`config.loading`).
 """
 
 import difflib
+import glob
 import importlib.util
 import math
 import os
@@ -48,6 +49,7 @@ class DataSpec(_Section):
     text_length: int = Field(default=64, ge=1)
     n_samples: int = Field(default=2000, ge=10)
     n_features: int = Field(default=32, ge=1)
+    image_size: list[int] | None = None
 
     @field_validator("source")
     @classmethod
@@ -57,12 +59,35 @@ class DataSpec(_Section):
             raise ValueError(f"unknown source{_did_you_mean(source, known)}; valid: {', '.join(known)}")
         return source
 
+    @field_validator("image_size")
+    @classmethod
+    def _height_and_width(cls, size):
+        if size is not None and (len(size) != 2 or min(size) < 1):
+            raise ValueError(f"give [height, width], two integers >= 1, got {size}")
+        return size
+
     @model_validator(mode="after")
     def _split_paths_stream(self):
         given = [key for key in ("train_path", "val_path", "test_path") if getattr(self, key)]
-        if given and self.source not in STREAMING_SOURCES:
-            raise ValueError(f"{given[0]} is for the streaming sources ({', '.join(STREAMING_SOURCES)}); use path")
+        if given and self.source not in (*STREAMING_SOURCES, "csv"):
+            raise ValueError(f"{given[0]} is for the streaming sources ({', '.join(STREAMING_SOURCES)}, csv); use path")
+        if self.image_size is not None and self.source != "images":
+            raise ValueError(f"image_size is for source 'images', not {self.source!r}")
         return self
+
+    @property
+    def streams(self) -> bool:
+        """Whether Ray Data streams this source during the sweep: parquet and images always, csv
+        given a directory, a glob or split paths (a csv file loads whole, as before).
+
+        Example:
+            >>> DataSpec(source="csv", path="rows/*.csv").streams
+            True
+        """
+        if self.source in STREAMING_SOURCES:
+            return True
+        paths = self.path is not None and (os.path.isdir(self.path) or glob.has_magic(self.path))
+        return self.source == "csv" and (paths or self.train_path is not None)
 
 
 class ModelSpec(_Section):

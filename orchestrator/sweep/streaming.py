@@ -1,11 +1,13 @@
-"""A parquet source streamed with Ray Data: the splits, the sweep's statistics, each worker's shard.
+"""A streamed source (parquet, csv files, image folders) read with Ray Data: the splits, the
+sweep's statistics, each worker's shard.
 
-`open_streamed` turns the pre-flight's `ParquetSource` into a `trainers.streamed.StreamedDataset`
+`open_streamed` turns the pre-flight's `StreamedSource` into a `trainers.streamed.StreamedDataset`
 whose splits are lazy Ray Datasets (read afresh every epoch, never materialised): given split files
 are read as they are; one `data.path` is split row by row by a seeded hash of each row's values,
 so every pass assigns a row to the same split. The standardisation's means and deviations (and
 the variance feature selection ranks by) are computed once, by a Ray Data pass over the training
-split, and go into the exported graph as for the in-memory sources. A worker of an N-worker trial
+split (which also counts the rows and finds the labels' range, where the metadata cannot), and go
+into the exported graph as for the in-memory sources. A worker of an N-worker trial
 reads its own shard (`trial_dataset`, `ray.train.get_dataset_shard`); validation and test are
 streamed whole to each worker.
 """
@@ -23,9 +25,9 @@ import ray.data
 import ray.train
 import torch
 
-from orchestrator.config.parquet import SPLITS, ParquetSource
 from orchestrator.config.schema import SpecError
-from orchestrator.sweep import parquet_reads
+from orchestrator.config.streamed_source import SPLITS, SourceError, StreamedSource
+from orchestrator.sweep import source_reads
 from trainers.preprocess import Standardise
 from trainers.streamed import StreamedDataset
 
@@ -36,7 +38,7 @@ SAMPLE_ROWS = 256
 READ_OBJECT_STORE_BYTES = 256 * 2**20
 """Object-store bytes one read of a split (a trial's, a worker's) may hold in blocks in flight."""
 PREFETCH_BLOCKS = 2
-"""Blocks (`parquet_reads.SLICE_ROWS` rows each, fewer where a split keeps part of them) a trial's
+"""Blocks (`source_reads.slice_rows` rows each, fewer where a split keeps part of them) a trial's
 training split holds read ahead of its training loop."""
 SHUFFLE_BUFFER_ROWS = 2048
 """Training rows (at least; whole blocks) a trial shuffles together each epoch."""
@@ -164,35 +166,42 @@ def _slices(x, y, batch_size):
         yield x[start : start + batch_size].float(), y[start : start + batch_size]
 
 
-def sweep_data(data):
-    """The data set the trials read: a `ParquetSource` opened for streaming (`open_streamed`; Ray
+def sweep_data(data, spec_path: str):
+    """The data set the trials read: a `StreamedSource` opened for streaming (`open_streamed`; Ray
     must be connected), any other data set as it is.
 
     Example:
-        >>> data = sweep_data(load_data(spec, spec_path))  # doctest: +SKIP
+        >>> data = sweep_data(load_data(spec, spec_path), spec_path)  # doctest: +SKIP
     """
-    return open_streamed(data) if isinstance(data, ParquetSource) else data
+    return open_streamed(data, spec_path) if isinstance(data, StreamedSource) else data
 
 
-def open_streamed(source: ParquetSource) -> StreamedDataset:
+def open_streamed(source: StreamedSource, spec_path: str) -> StreamedDataset:
     """The sweep's streamed data set: lazy Ray Datasets of each split, statistics computed once.
 
     Args:
-        source: the pre-flight's `ParquetSource`.
+        source: the pre-flight's `StreamedSource`.
+        spec_path: the spec's file, named in messages.
 
     Returns:
         A StreamedDataset whose `train`, `val` and `test` are `RayBatches` over whole splits, with
         the training split's standardisation as its transform.
 
+    Raises:
+        SpecError: a file cannot be read, a feature is not a finite number, a label is negative
+            or past `data.num_classes`, or a split has no rows (the file or split is named).
+
     Example:
-        >>> data = open_streamed(inspect_parquet({"path": "rows.parquet"}, seed=0))  # doctest: +SKIP
+        >>> data = open_streamed(inspect_source({"source": "parquet", "path": "rows.parquet"}, seed=0), "spec.yaml")  # doctest: +SKIP
         >>> data.n_train + data.n_val + data.n_test  # doctest: +SKIP
         1000
     """
-    # Ray Data logs its progress at INFO on its own logger: as quiet as the rest of Ray (-v shows both)
-    logging.getLogger("ray.data").setLevel(logging.getLogger("ray").getEffectiveLevel())
+    # Ray Data logs its progress at INFO on its own logger, and a failed read task's traceback at
+    # ERROR (the error itself reaches the user as one line, from here): -v shows both
+    verbose = logging.getLogger("ray").getEffectiveLevel() <= logging.INFO
+    logging.getLogger("ray.data").setLevel(logging.INFO if verbose else logging.CRITICAL)
     datasets = {split: split_dataset(source, split) for split in SPLITS}
-    counts, mean, std = _statistics(source)
+    counts, mean, std, num_classes = _statistics(source, spec_path)
     constant = std < 1e-8
     variance = (~constant).astype(np.float32)  # standardised: 1 where a feature varies, 0 where it is constant
     std[constant] = 1.0
@@ -204,7 +213,7 @@ def open_streamed(source: ParquetSource) -> StreamedDataset:
         RayBatches(datasets["val"]),
         RayBatches(datasets["test"]),
         *counts,
-        source.num_classes,
+        num_classes,
         x_train,
         y_train,
         x_test,
@@ -216,19 +225,19 @@ def open_streamed(source: ParquetSource) -> StreamedDataset:
     return data
 
 
-def split_dataset(source: ParquetSource, split: str) -> ray.data.Dataset:
+def split_dataset(source: StreamedSource, split: str) -> ray.data.Dataset:
     """One split as a lazy Ray Dataset of {"x": rows (float32, or their stored type where it is
     4 bytes or less), "y": int64 labels}.
 
     Args:
-        source: the parquet source.
+        source: the streamed source.
         split: "train", "val" or "test".
 
     Example:
         >>> split_dataset(source, "val").take_batch(2)["x"].shape  # doctest: +SKIP
         (2, 784)
     """
-    dataset = parquet_reads.read(source, "train" if source.split_from_seed else split, parquet_reads.model_rows, fn_args=(split,))
+    dataset = source_reads.read(source, "train" if source.split_from_seed else split, source_reads.model_rows, fn_args=(split,))
     options = dataset.context.execution_options
     options.preserve_order = True  # the same batches on every run of a seed
     # Ray Data's own bound is a share of the object store (GBs here) per read: blocks in flight
@@ -277,22 +286,56 @@ def train_datasets(data: StreamedDataset) -> dict:
     }
 
 
-def _statistics(source):
-    # one Ray Data pass: per-block row counts of each split and the training rows' sums; the
-    # driver adds up one small row per block
-    partials = parquet_reads.read(source, "train", parquet_reads.partial_sums)
-    counts, total, squares = np.zeros(len(SPLITS), np.int64), 0.0, 0.0
-    for batch in partials.iter_batches(batch_format="numpy", batch_size=None):
-        counts += batch["counts"].sum(axis=0)
-        total = total + batch["sum"].sum(axis=0)
-        squares = squares + batch["squares"].sum(axis=0)
+def _statistics(source, spec_path):
+    # one Ray Data pass: per-block row counts of each split, the training rows' sums and the
+    # labels' range; the driver adds up one small row per block. Split files whose rows the
+    # metadata does not count (csv) get a counting pass of their own
+    passes = {"train": _sums(source, "train", spec_path)}
+    if source.counted_at_start and not source.split_from_seed:
+        passes |= {split: _sums(source, split, spec_path) for split in ("val", "test")}
+    where = f"{spec_path}: data: {source.name}"
+    counts = passes["train"]["counts"]
     if not source.split_from_seed:
-        counts = np.array([counts[0], source.n_rows["val"], source.n_rows["test"]])
+        counts = np.array([counts[0], *(passes[split]["counts"][0] if split in passes else source.n_rows[split] for split in ("val", "test"))])
     if min(counts) < 1:
-        raise SpecError(f"data: {source.name}: a split has no rows ({dict(zip(SPLITS, counts.tolist()))})")
-    mean = total / counts[0]
-    std = np.sqrt(np.maximum(squares / counts[0] - mean**2, 0.0))
-    return counts.tolist(), mean.astype(np.float32), std.astype(np.float32)
+        raise SpecError(f"{where}: a split has no rows ({dict(zip(SPLITS, counts.tolist()))})")
+    label_min, label_max = min(sums["label_min"] for sums in passes.values()), max(sums["label_max"] for sums in passes.values())
+    if label_min < 0:
+        raise SpecError(f"{where}: label {label_min} is negative")
+    if label_max >= source.num_classes and source.classes_from_spec:
+        raise SpecError(f"{where}: label {label_max} is past data.num_classes={source.num_classes} (labels run 0 to {source.num_classes - 1})")
+    num_classes = max(source.num_classes, label_max + 1)  # csv: the first rows' labels were a lower bound
+    mean = passes["train"]["sum"] / counts[0]
+    std = np.sqrt(np.maximum(passes["train"]["squares"] / counts[0] - mean**2, 0.0))
+    return counts.tolist(), mean.astype(np.float32), std.astype(np.float32), num_classes
+
+
+def _sums(source, split, spec_path):
+    totals = {"counts": np.zeros(len(SPLITS), np.int64), "sum": 0.0, "squares": 0.0, "label_min": 0, "label_max": 0}
+    try:
+        for batch in source_reads.read(source, split, source_reads.partial_sums).iter_batches(batch_format="numpy", batch_size=None):
+            totals["counts"] += batch["counts"].sum(axis=0)
+            totals["sum"] = totals["sum"] + batch["sum"].sum(axis=0)
+            totals["squares"] = totals["squares"] + batch["squares"].sum(axis=0)
+            totals["label_min"] = min(totals["label_min"], int(batch["label_min"].min()))
+            totals["label_max"] = max(totals["label_max"], int(batch["label_max"].max()))
+    except Exception as error:  # a read task's SourceError comes wrapped in Ray's errors
+        cause = _source_error_in(error)
+        if cause is None:
+            raise
+        raise SpecError(f"{spec_path}: data: {str(cause).splitlines()[0]}") from None  # Ray Data appends its retry advice
+    return totals
+
+
+def _source_error_in(error):
+    # Ray wraps a task's exception (RayTaskError, itself an instance of the exception's type, and
+    # Ray Data's UserCodeException): the deepest SourceError along the chain of causes, if any
+    found, seen = None, set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        found = error if isinstance(error, SourceError) else found
+        error = getattr(error, "cause", None) or error.__cause__ or error.__context__
+    return found
 
 
 def _first_rows(dataset):

@@ -25,13 +25,12 @@ from orchestrator.config.schema import Spec
 from orchestrator.sweep import baseline_weights, streaming
 from orchestrator.sweep.resources import worker_resources
 from trainers.checkpoints import TRAINED_FILE, load_trained, save_atomically
-from trainers.data import STREAMING_SOURCES
 from trainers.deployable import Deployable
 from trainers.loop import TrialFailed, TrialRecipe, train_trial
 from trainers.streamed import StreamedDataset
 
 
-def trial_driver(config: dict, spec_json: str, data_ref: list, results_path: str) -> None:
+def trial_driver(config: dict, spec_json: str, data_ref: list, streamed: bool, results_path: str) -> None:
     """The Ray Tune function trainable: train one trial, in-process or with a worker group.
 
     A trial that distills from the sweep's baseline, or starts from it (`train.start_from:
@@ -42,10 +41,11 @@ def trial_driver(config: dict, spec_json: str, data_ref: list, results_path: str
         config: the trial's sampled values by space key.
         spec_json: the sweep spec as JSON (a plain string travels cheaply to every trial).
         data_ref: a one-element list holding the data set's object-store reference.
+        streamed: whether it is a `StreamedDataset` (whose Ray Datasets a worker group reads).
         results_path: the sweep's Tune state directory (names its baseline weights store).
 
     Example:
-        >>> tune.with_parameters(trial_driver, spec_json=spec.model_dump_json(), data_ref=[ref], results_path=path)  # doctest: +SKIP
+        >>> tune.with_parameters(trial_driver, spec_json=spec.model_dump_json(), data_ref=[ref], streamed=False, results_path=path)  # doctest: +SKIP
     """
     spec = Spec.model_validate_json(spec_json)
     workers = workers_of(spec, config)
@@ -66,7 +66,6 @@ def trial_driver(config: dict, spec_json: str, data_ref: list, results_path: str
         return
     trial_id = tune.get_context().get_trial_id()
     # a streamed data set is a small plan: its Ray Datasets go to the workers as their `datasets`
-    streamed = spec.data.source in STREAMING_SOURCES
     datasets = streaming.train_datasets(ray.get(data_ref[0])) if streamed else {}
     trainer = TorchTrainer(
         _train_worker,

@@ -13,6 +13,7 @@ from orchestrator.sweep import baseline_weights, faults
 from orchestrator.sweep.trial_driver import checkpoint_dir_of, trial_driver
 from orchestrator.sweep.trial_logger import TrialLogger
 from trainers.data import Dataset
+from trainers.streamed import StreamedDataset
 
 
 def run_sweep(spec: Spec, data: Dataset, callbacks: list, results_path: str, search_alg) -> tune.ResultGrid:
@@ -104,7 +105,11 @@ def resume_sweep(spec: Spec, data: Dataset, results_path: str):
 def _trainable(spec, data, results_path):
     return tune.with_resources(
         tune.with_parameters(
-            trial_driver, spec_json=spec.model_dump_json(), data_ref=[ray.put(data)], results_path=results_path
+            trial_driver,
+            spec_json=spec.model_dump_json(),
+            data_ref=[ray.put(data)],
+            streamed=isinstance(data, StreamedDataset),
+            results_path=results_path,
         ),
         lambda choices: trial_resources(spec, choices),
     )

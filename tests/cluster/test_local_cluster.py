@@ -127,7 +127,7 @@ def test_a_streamed_parquet_sweep_reads_its_data_on_both_nodes(cluster, tmp_path
     # `accelsweep run` on this machine joins the cluster (RAY_ADDRESS, as start.sh's env file says);
     # each node has 1 CPU, so the 2-worker trial's workers (1 CPU each) run one per node, each
     # reading its own shard of the parquet file, which both nodes see on this machine's disk
-    from tests.orchestrator.parquet_files import write_digits_parquet
+    from tests.orchestrator.streamed_files import write_digits_parquet
 
     write_digits_parquet(tmp_path / "digits.parquet", list_column=True)
     spec = tmp_path / "spec.yaml"

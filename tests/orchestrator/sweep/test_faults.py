@@ -30,6 +30,7 @@ from orchestrator.results import rows as results_rows
 from orchestrator.sweep.baseline_weights import BASELINE_WEIGHTS_FILE
 from orchestrator.tracking.tags import KIND_TAG, MODE_TAG, NOTE_TAG_PREFIX, PARENT_TAG, STATUS_TAG, TRIAL_ID_TAG
 from tests.conftest import copy_of_new_mlflow_store
+from tests.orchestrator.streamed_files import write_digits_csv
 from trainers import metrics
 
 FINAL_METRICS = ("test_accuracy", "latency_ms", "latency_p95_ms", "size_bytes", "param_count", "trial_seconds")
@@ -660,6 +661,22 @@ def test_malformed_data_fails_before_anything_runs(accelsweep_in_process, in_tmp
     data, expected = malformed(directory)
     completed = accelsweep_in_process("run", _write(in_tmp_path / "spec.yaml", _spec("bad-data", data=data)))
     _assert_refused_before_anything_ran(completed, in_tmp_path, "spec.yaml: data:", *expected)
+
+
+@pytest.mark.slow
+def test_a_bad_cell_deep_in_a_streamed_csv_directory_fails_before_any_run(accelsweep, in_tmp_path):
+    # validate reads the first rows only; the sweep's first pass over the data (Ray running, no
+    # store written yet) finds the cell and names its file, column and row
+    write_digits_csv(in_tmp_path / "rows")
+    lines = (in_tmp_path / "rows" / "part-2.csv").read_text().splitlines()
+    lines[300] = "oops," + lines[300].split(",", 1)[1]
+    (in_tmp_path / "rows" / "part-2.csv").write_text("\n".join(lines) + "\n")
+    spec = _spec("bad-stream", data={"source": "csv", "path": str(in_tmp_path / "rows")})
+    assert accelsweep("validate", _write(in_tmp_path / "spec.yaml", spec)).returncode == 0
+    completed = accelsweep("run", "spec.yaml")
+    _assert_refused_before_anything_ran(
+        completed, in_tmp_path, "spec.yaml: data: ", "part-2.csv: cannot read: In CSV column #0: Row #301: CSV conversion error to float: invalid value 'oops'"
+    )
 
 
 # ---------------------------------------------------------------- the tracking server goes away
