@@ -54,6 +54,7 @@ def write_fashion(workdir, rows, file_format):
     from trainers.data import load_dataset
 
     data = load_dataset("idx", FASHION)
+    rows = min(rows, len(data.y_train))  # the training split: 54,000 of the 60,000 files' images
     x = data.x_train[:rows].numpy().astype(np.uint8).reshape(rows, 784)
     y = data.y_train[:rows].numpy()
     path = os.path.join(workdir, f"fashion-{file_format}-{rows}")

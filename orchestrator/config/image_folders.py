@@ -2,16 +2,18 @@
 and a few images' headers only.
 
 `data.path` (or each of `train_path`, `val_path`, `test_path`) holds one folder per class; a
-class's label is its folder's index among the training folders' sorted names. Every image is
+class's label is its folder's index among the training folders' sorted names. With `data.path`
+each file's split is a seeded hash of its path, made here from the listing. Every image is
 converted to the first image's colours (grey "L" for greyscale, else "RGB") and resized to
 `data.image_size: [height, width]` (default: the first image's size) as it is read. One example
 is (channels, height, width) of uint8 pixels.
 """
 
+import hashlib
 import logging
 import os
 
-from orchestrator.config.streamed_source import PROBE_ROWS, READ_TASK_ROWS, SourceError, StreamedSource, num_classes_of, source_name
+from orchestrator.config.streamed_source import PROBE_ROWS, READ_TASK_ROWS, SPLITS, SourceError, StreamedSource, num_classes_of, source_name
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +49,8 @@ def inspect_image_folders(data: dict, keys: dict, seed: int) -> StreamedSource:
         split: [{"path": path, "label": class_names.index(name)} for name in sorted(classes) for path in classes[name]]
         for split, classes in listed.items()
     }
+    if keys == {"train": "path"}:
+        units = _seeded_split(units["train"], data, seed)
     probed = [_probe(path) for path in _probed(listed["train"])]
     mode, size = probed[0][0], tuple(data.get("image_size") or probed[0][1])
     input_shape = (1 if mode == "L" else 3, *size)
@@ -55,7 +59,7 @@ def inspect_image_folders(data: dict, keys: dict, seed: int) -> StreamedSource:
         name=source_name(data),
         format="images",
         files={split: [unit["path"] for unit in split_units] for split, split_units in units.items()},
-        split_from_seed=keys == {"train": "path"},
+        split_from_seed=False,  # the files are split here, by path: no read decodes another split's images
         label_column="label",
         feature_columns=("image",),
         input_shape=input_shape,
@@ -92,13 +96,25 @@ def decode_image(path: str, mode: str, size=None):
 
     try:
         with Image.open(path) as image:
-            image = image.convert(mode)
+            image = image if image.mode == mode else image.convert(mode)
             if size is not None and image.size != (size[1], size[0]):
                 image = image.resize((size[1], size[0]))
             pixels = np.asarray(image, dtype=np.uint8)
     except (OSError, UnidentifiedImageError, ValueError) as error:
         raise SourceError(f"{path}: cannot decode as an image: {error}") from None
     return pixels[None] if pixels.ndim == 2 else pixels.transpose(2, 0, 1)
+
+
+def _seeded_split(units, data, seed):
+    # each file's split from a seeded hash of its path under data.path, as a row's split is made
+    # from its values for the row sources: the same on every run of a seed, wherever the folder is
+    split = {name: [] for name in SPLITS}
+    val, test = data.get("val_fraction", 0.1), data.get("test_fraction", 0.2)
+    for unit in units:
+        name = os.path.relpath(unit["path"], data["path"]).encode()
+        fraction = int.from_bytes(hashlib.blake2b(name, digest_size=8, salt=seed.to_bytes(8, "little")).digest(), "little") / 2**64
+        split["val" if fraction < val else "test" if fraction < val + test else "train"].append(unit)
+    return split
 
 
 def _class_images(key, path):

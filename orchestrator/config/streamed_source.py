@@ -31,9 +31,11 @@ class StreamedSource:
     Attributes:
         name: the data set's name (the format, ":" and the path's last part).
         format: "parquet", "csv" or "images": which reader `orchestrator.sweep.source_reads` uses.
-        files: the files of each split by name ("train", "val", "test"); with one `data.path`,
-            all files under "train" and `split_from_seed` True (rows are assigned by a seeded hash).
-        split_from_seed: whether the splits are made from the seed rather than given.
+        files: the files of each split by name ("train", "val", "test"); with `split_from_seed`,
+            all files under "train".
+        split_from_seed: whether rows are assigned to splits by a seeded hash of their values as
+            they are read (parquet and csv with one `data.path`); False where each split's files
+            are known: given, or (images) each file's split hashed from its path at inspection.
         label_column: the label column (for images, "label": the class folder's index).
         feature_columns: numeric feature columns in order, or the one list column (images: "image").
         input_shape: one raw example's shape.

@@ -3,10 +3,11 @@
 `accelsweep submit` runs cluster/local/smoke.yaml on it; the test then reads the server: the job
 succeeded, every trial has a child run with metrics and model files, trials ran on both nodes, and
 `accelsweep report` shows them from the client side; a streamed parquet sweep run from this
-machine trains a 2-worker trial with one worker on each node. stop.sh tears down exactly what
+machine trains 2-worker trials with one worker on each node, DDP's and periodic averaging's. stop.sh tears down exactly what
 start.sh started. About 4 minutes on 2 cores."""
 
 import json
+import math
 import os
 import shutil
 import socket
@@ -115,7 +116,7 @@ name: cluster-streamed
 data: {{source: parquet, path: {path}, label_column: label}}
 model: {{kind: mlp, hidden: [32]}}
 train: {{epochs: 1, batch_size: 64, seed: 0}}
-space: {{workers: {{grid: [2]}}}}
+space: {{workers: {{grid: [2]}}, sync_every: {{grid: [1, 4]}}}}
 search: {{algorithm: grid, num_samples: 1, metric: val_accuracy, mode: max}}
 resources: {{workers_per_trial: 1, cpus_per_worker: 1, max_concurrent_trials: 1}}
 tracking: {{experiment: cluster-streamed}}
@@ -123,10 +124,11 @@ deploy: {{rounds: 3}}
 """
 
 
-def test_a_streamed_parquet_sweep_reads_its_data_on_both_nodes(cluster, tmp_path):
+def test_a_streamed_parquet_sweep_reads_its_data_on_both_nodes_and_averages_across_them(cluster, tmp_path):
     # `accelsweep run` on this machine joins the cluster (RAY_ADDRESS, as start.sh's env file says);
-    # each node has 1 CPU, so the 2-worker trial's workers (1 CPU each) run one per node, each
-    # reading its own shard of the parquet file, which both nodes see on this machine's disk
+    # each node has 1 CPU, so a 2-worker trial's workers (1 CPU each) run one per node, each
+    # reading its own shard of the parquet file, which both nodes see on this machine's disk; one
+    # all-reduces gradients every step (DDP), one averages parameters every 4 steps (sync_every)
     from tests.orchestrator.streamed_files import write_digits_parquet
 
     write_digits_parquet(tmp_path / "digits.parquet", list_column=True)
@@ -140,12 +142,15 @@ def test_a_streamed_parquet_sweep_reads_its_data_on_both_nodes(cluster, tmp_path
     experiment = client.get_experiment_by_name("cluster-streamed")
     (sweep,) = client.search_runs([experiment.experiment_id], "tags.`accelsweep.kind` = 'sweep'")
     trials = client.search_runs([experiment.experiment_id], f"tags.`mlflow.parentRunId` = '{sweep.info.run_id}'")
-    by_mode = {trial.data.tags["accelsweep.mode"]: trial.data.metrics for trial in trials}
-    assert set(by_mode) == {"baseline", "w2"}
-    for metrics in by_mode.values():
-        assert 0.3 < metrics["test_accuracy"] <= 1 and metrics["train_samples_per_s"] > 0
-    assert by_mode["w2"]["world_size"] == 2 and by_mode["w2"]["ddp_ranks_trained"] == 2
-    assert by_mode["w2"]["ddp_replica_checksum_spread"] == 0  # own shards, averaged gradients
+    assert len(trials) == 3  # the baseline, sync_every 1 and 4
+    for trial in trials:
+        assert 0.3 < trial.data.metrics["test_accuracy"] <= 1 and trial.data.metrics["train_samples_per_s"] > 0
+    every_step, every_4 = sorted((t.data.metrics for t in trials if t.data.metrics.get("world_size", 1) == 2), key=lambda m: -m["sync_rounds"])
+    for metrics in (every_step, every_4):
+        assert metrics["world_size"] == 2 and metrics["ddp_ranks_trained"] == 2
+        assert metrics["ddp_replica_checksum_spread"] == 0  # own shards, averaged gradients or parameters
+    assert every_step["sync_rounds"] == every_step["optimizer_steps"] > 0
+    assert every_4["sync_rounds"] == math.ceil(every_4["optimizer_steps"] / 4)
     assert _cpus_of_alive_nodes(env) == [1.0, 1.0]  # two ranks of 1 CPU each: one on each node
 
 

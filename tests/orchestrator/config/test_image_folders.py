@@ -20,10 +20,23 @@ def test_each_class_folder_is_a_label_and_an_example_is_channels_by_height_by_wi
     source = _inspect(tmp_path)
     assert source.class_names == tuple(f"c{label}" for label in range(10)) and source.num_classes == 10
     assert (source.input_shape, source.image_mode) == ((channels, 8, 8), mode)
-    assert source.n_rows == {"train": 200} and not source.counted_at_start
-    assert sorted(unit["label"] for unit in source.units["train"]) == sorted(labels.tolist())
-    assert all(unit["path"].endswith(".png") for unit in source.units["train"])
+    assert sum(source.n_rows.values()) == 200 and not source.counted_at_start
+    units = [unit for split in ("train", "val", "test") for unit in source.units[split]]
+    assert sorted(unit["label"] for unit in units) == sorted(labels.tolist())
+    assert all(unit["path"].endswith(".png") for unit in units)
     assert _inspect(tmp_path, image_size=[16, 12]).input_shape == (channels, 16, 12)
+
+
+def test_the_seeded_split_is_of_files_by_path_the_same_for_a_seed_wherever_the_folder_is(tmp_path):
+    write_digits_images(tmp_path / "a")
+    split = _inspect(tmp_path / "a")
+    assert not split.split_from_seed  # split here, from the listing: a read decodes its own split's images only
+    assert split.n_train + split.n_val + split.n_test == 1797 and 0.05 < split.n_val / 1797 < 0.15 and 0.15 < split.n_test / 1797 < 0.25
+    (tmp_path / "a").rename(tmp_path / "b")
+    moved = _inspect(tmp_path / "b")
+    assert [unit["path"].replace("/b/", "/a/") for unit in moved.units["val"]] == [unit["path"] for unit in split.units["val"]]
+    other_seed = inspect_source({"source": "images", "path": str(tmp_path / "b")}, seed=1)
+    assert other_seed.units["val"] != moved.units["val"]
 
 
 def test_given_splits_share_the_training_folders_labels_and_an_unknown_class_is_named(tmp_path):
