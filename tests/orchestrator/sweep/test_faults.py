@@ -21,6 +21,7 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 import yaml
@@ -553,51 +554,78 @@ def test_a_disk_filling_mid_sweep_ends_it_in_one_line_and_resume_goes_on(start_a
     assert all(client.get_run(run_id).data.metrics["resumed_from_epoch"] > 0 for run_id in running)
 
 
-@pytest.mark.slow
-def test_two_sweeps_started_together_on_a_new_store_both_finish(start_accelsweep, in_tmp_path):
-    names = ("twin-a", "twin-b")  # one trial each, the baseline; the store is created by whichever comes first
-    sweeps = [start_accelsweep("run", _write(in_tmp_path / f"{name}.yaml", _spec(name))) for name in names]
-    assert [sweep.finish() for sweep in sweeps] == [0, 0], [sweep.stderr()[-2000:] for sweep in sweeps]
-    client = MlflowClient(f"sqlite:///{in_tmp_path / 'mlflow.db'}")
-    parents, children = _runs(client)
-    assert sorted((parent.info.run_name, parent.info.status) for parent in parents) == [(name, "FINISHED") for name in names]
-    assert len(children) == 2
-    for child in children:
-        _assert_complete_trial(client, child, _spec("twin")["train"]["epochs"])
+# ---------------------------------------------------------------- two sweeps at once; a trial diverges
 
 
-# ---------------------------------------------------------------- a trial diverges
+class StartedTogether(NamedTuple):
+    """The two sweeps `started_together` ran: their finished commands and a client of their store."""
+
+    twin: Accelsweep
+    diverging: Accelsweep
+    client: MlflowClient
 
 
-@pytest.mark.slow
-def test_a_diverging_trial_stops_is_tagged_and_the_sweep_carries_on(start_accelsweep, in_tmp_path):
+def _diverging_spec():
     # AdamW's decoupled decay multiplies each weight by (1 - lr * wd) = -2999 per step: inf within
     # one epoch; the baseline (no weight decay) trains normally
-    spec = _spec(
-        "diverge",
-        space={"weight_decay": {"grid": [1.0e6]}},
-        search={"algorithm": "grid", "num_samples": 2},
-    )
-    copy_of_new_mlflow_store(in_tmp_path / "mlflow.db")
-    sweep = start_accelsweep("run", _write(in_tmp_path / "spec.yaml", spec))
-    assert sweep.finish() == 0, sweep.stderr()[-3000:]
+    return _spec("diverge", space={"weight_decay": {"grid": [1.0e6]}}, search={"algorithm": "grid", "num_samples": 2})
 
-    client = MlflowClient(f"sqlite:///{in_tmp_path / 'mlflow.db'}")
+
+@pytest.fixture(scope="module")
+def started_together(tmp_path_factory):
+    """Two sweeps started at the same moment on a store neither has created yet, run to their ends:
+    `twin` trains one trial (the baseline), `diverge` the baseline and two trials that diverge.
+    One pair of sweeps for the two tests that read them: the store made by whichever comes first,
+    and a diverging trial that stops while its sweep carries on."""
+    workdir = tmp_path_factory.mktemp("started-together")
+    # the store is this directory's sqlite file: another test's URI or Ray must not leak in
+    env = {name: value for name, value in os.environ.items() if name not in ("MLFLOW_TRACKING_URI", "RAY_ADDRESS")}
+    specs = [_write(workdir / "twin.yaml", _spec("twin")), _write(workdir / "diverge.yaml", _diverging_spec())]
+    sweeps = [Accelsweep(("run", spec), workdir, env) for spec in specs]
+    try:
+        for sweep in sweeps:
+            sweep.finish()
+        yield StartedTogether(*sweeps, MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}"))
+    finally:
+        for sweep in sweeps:
+            sweep.kill_everything()
+
+
+def _sweep_runs(client, name):
     parents, children = _runs(client)
+    (parent,) = [run for run in parents if run.info.run_name == name]
+    return parent, [child for child in children if child.data.tags[PARENT_TAG] == parent.info.run_id]
+
+
+@pytest.mark.slow
+def test_two_sweeps_started_together_on_a_new_store_both_finish(started_together):
+    twin, diverging, client = started_together
+    assert [twin.process.returncode, diverging.process.returncode] == [0, 0], [twin.stderr()[-2000:], diverging.stderr()[-2000:]]
+    parents, _ = _runs(client)
+    assert sorted((parent.info.run_name, parent.info.status) for parent in parents) == [("diverge", "FINISHED"), ("twin", "FINISHED")]
+    _, (child,) = _sweep_runs(client, "twin")
+    _assert_complete_trial(client, child, _spec("twin")["train"]["epochs"])
+
+
+@pytest.mark.slow
+def test_a_diverging_trial_stops_is_tagged_and_the_sweep_carries_on(started_together):
+    _, sweep, client = started_together
+    assert sweep.process.returncode == 0, sweep.stderr()[-3000:]
+    parent, children = _sweep_runs(client, "diverge")
     diverged = [child for child in children if child.data.tags.get(STATUS_TAG) == "diverged"]
     finished = [child for child in children if child.data.tags.get(STATUS_TAG) == "finished"]
     assert len(children) == 3 and len(diverged) == 2 and len(finished) == 1, [c.data.tags for c in children]
-    _assert_complete_trial(client, finished[0], spec["train"]["epochs"])
+    _assert_complete_trial(client, finished[0], _diverging_spec()["train"]["epochs"])
     for child in diverged:
         epoch = int(child.data.tags["accelsweep.diverged_epoch"])
         assert max(_steps(client, child.info.run_id), default=0) < epoch + 1, "it trained past the bad epoch"
         assert "test_accuracy" not in child.data.metrics, "a diverged trial was still measured"
         assert child.data.metrics["diverged"] == 1
-    rows = results_rows.sweep_rows(client, parents[0])
+    rows = results_rows.sweep_rows(client, parent)
     assert [row["front"] for row in rows if row["status"] == "diverged"] == ["", ""]
     assert [row["mode"] for row in rows if row["front"]] == ["baseline"]
     assert sweep.stdout().count("diverged") == 2, sweep.stdout()
-    assert parents[0].info.status == "FINISHED"
+    assert parent.info.status == "FINISHED"
 
 
 # ---------------------------------------------------------------- fail before any trial starts
