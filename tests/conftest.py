@@ -15,6 +15,14 @@ import pytest
 # send a signal nobody hears. Tests stand where a user's terminal stands, so Ctrl-C is heard again.
 signal.signal(signal.SIGINT, signal.default_int_handler)
 
+# Torch's OpenMP threads spin at every barrier while they wait for each other (libgomp's default):
+# with more runnable processes than cores (two pytest-xdist workers, a sweep's Ray processes, a
+# colleague's run on the same machine) a thread that lost its core holds the others back at every
+# operation; a 2-thread training epoch took 14-21 s there against 0.16 s on one thread, and 0.48 s
+# with waiting threads asleep. Set before torch loads, here and in every process the tests start
+# (they inherit it), so that trials and training steps run at the machine's speed, not the spin's.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 
 def copy_of_new_mlflow_store(path: Path) -> str:
     """Make an empty MLflow sqlite store at a path; returns its tracking URI.

@@ -4,6 +4,7 @@ import contextlib
 import logging
 import os
 import signal
+import traceback
 
 from orchestrator.errors import UserError
 
@@ -107,7 +108,11 @@ def resumable_on_interrupt(client, parent_id: str, spec):
     previous = signal.signal(signal.SIGTERM, on_sigterm)
     try:
         yield
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as interrupt:
+        # an interrupt that landed inside a store write leaves that write's sqlite cursor alive in
+        # the traceback's frames, and with it the write's lock on the store: marking the run would
+        # wait out sqlite's 20 s busy timeout and fail. The frames are done with; let them go.
+        traceback.clear_frames(interrupt.__traceback__)
         client.set_terminated(parent_id, status="KILLED")
         cause = "terminated (SIGTERM)" if terminated else "interrupted"
         raise UserInterrupt(

@@ -10,6 +10,8 @@ import signal
 import time
 
 import pytest
+import sqlalchemy
+from mlflow.entities import Metric
 
 from orchestrator.cli import sweep_workflow
 from orchestrator.config.loading import parse_spec
@@ -102,3 +104,25 @@ def test_sigterm_ends_the_sweep_as_ctrl_c_does(sweep_run):
     assert interrupted.value.exit_code == 143
     assert client.get_run(parent_id).info.status == "KILLED"
     assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_an_interrupt_inside_a_store_write_still_marks_the_sweep_killed(sweep_run):
+    # Ctrl-C or SIGTERM lands anywhere: here just after a SELECT inside log_batch's write
+    # transaction, the point where the sqlite cursor it leaves behind still holds the write lock
+    client, parent_id, spec = sweep_run
+    armed = [True]
+
+    def interrupt_once(connection, cursor, statement, *args):
+        if armed and statement.lstrip().upper().startswith("SELECT"):
+            armed.clear()
+            raise KeyboardInterrupt
+
+    sqlalchemy.event.listen(sqlalchemy.engine.Engine, "after_cursor_execute", interrupt_once)
+    try:
+        with pytest.raises(sweep_workflow.UserInterrupt):
+            with sweep_workflow.resumable_on_interrupt(client, parent_id, spec):
+                client.log_batch(parent_id, metrics=[Metric("val_accuracy", 0.5, 0, 1)])
+    finally:
+        sqlalchemy.event.remove(sqlalchemy.engine.Engine, "after_cursor_execute", interrupt_once)
+    assert not armed, "the write ran no SELECT to interrupt"
+    assert client.get_run(parent_id).info.status == "KILLED"

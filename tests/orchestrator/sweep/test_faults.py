@@ -21,6 +21,7 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 import yaml
@@ -304,7 +305,9 @@ def test_a_killed_worker_resumes_its_trial_from_the_last_checkpoint_in_the_same_
 # ---------------------------------------------------------------- the driver is interrupted
 
 
-INTERRUPTED_SAMPLES = 3
+INTERRUPTED_STUDENTS = (0.25, 0.5, 0.75)
+"""The interrupted sweep's distill weights: the baseline and one student each, every student
+pruned to half its channels."""
 LINGERING_AFTER = {
     signal.SIGINT: set(),
     signal.SIGTERM: set(),
@@ -316,14 +319,16 @@ reach the dead GCS and exit about a minute later (seen: 62 s); the README says s
 
 
 def _interrupted_spec():
+    # the students start from the baseline's weights, pruned before their first epoch, and distil
+    # from it: each resume must publish the baseline weights again (from the restored baseline)
     spec = _spec(
         "interrupted",
         **SLOW_TRIAL,
-        space={"dropout": {"choice": [0.0, 0.1]}, "rank": {"choice": [None, 8, 16]}},
-        search={"algorithm": "random", "num_samples": INTERRUPTED_SAMPLES},
-        resources={"cpus_per_worker": 2},  # one trial at a time on a 2-CPU machine
+        space={"distill": {"grid": list(INTERRUPTED_STUDENTS)}, "channel_sparsity": 0.5},
+        search={"algorithm": "grid", "num_samples": 1},
+        resources={"cpus_per_worker": 2},  # one trial at a time on a 2-CPU machine: a student after its teacher
     )
-    spec["train"]["epochs"] = 24
+    spec["train"] |= {"epochs": 24, "start_from": "baseline"}
     return spec
 
 
@@ -403,9 +408,15 @@ def test_an_interrupted_sweep_resumes_where_it_stopped(start_accelsweep, in_tmp_
     """Ctrl-C stops `run` after the baseline, a 2nd trial part way; `resume` goes on and gets SIGTERM
     with 2 trials done, the 3rd part way; a 2nd `resume` is killed (SIGKILL) with 3 done; a 3rd
     `resume` finishes: every trial trained once, an interrupted one from its last checkpoint, a
-    finished one never logged again."""
+    finished one never logged again.
+
+    The interrupted trials are students of the baseline (`_interrupted_spec`): each resumed sweep
+    has a new, empty baseline weights store, which the publisher must fill from the restored
+    baseline's checkpoint, or the resumed student would wait for ever; and a student resumes from
+    its own checkpoint, whose pruned shapes the replay must give it again (pruned at epoch 0, not
+    halfway)."""
     spec = _interrupted_spec()
-    epochs, total = spec["train"]["epochs"], INTERRUPTED_SAMPLES + 1
+    epochs, total = spec["train"]["epochs"], len(INTERRUPTED_STUDENTS) + 1
     client = MlflowClient(f"sqlite:///{in_tmp_path / 'mlflow.db'}")
     copy_of_new_mlflow_store(in_tmp_path / "mlflow.db")
     sweep = start_accelsweep("run", _write(in_tmp_path / "spec.yaml", spec))
@@ -433,60 +444,31 @@ def test_an_interrupted_sweep_resumes_where_it_stopped(start_accelsweep, in_tmp_
     rows = results_rows.sweep_rows(client, parents[0])
     assert len(rows) == total and all(row["status"] == "finished" for row in rows)
     assert all(row["trial_id"] in sweep.stdout() for row in rows), sweep.stdout()
-
-
-@pytest.mark.slow
-def test_a_resumed_sweep_gets_its_teacher_and_start_weights_from_the_restored_baseline(start_accelsweep, in_tmp_path):
-    # the baseline finishes, the student (started from the baseline's weights, pruned before its
-    # first epoch, distilling) is part way when Ctrl-C stops the driver; the resumed sweep has a
-    # new, empty baseline weights store: the publisher must fill it from the restored baseline's
-    # checkpoint, or the resumed student would wait for ever; the student resumes from its own
-    # checkpoint, whose pruned shapes the replay must give it again (pruned at epoch 0, not halfway)
-    spec = _spec(
-        "distill-resume",
-        space={"distill": {"grid": [0.5]}, "channel_sparsity": 0.5},  # the baseline (added first) and one student
-        search={"algorithm": "grid", "num_samples": 1},
-        resources={"cpus_per_worker": 2},  # one trial at a time: the student starts after its teacher
-    )
-    spec["train"] |= {"epochs": 60, "start_from": "baseline"}  # digits epochs take milliseconds: enough to stop one part way
-    copy_of_new_mlflow_store(in_tmp_path / "mlflow.db")
-    sweep = start_accelsweep("run", _write(in_tmp_path / "spec.yaml", spec))
-    db = in_tmp_path / "mlflow.db"
-    _done_and_going(sweep, in_tmp_path / LEFTOVER_RESULTS)
-    os.killpg(sweep.process.pid, signal.SIGINT)
-    assert sweep.finish() == 130, sweep.stderr()[-3000:]
-    _wait_until(lambda: not sweep.survivors(), timeout_s=60)
-    sweep.kill_everything()
-    client = MlflowClient(f"sqlite:///{db}")
-    _, children = _runs(client)
-    seen = [(child.info.run_name, child.info.status, child.data.tags.get(MODE_TAG)) for child in children]
-    interrupted = [child.info.run_id for child in children if child.info.status != "FINISHED"]
-    assert len(children) == 2 and len(interrupted) == 1, f"the student ended before the interruption: {seen}"
-    (student,) = interrupted
-
-    resumed = start_accelsweep("resume", "distill-resume")
-    assert resumed.finish() == 0, resumed.stderr()[-3000:]
-    parents, children = _runs(client)
-    assert len(parents) == 1 and len(children) == 2, [run.info.run_name for run in parents + children]
-    run = client.get_run(student)
-    assert run.data.tags[MODE_TAG] == "kd0.5-cp50", run.data.tags
-    _assert_complete_trial(client, run, spec["train"]["epochs"])
-    assert run.data.metrics["resumed_from_epoch"] > 0  # resumed from its checkpoint, teacher and all
-    (baseline,) = [child for child in children if child.info.run_id != student]
-    assert run.data.metrics["param_count"] < 0.6 * baseline.data.metrics["param_count"]  # pruned, and resumed so
-    for note in ("teacher", "start_weights"):
-        assert run.data.tags[f"{NOTE_TAG_PREFIX}{note}"].endswith(BASELINE_WEIGHTS_FILE), run.data.tags
-
+    (baseline,) = [child for child in children if child.data.tags[MODE_TAG] == "baseline"]
+    students = {child.data.tags[MODE_TAG]: child for child in children if child is not baseline}
+    assert sorted(students) == [f"kd{weight}-cp50" for weight in INTERRUPTED_STUDENTS]
+    assert {student.info.run_id for student in students.values()} == set(interrupted)  # each resumed, teacher and all
+    for student in students.values():
+        assert student.data.metrics["param_count"] < 0.6 * baseline.data.metrics["param_count"]  # pruned, and resumed so
+        for note in ("teacher", "start_weights"):
+            assert student.data.tags[f"{NOTE_TAG_PREFIX}{note}"].endswith(BASELINE_WEIGHTS_FILE), student.data.tags
 
 
 # ---------------------------------------------------------------- where the sweep keeps its state fails
 
 
 def _faulted_spec(**sections):
-    # a second trial part way is all these need: half the data and epochs of the interrupted sweep
-    # (a trial still outlasts Tune's 2 s state saves on a quiet machine)
-    spec = _interrupted_spec() | {"name": "faulted"} | sections
-    spec["data"] = SLOW_TRIAL["data"] | {"n_samples": 10000}
+    # a second trial part way is all these need: the baseline and one trial, with half the data and
+    # epochs of the interrupted sweep (a trial still outlasts Tune's 2 s state saves on a quiet machine)
+    spec = _spec(
+        "faulted",
+        data=SLOW_TRIAL["data"] | {"n_samples": 10000},
+        model=SLOW_TRIAL["model"],
+        space={"dropout": {"choice": [0.0, 0.1]}, "rank": {"choice": [None, 8, 16]}},
+        search={"algorithm": "random", "num_samples": 1},
+        resources={"cpus_per_worker": 2},  # one trial at a time on a 2-CPU machine
+        **sections,
+    )
     spec["train"]["epochs"] = 12
     return spec
 
@@ -530,7 +512,7 @@ def _fill(disk):
 @pytest.mark.slow
 def test_a_disk_filling_mid_sweep_ends_it_in_one_line_and_resume_goes_on(start_accelsweep, in_tmp_path, small_disk):
     spec = _faulted_spec(ray={"storage_path": str(small_disk)})  # the MLflow store stays on the big disk
-    epochs, total = spec["train"]["epochs"], INTERRUPTED_SAMPLES + 1
+    epochs, total = spec["train"]["epochs"], spec["search"]["num_samples"] + 1
     copy_of_new_mlflow_store(in_tmp_path / "mlflow.db")
     sweep = start_accelsweep("run", _write(in_tmp_path / "spec.yaml", spec))
     client, finished, running = _done_and_going(sweep, small_disk)
@@ -554,51 +536,78 @@ def test_a_disk_filling_mid_sweep_ends_it_in_one_line_and_resume_goes_on(start_a
     assert all(client.get_run(run_id).data.metrics["resumed_from_epoch"] > 0 for run_id in running)
 
 
-@pytest.mark.slow
-def test_two_sweeps_started_together_on_a_new_store_both_finish(start_accelsweep, in_tmp_path):
-    names = ("twin-a", "twin-b")  # one trial each, the baseline; the store is created by whichever comes first
-    sweeps = [start_accelsweep("run", _write(in_tmp_path / f"{name}.yaml", _spec(name))) for name in names]
-    assert [sweep.finish() for sweep in sweeps] == [0, 0], [sweep.stderr()[-2000:] for sweep in sweeps]
-    client = MlflowClient(f"sqlite:///{in_tmp_path / 'mlflow.db'}")
-    parents, children = _runs(client)
-    assert sorted((parent.info.run_name, parent.info.status) for parent in parents) == [(name, "FINISHED") for name in names]
-    assert len(children) == 2
-    for child in children:
-        _assert_complete_trial(client, child, _spec("twin")["train"]["epochs"])
+# ---------------------------------------------------------------- two sweeps at once; a trial diverges
 
 
-# ---------------------------------------------------------------- a trial diverges
+class StartedTogether(NamedTuple):
+    """The two sweeps `started_together` ran: their finished commands and a client of their store."""
+
+    twin: Accelsweep
+    diverging: Accelsweep
+    client: MlflowClient
 
 
-@pytest.mark.slow
-def test_a_diverging_trial_stops_is_tagged_and_the_sweep_carries_on(start_accelsweep, in_tmp_path):
+def _diverging_spec():
     # AdamW's decoupled decay multiplies each weight by (1 - lr * wd) = -2999 per step: inf within
     # one epoch; the baseline (no weight decay) trains normally
-    spec = _spec(
-        "diverge",
-        space={"weight_decay": {"grid": [1.0e6]}},
-        search={"algorithm": "grid", "num_samples": 2},
-    )
-    copy_of_new_mlflow_store(in_tmp_path / "mlflow.db")
-    sweep = start_accelsweep("run", _write(in_tmp_path / "spec.yaml", spec))
-    assert sweep.finish() == 0, sweep.stderr()[-3000:]
+    return _spec("diverge", space={"weight_decay": {"grid": [1.0e6]}}, search={"algorithm": "grid", "num_samples": 2})
 
-    client = MlflowClient(f"sqlite:///{in_tmp_path / 'mlflow.db'}")
+
+@pytest.fixture(scope="module")
+def started_together(tmp_path_factory):
+    """Two sweeps started at the same moment on a store neither has created yet, run to their ends:
+    `twin` trains one trial (the baseline), `diverge` the baseline and two trials that diverge.
+    One pair of sweeps for the two tests that read them: the store made by whichever comes first,
+    and a diverging trial that stops while its sweep carries on."""
+    workdir = tmp_path_factory.mktemp("started-together")
+    # the store is this directory's sqlite file: another test's URI or Ray must not leak in
+    env = {name: value for name, value in os.environ.items() if name not in ("MLFLOW_TRACKING_URI", "RAY_ADDRESS")}
+    specs = [_write(workdir / "twin.yaml", _spec("twin")), _write(workdir / "diverge.yaml", _diverging_spec())]
+    sweeps = [Accelsweep(("run", spec), workdir, env) for spec in specs]
+    try:
+        for sweep in sweeps:
+            sweep.finish()
+        yield StartedTogether(*sweeps, MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}"))
+    finally:
+        for sweep in sweeps:
+            sweep.kill_everything()
+
+
+def _sweep_runs(client, name):
     parents, children = _runs(client)
+    (parent,) = [run for run in parents if run.info.run_name == name]
+    return parent, [child for child in children if child.data.tags[PARENT_TAG] == parent.info.run_id]
+
+
+@pytest.mark.slow
+def test_two_sweeps_started_together_on_a_new_store_both_finish(started_together):
+    twin, diverging, client = started_together
+    assert [twin.process.returncode, diverging.process.returncode] == [0, 0], [twin.stderr()[-2000:], diverging.stderr()[-2000:]]
+    parents, _ = _runs(client)
+    assert sorted((parent.info.run_name, parent.info.status) for parent in parents) == [("diverge", "FINISHED"), ("twin", "FINISHED")]
+    _, (child,) = _sweep_runs(client, "twin")
+    _assert_complete_trial(client, child, _spec("twin")["train"]["epochs"])
+
+
+@pytest.mark.slow
+def test_a_diverging_trial_stops_is_tagged_and_the_sweep_carries_on(started_together):
+    _, sweep, client = started_together
+    assert sweep.process.returncode == 0, sweep.stderr()[-3000:]
+    parent, children = _sweep_runs(client, "diverge")
     diverged = [child for child in children if child.data.tags.get(STATUS_TAG) == "diverged"]
     finished = [child for child in children if child.data.tags.get(STATUS_TAG) == "finished"]
     assert len(children) == 3 and len(diverged) == 2 and len(finished) == 1, [c.data.tags for c in children]
-    _assert_complete_trial(client, finished[0], spec["train"]["epochs"])
+    _assert_complete_trial(client, finished[0], _diverging_spec()["train"]["epochs"])
     for child in diverged:
         epoch = int(child.data.tags["accelsweep.diverged_epoch"])
         assert max(_steps(client, child.info.run_id), default=0) < epoch + 1, "it trained past the bad epoch"
         assert "test_accuracy" not in child.data.metrics, "a diverged trial was still measured"
         assert child.data.metrics["diverged"] == 1
-    rows = results_rows.sweep_rows(client, parents[0])
+    rows = results_rows.sweep_rows(client, parent)
     assert [row["front"] for row in rows if row["status"] == "diverged"] == ["", ""]
     assert [row["mode"] for row in rows if row["front"]] == ["baseline"]
     assert sweep.stdout().count("diverged") == 2, sweep.stdout()
-    assert parents[0].info.status == "FINISHED"
+    assert parent.info.status == "FINISHED"
 
 
 # ---------------------------------------------------------------- fail before any trial starts
