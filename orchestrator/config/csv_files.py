@@ -58,7 +58,7 @@ def inspect_csv_files(data: dict, keys: dict, seed: int) -> StreamedSource:
     header = is_csv_header(first_line)
     if data.get("label_column") and not header:
         raise SourceError(f"{first}: data.label_column={data['label_column']!r} needs a header line, but the file has none")
-    for path in (path for paths in files.values() for path in paths if header):
+    for path in (path for paths in files.values() for path in paths if header and path != first):
         line = _layout(path)[1]
         if line != first_line:
             raise SourceError(f"{path}: its header {line} differs from {first}'s {first_line}")

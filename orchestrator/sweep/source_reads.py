@@ -127,12 +127,13 @@ def _csv_slices(item, source):
     rows = slice_rows(source)
     for path in item.column("path").to_pylist():
         with _named(path):
-            gathered = []
+            gathered, gathered_rows = [], 0
             for batch in pacsv.open_csv(path, **options):
                 gathered.append(batch)
-                if sum(len(part) for part in gathered) >= rows:
+                gathered_rows += len(batch)
+                if gathered_rows >= rows:
                     yield path, *_arrays(pa.Table.from_batches(gathered), source)
-                    gathered = []
+                    gathered, gathered_rows = [], 0
             if gathered:
                 yield path, *_arrays(pa.Table.from_batches(gathered), source)
 
