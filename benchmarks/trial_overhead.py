@@ -17,27 +17,29 @@ Targets: median overhead <= 1 s for 1-worker trials, <= 10 s for 2-worker trials
 
 Run: python benchmarks/trial_overhead.py   (about 2-3 minutes on 2 cores)
 
-`--breakdown [ROUNDS]` instead splits one 2-worker trial into its phases, without Tune or MLflow:
-a local Ray (`connect_ray`, as `accelsweep run` starts it) fits a Ray Train `TorchTrainer` of 2 workers whose loop is the trial
-driver's own worker function (`_train_worker`: a 1-epoch digits trial), and the workers write
-the times they saw. Phases: `ray.init`; fit start -> the first worker process exists (the Train
-V2 controller actor starts and asks for the worker group); worker process start -> its loop
-starts (the worker boots: Ray, torch and Ray Train import, the gloo process group is set up);
-the loop (importing the trial driver's modules, then training, exporting and measuring); loop
-end -> fit returns (reports, worker group and controller teardown). Each round runs the
-variants interleaved, a fresh Ray each: `as shipped`, `preimport` (a `worker_process_setup_hook`
-that imports torch and the trial driver's modules as each Ray worker process starts) and the same
-without Ray Train's preemption watcher (`RAY_TRAIN_ENABLE_PREEMPTION_WATCHER=0`: one actor fewer
-per fit); it prints each phase's median per variant.
+`--paired-with DIR [ROUNDS]` runs the 2-worker copy with 4 sampled trials (and the baseline) with this
+checkout's code and with DIR's (another checkout, e.g. `git worktree add /tmp/before HEAD~1`),
+alternately, ROUNDS times each (default 2), and prints the overheads of each sweep and the median
+of the trials after each sweep's first (whose trial driver starts, and exports, for the first time).
+
+`--breakdown [TRIALS]` instead runs the 2-worker copy with TRIALS sampled trials (default 3, plus the
+baseline) on a Ray whose logs go to a temporary directory, and reads where each worker-group
+trial's seconds went from Ray's own logs: every process the sweep started (from its core-worker
+log's first line to its actor's construction, with the actor's class from its stdout), grouped
+by class with how many each trial started; Ray Train's controller's own
+"[Worker Group Initialization]" phases; and each trial's overhead from MLflow, apart for the first
+trial (whose trial driver exports for the first time) and the later ones.
 """
 
-import dataclasses
+import json
 import os
+import re
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from datetime import datetime
 from pathlib import Path
 
 import yaml
@@ -54,20 +56,22 @@ TWO_WORKER_CHANGES = {
 }
 
 
-def two_worker_spec(directory):
+def two_worker_spec(directory, trials=1):
     spec = yaml.safe_load(QUICKSTART.read_text())
     for section, values in TWO_WORKER_CHANGES.items():
         spec[section] = spec[section] | values if isinstance(values, dict) else values
+    spec["search"] |= {"num_samples": trials, "time_budget_s": 120 * (trials + 1)}
     path = Path(directory) / "quickstart-2workers.yaml"
     path.write_text(yaml.safe_dump(spec, sort_keys=False))
     return path
 
 
-def run_sweep(spec_path, directory):
+def run_sweep(spec_path, directory, code=REPO):
     env = {key: value for key, value in os.environ.items() if key not in ("MLFLOW_TRACKING_URI", "RAY_ADDRESS")}
+    env["PYTHONPATH"] = str(code)  # `accelsweep run` of this checkout, or of the one it is paired with
     started = time.perf_counter()
     completed = subprocess.run(
-        ["accelsweep", "run", str(spec_path)], cwd=directory, env=env, capture_output=True, text=True
+        [sys.executable, "-m", "orchestrator", "run", str(spec_path)], cwd=directory, env=env, capture_output=True, text=True
     )
     wall = time.perf_counter() - started
     if completed.returncode != 0:
@@ -93,8 +97,9 @@ def trial_overheads(directory):
             "train_seconds": metrics.get("train_seconds"),
             "overhead": metrics["trial_seconds"] - metrics["train_seconds"] if finished else None,
             "workers": int(metrics.get("world_size", 0)),
+            "started": run.info.start_time,
         })
-    return sorted(rows, key=lambda row: row["mode"])
+    return sorted(rows, key=lambda row: row["started"])
 
 
 def report(title, wall, rows, target):
@@ -115,86 +120,86 @@ def report(title, wall, rows, target):
     print(f"  median overhead {median:.2f} s over {len(overheads)} finished trials (target <= {target} s: {verdict})")
 
 
-def _timed_worker(config):
-    import json
-
-    import psutil
-
-    entry = time.time()
-    from orchestrator.sweep.trial_driver import _train_worker
-
-    imported = time.time()
-    _train_worker(config)
-    times = {"created": psutil.Process().create_time(), "entry": entry, "imported": imported, "exit": time.time()}
-    Path(config["times_dir"], f"{os.getpid()}.json").write_text(json.dumps(times))
-
-
-def breakdown_round(setup_hook, directory):
-    import json
-
-    import ray
-    from ray.train import RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
-
-    from orchestrator.cluster.ray_connection import connect_ray
-    from orchestrator.config.loading import parse_spec
-    from orchestrator.config.recipe import recipe_for
-    from trainers.data import load_dataset
-
-    started = time.time()
-    connect_ray(None, runtime_env={"worker_process_setup_hook": setup_hook} if setup_hook else None)
-    fit_started = time.time()
-    spec = parse_spec({"name": "overhead", "data": {"source": "digits"}, "model": {"kind": "mlp", "hidden": [32]}, "train": {"epochs": 1}})
-    config = {"recipe": dataclasses.asdict(recipe_for(spec, {})), "data_ref": [ray.put(load_dataset("digits"))],
-              "baseline_weights_ref": None, "baseline_weights_fields": None, "times_dir": str(directory)}
-    TorchTrainer(_timed_worker, train_loop_config=config, scaling_config=ScalingConfig(num_workers=2),
-                 run_config=RunConfig(storage_path=str(directory))).fit()
-    fit_ended = time.time()
-    ray.shutdown()
-    workers = [json.loads(path.read_text()) for path in Path(directory).glob("*.json")]
-    return {
-        "ray.init": fit_started - started,
-        "controller + worker processes start": min(w["created"] for w in workers) - fit_started,
-        "worker boot (Ray, torch, gloo)": max(w["entry"] - w["created"] for w in workers),
-        "import trial driver modules": max(w["imported"] - w["entry"] for w in workers),
-        "trial (train, export, measure)": max(w["exit"] - w["imported"] for w in workers),
-        "teardown (loop end -> fit returns)": fit_ended - max(w["exit"] for w in workers),
-        "fit total": fit_ended - fit_started,
-    }
+def breakdown(trials):
+    with tempfile.TemporaryDirectory(prefix="accelsweep-overhead-") as root:
+        os.environ["RAY_TMPDIR"] = str(Path(root, "ray"))
+        wall = run_sweep(two_worker_spec(root, trials), root)
+        rows = trial_overheads(root)
+        (session,) = Path(root, "ray").rglob("session_2*")
+        processes, phases = ray_processes(session / "logs"), controller_phases(session / "logs" / "train")
+    fits = sum(1 for process in processes if process["actor"] == "TrainController")
+    print(f"\n{len(rows)} trials of 2 workers, sweep wall time {wall:.1f} s; {fits} Ray Train fits")
+    print(f"\n| process (actor class) | started per fit | boot, median s (process start -> actor constructed) |\n|---|---|---|")
+    by_class = {}
+    for process in processes:
+        by_class.setdefault(process["actor"], []).append(process["boot"])
+    for actor, boots in sorted(by_class.items(), key=lambda item: -len(item[1])):
+        print(f"| {actor} | {len(boots) / max(fits, 1):.2g} | {statistics.median(boots):.2f} |")
+    print(f"\n| Ray Train controller phase | median s |\n|---|---|")
+    for phase, seconds in phases.items():
+        print(f"| {phase} | {statistics.median(seconds):.2f} |")
+    overheads = [row["overhead"] for row in rows if row["overhead"] is not None]
+    if overheads:
+        later = overheads[1:] or overheads
+        print(f"\noverhead (trial - training), s: first trial {overheads[0]:.2f}; later trials median "
+              f"{statistics.median(later):.2f} over {len(later)} ({', '.join(f'{o:.2f}' for o in later)}); target <= 10 s")
 
 
-PREIMPORT = "orchestrator.cluster.ray_connection.preimport_training_modules"
-BREAKDOWN_VARIANTS = {
-    "as shipped": (None, {}),
-    "preimport": (PREIMPORT, {}),
-    "preimport, no preemption watcher": (PREIMPORT, {"RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0"}),
-}
-"""name -> (worker_process_setup_hook, environment variables of the fit)."""
+LOG_TIME = re.compile(r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})")
 
 
-def breakdown(rounds):
-    os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")  # as the CLI sets it
-    phases = {name: [] for name in BREAKDOWN_VARIANTS}
+def _log_time(line):
+    match = LOG_TIME.match(line)
+    return datetime.strptime(match.group(1), "%Y-%m-%d %H:%M:%S,%f").timestamp() if match else None
+
+
+def ray_processes(logs):
+    processes = []
+    for log in logs.glob("python-core-worker-*.log"):
+        lines = log.read_text(errors="replace").splitlines()
+        constructed = [_log_time(line) for line in lines if "Actor creation task finished" in line]
+        pid = log.stem.rsplit("_", 1)[-1]
+        outputs = [path.read_text(errors="replace") for path in logs.glob(f"worker-*-{pid}.*")]
+        names = [match.group(1) for text in outputs for match in [re.search(r":actor_name:(\w+)", text)] if match]
+        if constructed and names:
+            processes.append({"actor": names[0], "boot": constructed[0] - _log_time(lines[0])})
+    return processes
+
+
+def controller_phases(train_logs):
+    phases = {}
+    for log in train_logs.glob("ray-train-sys-controller-*.log"):
+        for line in log.read_text(errors="replace").splitlines():
+            message = json.loads(line).get("message", "") if line.startswith("{") else ""
+            match = re.match(r"\[Worker Group Initialization\] (.+?) in ([0-9.]+)s", message)
+            if match:
+                phases.setdefault(match.group(1), []).append(float(match.group(2)))
+    return phases
+
+
+def paired(other, rounds, trials):
+    later = {"this checkout": [], str(other): []}
     for round_index in range(rounds):
-        for name, (hook, env) in BREAKDOWN_VARIANTS.items():
-            saved = {key: os.environ.get(key) for key in env}
-            os.environ.update(env)
-            with tempfile.TemporaryDirectory(prefix="accelsweep-overhead-") as directory:
-                phases[name].append(breakdown_round(hook, directory))
-            for key, value in saved.items():
-                os.environ.pop(key) if value is None else os.environ.__setitem__(key, value)
-            print(f"round {round_index + 1} {name}: " + ", ".join(f"{k} {v:.2f}" for k, v in phases[name][-1].items()), flush=True)
-    print(f"\n| phase (median of {rounds}, s) | " + " | ".join(BREAKDOWN_VARIANTS) + " |")
-    print("|---|" + "---|" * len(BREAKDOWN_VARIANTS))
-    for phase in phases["as shipped"][0]:
-        medians = [statistics.median(r[phase] for r in phases[name]) for name in BREAKDOWN_VARIANTS]
-        print(f"| {phase} | " + " | ".join(f"{m:.2f}" for m in medians) + " |")
+        order = list(later) if round_index % 2 == 0 else list(reversed(later))
+        for name in order:
+            with tempfile.TemporaryDirectory(prefix="accelsweep-paired-") as root:
+                wall = run_sweep(two_worker_spec(root, trials), root, REPO if name == "this checkout" else other)
+                overheads = [row["overhead"] for row in trial_overheads(root) if row["overhead"] is not None]
+            later[name] += overheads[1:]
+            print(f"round {round_index + 1} {name}: sweep wall {wall:.1f} s, overheads " + ", ".join(f"{o:.2f}" for o in overheads), flush=True)
+    for name, overheads in later.items():
+        median = f"{statistics.median(overheads):.2f} s" if overheads else "none finished"
+        print(f"{name}: later trials' median overhead {median} over {len(overheads)}")
 
 
 def main():
     if "--breakdown" in sys.argv:
-        rounds = sys.argv[sys.argv.index("--breakdown") + 1:]
-        breakdown(int(rounds[0]) if rounds else 3)
+        trials = sys.argv[sys.argv.index("--breakdown") + 1:]
+        breakdown(int(trials[0]) if trials else 3)
+        return
+    if "--paired-with" in sys.argv:
+        other, *rounds = sys.argv[sys.argv.index("--paired-with") + 1:]
+        paired(Path(other).resolve(), int(rounds[0]) if rounds else 2, trials=4)
         return
     with tempfile.TemporaryDirectory(prefix="accelsweep-bench-") as root:
         one, two = Path(root, "one-worker"), Path(root, "two-workers")

@@ -152,3 +152,18 @@ def test_the_command_line_loads_nothing_heavy_until_a_command_runs():
     probe = "import sys, orchestrator.cli; print(sorted({'torch', 'ray', 'mlflow'} & set(sys.modules)))"
     completed = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, check=True)
     assert completed.stdout.strip() == "[]"
+
+
+def test_a_worker_that_only_trains_loads_no_deployment_runtime():
+    """A worker-group trial's workers import the trial driver and train; the runtimes (ONNX and
+    its ml_dtypes, Inductor) load where a model is exported, on first use, and Ray Train's
+    controller, which unpickles the run's callbacks, imports neither torch nor the trainers."""
+    probe = (
+        "import sys, orchestrator.sweep.trial_driver; heavy = {'onnx', 'onnxruntime'} & set(sys.modules)\n"
+        "from trainers.runtimes import export_to; print(sorted(heavy), 'onnx' in sys.modules)"
+    )
+    completed = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, check=True)
+    assert completed.stdout.strip() == "[] False"
+    probe = "import sys, orchestrator.sweep.epoch_reports; print(sorted({'torch', 'trainers.loop'} & set(sys.modules)))"
+    completed = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, check=True)
+    assert completed.stdout.strip() == "[]"

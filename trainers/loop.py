@@ -13,6 +13,7 @@ wrapped in DistributedDataParallel with the trial's communication (`trainers.com
 also counts what the workers send) and every rank trains on its own shard of the training split.
 """
 
+import contextlib
 import copy
 import logging
 import math
@@ -30,6 +31,7 @@ from trainers.checkpoints import CheckpointError, load_trained, load_trained_wei
 from trainers.data import Dataset
 from trainers.deployable import Deployable, DeployFormat, EagerDeployable
 from trainers.measure import EVAL_BATCH, evaluate_batches, measure_deployable
+from trainers.metrics import TRAINED_FOR_EXPORT
 from trainers.models import build_model
 from trainers.streamed import StreamedDataset, TensorBatches
 from trainers.techniques.common import bake_weight_transforms
@@ -347,7 +349,7 @@ def rebuild_deployable(recipe: TrialRecipe, data: Dataset, trained_path: str) ->
         >>> exported, model_data = rebuild_deployable(recipe, data, "model/trained.pt")  # doctest: +SKIP
         >>> deploy_to("onnxruntime", exported, model_data, torch.device("cpu"))  # doctest: +SKIP
     """
-    model, model_data, configs = _rebuilt_model(recipe, data, trained_path)
+    model, model_data, configs = _rebuilt_model(recipe, data, load_trained(trained_path))
     example = model_data.x_test[:1].to(recipe.device)
     return export_deployable(model, configs, model_data.preprocess(), example), model_data
 
@@ -371,7 +373,7 @@ def training_steps(recipe: TrialRecipe, data: Dataset, trained_path: str, steps:
         >>> run_steps = training_steps(recipe, data, "model/trained.pt", steps=2)  # doctest: +SKIP
         >>> run_steps()  # doctest: +SKIP
     """
-    model, model_data, configs = _rebuilt_model(recipe, data, trained_path)
+    model, model_data, configs = _rebuilt_model(recipe, data, load_trained(trained_path))
     device = torch.device(recipe.device)
     # the training rows at hand (a streamed data set's sample: its stream is not read while timing)
     x, y = model_data.model_inputs(model_data.x_train).to(device), model_data.y_train.to(device)
@@ -391,9 +393,8 @@ def training_steps(recipe: TrialRecipe, data: Dataset, trained_path: str, steps:
     return run_steps
 
 
-def _rebuilt_model(recipe, data, trained_path):
+def _rebuilt_model(recipe, data, trained):
     model, model_data, configs, _ = build_trial_model(recipe, data, loads_checkpoint=True)
-    trained = load_trained(trained_path)
     with torch.no_grad():
         model_example = model_data.preprocess().to(recipe.device)(model_data.x_test[:1].to(recipe.device))
     techniques.replay_reshapes(model, configs, trained["epoch"], recipe.epochs, model_example)
@@ -476,14 +477,81 @@ def train_trial(
         True
     """
     progress = _Progress()
-    try:
-        return _train_and_export(recipe, data, report, resume, progress)
-    except (MemoryError, torch.OutOfMemoryError):
-        raise
-    except Exception as error:
-        if progress.training:
-            raise
-        raise TrialFailed(_failure_reason(error), progress.trained) from error
+    with _failures_named(progress):
+        trained = _train(recipe, data, report, resume, progress)
+        if trained.model is None or _distributed_rank()[0] != 0:  # diverged, or not the rank that exports
+            report(trained.metrics, None)
+            return trained.metrics
+        return _export_and_report(recipe, trained, report)
+
+
+def train_for_export(
+    recipe: TrialRecipe, data: Dataset, report: Report, resume: dict | None = None
+) -> dict[str, float]:
+    """`train_trial`'s training alone, for a worker group whose trial driver exports and measures
+    the trained model itself (`export_trained`, in a process that has done it before, instead
+    of a worker that would pay its first export's costs and then exit).
+
+    Every epoch is reported as `train_trial` reports it. The last report holds the training
+    figures, `TRAINED_FOR_EXPORT: 1.0` and "notes", with the checkpoint {"trained": state} (the
+    state also holds the last epoch's metrics, so a run resumed after its last epoch still has
+    them); a trial that diverged or failed ends as `train_trial`'s does.
+
+    Args:
+        recipe, data, report, resume: as for `train_trial`.
+
+    Returns:
+        The last report's metrics.
+
+    Raises:
+        TrialFailed: as `train_trial`, before training.
+
+    Example:
+        >>> final = train_for_export(TrialRecipe(epochs=1), load_dataset("digits"), report)  # doctest: +SKIP
+        >>> final[TRAINED_FOR_EXPORT]  # doctest: +SKIP
+        1.0
+    """
+    progress = _Progress()
+    with _failures_named(progress):
+        trained = _train(recipe, data, report, resume, progress)
+    if trained.model is None:
+        report(trained.metrics, None)
+        return trained.metrics
+    final = trained.metrics | {TRAINED_FOR_EXPORT: 1.0, "notes": trained.notes}
+    report(final, {"trained": trained.state})
+    return final
+
+
+def export_trained(recipe: TrialRecipe, data: Dataset, trained_path: str, training: dict, report: Report) -> dict[str, float]:
+    """Export and measure a model that `train_for_export` trained, as `train_trial` would have,
+    and report the trial's final metrics and checkpoint as `train_trial` does.
+
+    The model is rebuilt from its `trained.pt` (`rebuild_deployable`'s steps), on `recipe.device`.
+
+    Args:
+        recipe: the trial's recipe (its device is where the model is measured).
+        data: the full data set, or a StreamedDataset's view (its test split and sample rows).
+        trained_path: the `trained.pt` of `train_for_export`'s last checkpoint.
+        training: `train_for_export`'s last report (the training figures and notes).
+        report: called once, as report(final metrics, {"trained": state, "deployable": Deployable}).
+
+    Returns:
+        The final metrics.
+
+    Raises:
+        TrialFailed: the checkpoint cannot be read, or an export, runtime or agreement error
+            (with the trained state when it was read).
+
+    Example:
+        >>> final = export_trained(recipe, data, "checkpoint/trained.pt", last_metrics, report)  # doctest: +SKIP
+    """
+    progress = _Progress()
+    with _failures_named(progress):
+        progress.trained = load_trained(trained_path)
+        model, model_data, configs = _rebuilt_model(recipe, data, progress.trained)
+        metrics = {key: value for key, value in training.items() if key not in (TRAINED_FOR_EXPORT, "notes")}
+        trained = _Trained(model, model_data, configs, dict(training.get("notes", {})), metrics, progress.trained)
+        return _export_and_report(recipe, trained, report)
 
 
 @dataclass
@@ -492,13 +560,35 @@ class _Progress:
     trained: dict | None = None
 
 
+@dataclass
+class _Trained:
+    model: nn.Module | None  # None: the loss diverged, and metrics say so
+    data: Dataset
+    configs: dict
+    notes: dict
+    metrics: dict
+    state: dict | None
+
+
+@contextlib.contextmanager
+def _failures_named(progress):
+    try:
+        yield
+    except (MemoryError, torch.OutOfMemoryError):
+        raise
+    except Exception as error:
+        if progress.training:
+            raise
+        raise TrialFailed(_failure_reason(error), progress.trained) from error
+
+
 def _failure_reason(error):
     text = runtimes.first_line(error)
     ours = (RuntimeDisagreement, CheckpointError, ValueError)  # UnsupportedTechnique is a ValueError
     return text if isinstance(error, ours) else f"{type(error).__name__}: {text}"
 
 
-def _train_and_export(recipe, data, report, resume, progress):
+def _train(recipe, data, report, resume, progress):
     rank, world_size = _distributed_rank()
     device = torch.device(recipe.device)
     torch.set_num_threads(recipe.threads)
@@ -507,8 +597,10 @@ def _train_and_export(recipe, data, report, resume, progress):
     rows = _training_rows(data, recipe, rank, world_size, device)
     x_first, y_first = rows.first
     start_epoch = 0
+    epoch_metrics: dict[str, float] = {}
     if resume is not None:
         start_epoch = resume["epoch"]
+        epoch_metrics = dict(resume.get("metrics", {}))  # a run resumed after its last epoch still has them
         techniques.replay_reshapes(model, configs, start_epoch, recipe.epochs, x_first)
         model.load_state_dict(resume["model"])
     optimizer = _make_optimizer(recipe, techniques.param_groups(model, configs))
@@ -523,7 +615,6 @@ def _train_and_export(recipe, data, report, resume, progress):
     # the schedule is a function of the step, and a resumed trial starts at an epoch boundary, so
     # the step (epoch * steps_per_epoch) is all it needs: the trained state's "epoch" gives it
     steps_per_epoch = math.ceil(rows.per_worker / recipe.batch_size)
-    epoch_metrics: dict[str, float] = {}
     train_seconds = 0.0
     epochs_trained = start_epoch
     reached_target = False
@@ -543,9 +634,8 @@ def _train_and_export(recipe, data, report, resume, progress):
         train_seconds += epoch_seconds
         if not math.isfinite(train_loss):
             logger.warning("loss is %s in epoch %d: stopping the trial", train_loss, epoch + 1)
-            final = {"epoch": epoch + 1, "diverged": 1.0, "diverged_epoch": float(epoch + 1)}
-            report(final, None)
-            return final
+            diverged = {"epoch": epoch + 1, "diverged": 1.0, "diverged_epoch": float(epoch + 1)}
+            return _Trained(None, data, configs, notes, diverged, None)
         val = evaluate_batches(EagerDeployable(model), rows.val())
         epoch_metrics = {
             "epoch": epoch + 1,
@@ -565,22 +655,25 @@ def _train_and_export(recipe, data, report, resume, progress):
             )
             break
         if epochs_trained < recipe.epochs:
-            report(epoch_metrics, {"trained": _trained_state(model, optimizer, epochs_trained)})
+            report(epoch_metrics, {"trained": _trained_state(model, optimizer, epochs_trained, epoch_metrics)})
 
-    trained_state = _trained_state(model, optimizer, epochs_trained)
+    trained_state = _trained_state(model, optimizer, epochs_trained, epoch_metrics)
     progress.training, progress.trained = False, trained_state
     final = epoch_metrics | wrap_metrics | meter.finish() | _replica_agreement(model, world_size)
-    if rank != 0:  # only rank 0's report is kept: the others neither export nor take rank 0's cores to measure
-        final |= {"world_size": world_size, "train_seconds": train_seconds, "epochs_trained": epochs_trained}
-        report(final, None)
-        return final
-    exported = export_deployable(model, configs, data.preprocess(), data.x_test[:1].to(device))
+    final |= {"world_size": world_size, "train_seconds": train_seconds, "resumed_from_epoch": start_epoch}
+    final |= {"epochs_trained": epochs_trained, "reached_target": float(reached_target)}
+    return _Trained(model, data, configs, notes, final, trained_state)
+
+
+def _export_and_report(recipe, trained, report):
+    data, device = trained.data, torch.device(recipe.device)
+    exported = export_deployable(trained.model, trained.configs, data.preprocess(), data.x_test[:1].to(device))
     runtime_notes = {"runtime": recipe.runtime}
     try:
         deployable = deploy_to(recipe.runtime, exported, data, device, recipe.measure_threads)
     except runtimes.RuntimeUnavailable as error:
         # said in the trial's tags and the report's runtime column; its quiet latency stays empty
-        logger.warning("trial %s: %s; its accuracy is measured on the eager model", notes["mode"], error)
+        logger.warning("trial %s: %s; its accuracy is measured on the eager model", trained.notes["mode"], error)
         deployable = exported.eager
         runtime_notes = {"runtime": "eager", "runtime_unavailable": str(error)}
     difference = runtime_difference(deployable, exported.eager, data.x_test[:256].to(device))
@@ -590,12 +683,10 @@ def _train_and_export(recipe, data, report, resume, progress):
             f"logit (tolerance {recipe.max_abs_diff:g}): the {recipe.runtime} artifact is not the model that was trained"
         )
     measured = measure_deployable(deployable, data, device, recipe.measure_threads)
-    final |= exported.metrics | _provisional(measured) | {"runtime_max_abs_diff": difference}
-    final |= {"world_size": world_size, "train_seconds": train_seconds, "resumed_from_epoch": start_epoch}
-    final |= {"epochs_trained": epochs_trained, "reached_target": float(reached_target)}
-    logger.info("trial %s finished: %s", notes["mode"], final)
-    notes |= exported.notes | getattr(deployable, "notes", {}) | runtime_notes
-    report(final | {"notes": notes}, {"trained": trained_state, "deployable": deployable})
+    final = trained.metrics | exported.metrics | _provisional(measured) | {"runtime_max_abs_diff": difference}
+    logger.info("trial %s finished: %s", trained.notes["mode"], final)
+    notes = trained.notes | exported.notes | getattr(deployable, "notes", {}) | runtime_notes
+    report(final | {"notes": notes}, {"trained": trained.state, "deployable": deployable})
     return final
 
 
@@ -725,8 +816,8 @@ def _synchronize(device):
         torch.cuda.synchronize(device)
 
 
-def _trained_state(model, optimizer, epochs_done):
-    return {"epoch": epochs_done, "model": model.state_dict(), "optimizer": optimizer.state_dict()}
+def _trained_state(model, optimizer, epochs_done, epoch_metrics):
+    return {"epoch": epochs_done, "model": model.state_dict(), "optimizer": optimizer.state_dict(), "metrics": epoch_metrics}
 
 
 def _replica_agreement(model, world_size):

@@ -103,6 +103,9 @@ _TABLE = (
 METRICS: dict[str, Metric] = {metric.name: metric for metric in _TABLE}
 EPOCH_METRICS = tuple(m.name for m in _TABLE if m.phase == "epoch")
 FINAL_METRICS = tuple(m.name for m in _TABLE if m.phase == "final")
+TRAINED_FOR_EXPORT = "trained_for_export"
+"""The key that marks a worker group's last report when it holds the trained state its trial
+driver exports (`trainers.loop.train_for_export`): a hand-over between processes, never logged."""
 BENCH_METRICS = tuple(m.name for m in _TABLE if m.phase == "bench")
 FRONT_METRICS = tuple(m.name for m in _TABLE if m.direction is not None)
 """What a report's front may be drawn over (`accelsweep report --objectives`)."""

@@ -18,6 +18,8 @@ from orchestrator.errors import UserError
 logger = logging.getLogger(__name__)
 LOOPBACK_SWITCH = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 """Ray's switch: "0" makes a node take 127.0.0.1 as its address."""
+PREEMPTION_WATCHER_SWITCH = "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"
+"""Ray Train's switch: "0" starts no preemption watcher actor beside each worker group."""
 
 
 class RayConnectionError(UserError):
@@ -52,6 +54,9 @@ def connect_ray(address: str | None, verbose: bool = False, runtime_env: dict | 
             ray.init(address=address, **options)
         else:  # "local": a new Ray of our own, never someone else's `ray start` on this machine
             os.environ[LOOPBACK_SWITCH] = "0"  # for Ray's own processes, which read it when they start
+            # no one drains a node of a Ray this process owns: Ray Train's preemption watcher, an
+            # actor started with every worker group, would only take a core while the workers boot
+            os.environ.setdefault(PREEMPTION_WATCHER_SWITCH, "0")
             ray_constants.ENABLE_RAY_CLUSTER = False  # this process read it when it imported ray
             ray.init(address="local", include_dashboard=False, **options)
     except (ConnectionError, RuntimeError, ValueError) as error:
@@ -63,18 +68,6 @@ def connect_ray(address: str | None, verbose: bool = False, runtime_env: dict | 
     logger.info(
         "Ray %s: %g CPUs, %g GPUs", address or "local", resources.get("CPU", 0), resources.get("GPU", 0)
     )
-
-
-def preimport_training_modules() -> None:
-    """A Ray `worker_process_setup_hook`: import torch and the trial driver's modules as each worker
-    process starts. `benchmarks/trial_overhead.py --breakdown` compares a 2-worker trial with and
-    without it; measured slower on 2 cores (every Ray process then imports torch, and a trial's
-    workers are new processes anyway), so `accelsweep run` does not set it (benchmarks/README.md).
-
-    Example:
-        >>> ray.init(runtime_env={"worker_process_setup_hook": "orchestrator.cluster.ray_connection.preimport_training_modules"})  # doctest: +SKIP
-    """
-    import orchestrator.sweep.trial_driver  # noqa: F401  (torch, ray.train.torch, trainers.loop)
 
 
 def auth_token_file() -> tuple[Path, str]:

@@ -317,14 +317,15 @@ def host_info(device: str = "cpu") -> dict[str, str]:
         >>> host_info()["host"]  # doctest: +SKIP
         'laptop'
     """
-    from trainers.runtimes import RUNTIMES, runtime_versions
+    from orchestrator.config.schema import runtime_names
+    from trainers.runtimes import runtime_versions
 
     hardware = _cpu_model()
     if device.startswith("cuda"):
         import torch
 
         hardware += f"; {torch.cuda.get_device_name(torch.device(device))}"
-    versions = runtime_versions(sorted(RUNTIMES))
+    versions = runtime_versions(runtime_names())
     return {"host": socket.gethostname(), "hardware": hardware, "versions": json.dumps(versions, sort_keys=True)}
 
 

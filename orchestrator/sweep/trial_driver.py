@@ -2,7 +2,11 @@
 
 A 1-worker trial trains inside its Tune trial (no worker group to pay for). A trial with more
 workers launches a Ray Train `TorchTrainer` (DDP: gloo on CPU, nccl on GPU) from here, the Train
-V2 way, and forwards its rank-0 reports to Tune with `TuneReportCallback`. A streamed data set
+V2 way, and forwards its rank-0 epoch reports to Tune with `TuneReportCallback`. On CPU its
+workers only train (`train_for_export`) and the trial driver exports and measures the trained
+model (`export_trained`) after the worker group has gone: the driver is a Tune actor that later
+trials reuse, where a worker is a new process that would pay its first export's costs (about 2 s
+here) and then exit. On GPU rank 0 exports where it trained. A streamed data set
 (`orchestrator.sweep.streaming`) goes to the `TorchTrainer` as its `datasets`: each worker reads
 its own shard of the training split; a 1-worker trial iterates the Ray Datasets itself.
 """
@@ -18,15 +22,17 @@ import torch
 from ray import tune
 from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
-from ray.tune.integration.ray_train import CHECKPOINT_PATH_KEY, TuneReportCallback
+from ray.tune.integration.ray_train import CHECKPOINT_PATH_KEY
 
 from orchestrator.config.recipe import recipe_for, workers_of
 from orchestrator.config.schema import Spec
 from orchestrator.sweep import baseline_weights, streaming
+from orchestrator.sweep.epoch_reports import EpochReportsToTune
 from orchestrator.sweep.resources import worker_resources
 from trainers.checkpoints import TRAINED_FILE, load_trained, save_atomically
 from trainers.deployable import Deployable
-from trainers.loop import TrialFailed, TrialRecipe, train_trial
+from trainers.loop import TrialFailed, TrialRecipe, export_trained, train_for_export, train_trial
+from trainers.metrics import TRAINED_FOR_EXPORT
 from trainers.streamed import StreamedDataset
 
 
@@ -60,13 +66,15 @@ def trial_driver(config: dict, spec_json: str, data_ref: list, streamed: bool, r
         resume = _load_trained(tune.get_checkpoint())
         with (
             _baseline_weights_file(recipe_for(spec, config, device), weights, fields) as recipe,
-            _trial_data(ray.get(data_ref[0]), recipe, resume, in_worker_group=False) as data,
+            _trial_data(ray.get(data_ref[0]), recipe, _epochs_left(recipe, resume), in_worker_group=False) as data,
+            failures_end_the_trial(_report_to_tune),
         ):
-            train_once(recipe, data, _report_to_tune, resume)
+            train_trial(recipe, data, _report_to_tune, resume)
         return
     trial_id = tune.get_context().get_trial_id()
     # a streamed data set is a small plan: its Ray Datasets go to the workers as their `datasets`
     datasets = streaming.train_datasets(ray.get(data_ref[0])) if streamed else {}
+    use_gpu = spec.resources.gpus_per_worker > 0
     trainer = TorchTrainer(
         _train_worker,
         **datasets,
@@ -75,40 +83,53 @@ def trial_driver(config: dict, spec_json: str, data_ref: list, streamed: bool, r
             "data_ref": data_ref,
             "baseline_weights_ref": [ray.put(weights)] if weights else None,
             "baseline_weights_fields": fields,
+            "driver_exports": not use_gpu,  # a GPU trial is measured on its GPU, which the driver lacks
         },
         scaling_config=ScalingConfig(
-            num_workers=workers,
-            use_gpu=spec.resources.gpus_per_worker > 0,
-            resources_per_worker=worker_resources(spec),
+            num_workers=workers, use_gpu=use_gpu, resources_per_worker=worker_resources(spec)
         ),
         run_config=RunConfig(
             name=f"train-{trial_id}",
             storage_path=os.path.join(spec.results_dir, "train_runs"),
-            callbacks=[TuneReportCallback()],
+            callbacks=[EpochReportsToTune()],
             checkpoint_config=CheckpointConfig(num_to_keep=2),
             failure_config=FailureConfig(max_failures=spec.resources.max_failures),
         ),
     )
-    trainer.fit()
+    result = trainer.fit()
+    if not result.metrics.get(TRAINED_FOR_EXPORT):  # exported by rank 0, or ended diverged or failed
+        return
+    with (
+        _baseline_weights_file(recipe_for(spec, config), weights, fields) as recipe,
+        _trial_data(ray.get(data_ref[0]), recipe, range(0), in_worker_group=False) as data,  # its test split
+        result.checkpoint.as_directory() as directory,
+        failures_end_the_trial(_report_to_tune),
+    ):
+        export_trained(recipe, data, os.path.join(directory, TRAINED_FILE), result.metrics, _report_to_tune)
 
 
 def _train_worker(config):
     recipe = TrialRecipe(**(config["recipe"] | {"device": str(ray.train.torch.get_device())}))
     weights = ray.get(config["baseline_weights_ref"][0]) if config["baseline_weights_ref"] else None
     resume = _load_trained(ray.train.get_checkpoint())
+    train = train_for_export if config["driver_exports"] else train_trial
     with (
         _baseline_weights_file(recipe, weights, config["baseline_weights_fields"]) as recipe,
-        _trial_data(ray.get(config["data_ref"][0]), recipe, resume, in_worker_group=True) as data,  # its own shard
+        _trial_data(ray.get(config["data_ref"][0]), recipe, _epochs_left(recipe, resume), in_worker_group=True) as data,  # its own shard
+        failures_end_the_trial(_report_to_train),
     ):
-        train_once(recipe, data, _report_to_train, resume)
+        train(recipe, data, _report_to_train, resume)
+
+
+def _epochs_left(recipe, resume):
+    return range(resume["epoch"] if resume else 0, recipe.epochs)
 
 
 @contextlib.contextmanager
-def _trial_data(data, recipe, resume, in_worker_group):
+def _trial_data(data, recipe, epochs, in_worker_group):
     if not isinstance(data, StreamedDataset):
         yield data
         return
-    epochs = range(resume["epoch"] if resume else 0, recipe.epochs)
     with streaming.trial_dataset(data, recipe.seed, epochs, in_worker_group) as view:
         yield view
 
@@ -125,23 +146,23 @@ def _baseline_weights_file(recipe, weights, fields):
         yield dataclasses.replace(recipe, **{field: path for field in fields})
 
 
-def train_once(recipe: TrialRecipe, data, report, resume: dict | None) -> None:
-    """`train_trial`, except that a failure a retry would only repeat (`TrialFailed`: a refused
-    technique, an export or agreement error) ends the trial with its reason, and its trained
-    weights when it had trained, as the last report: the trial returns, so neither Tune nor Ray
-    Train retries it. Errors a retry can fix (a lost worker) are raised as they are.
+@contextlib.contextmanager
+def failures_end_the_trial(report):
+    """Around `train_trial` (or `train_for_export`, `export_trained`): a failure a retry would only
+    repeat (`TrialFailed`: a refused technique, an export or agreement error) ends the trial with
+    its reason, and its trained weights when it had trained, as the last report: the trial
+    returns, so neither Tune nor Ray Train retries it. Errors a retry can fix (a lost worker) are
+    raised as they are.
 
     Args:
-        recipe: the trial's recipe.
-        data: the data set.
         report: the trial's report callable (to Tune, or to Ray Train in a worker).
-        resume: the trained state to resume from, or None.
 
     Example:
-        >>> train_once(recipe_for(spec, {"quant_bits": 8}), data, _report_to_tune, None)  # doctest: +SKIP
+        >>> with failures_end_the_trial(_report_to_tune):  # doctest: +SKIP
+        ...     train_trial(recipe, data, _report_to_tune, None)
     """
     try:
-        train_trial(recipe, data, report, resume)
+        yield
     except TrialFailed as failure:
         _report_failure(report, failure)
 

@@ -13,6 +13,7 @@ import torch.multiprocessing as mp
 from trainers.checkpoints import load_trained
 from trainers.data import load_dataset
 from trainers.deployable import Deployable
+from trainers.checkpoints import save_atomically
 from trainers.loop import (
     RuntimeDisagreement,
     TrialFailed,
@@ -20,14 +21,16 @@ from trainers.loop import (
     build_trial_model,
     deploy_to,
     export_deployable,
+    export_trained,
     rebuild_deployable,
     scheduled_lr,
+    train_for_export,
     train_trial,
     training_steps,
 )
 from trainers.measure import evaluate
 from trainers.streamed import StreamedDataset, TensorBatches
-from trainers.metrics import EPOCH_METRICS, FINAL_METRICS
+from trainers.metrics import EPOCH_METRICS, FINAL_METRICS, TRAINED_FOR_EXPORT
 from trainers.techniques.prune import SparseLinear, update_pruning
 from trainers.techniques.quantize import PackedLinear
 
@@ -161,31 +164,40 @@ def test_resume_continues_from_the_checkpoint(digits):
 TWO_RANK_CHOICES = {"ddp": {}, "cp50": {"channel_sparsity": 0.5}, "sync4": {"sync_every": 4}}
 
 
-def _ddp_rank(rank, world_size, init_file, results):
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world_size)
+TWO_RANK_DATA = {"n_samples": 600, "n_features": 16}
+TWO_RANK_RECIPE = TrialRecipe(epochs=2, hidden=(16,), batch_size=32, runtime="onnxruntime")
+
+
+def _ddp_rank(rank, world_size, directory, results):
+    dist.init_process_group("gloo", init_method=f"file://{directory}/init", rank=rank, world_size=world_size)
     try:
-        data = load_dataset("synthetic", n_samples=600, n_features=16)
+        data = load_dataset("synthetic", **TWO_RANK_DATA)
         for name, choices in TWO_RANK_CHOICES.items():
-            recipe = TrialRecipe(epochs=2, hidden=(16,), batch_size=32, choices=choices)
+            recipe = dataclasses.replace(TWO_RANK_RECIPE, choices=choices)
             results[name, rank] = train_trial(recipe, data, lambda m, c: None)
+        recorder = Recorder()  # the "ddp" recipe again, trained for its trial driver to export
+        results["for_export", rank] = train_for_export(TWO_RANK_RECIPE, data, recorder)
+        if rank == 0:
+            save_atomically(recorder.reports[-1][1]["trained"], f"{directory}/trained.pt")
     finally:
         dist.destroy_process_group()
 
 
 @pytest.fixture(scope="module")
 def two_rank_trials(tmp_path_factory):
-    """Two spawned gloo ranks that train each recipe of TWO_RANK_CHOICES in turn, in one process
-    group (spawning two processes that load torch costs seconds); {(name, rank): final metrics}."""
-    results = mp.Manager().dict()
-    mp.spawn(_ddp_rank, args=(2, str(tmp_path_factory.mktemp("ddp") / "init"), results), nprocs=2, join=True)
-    return dict(results)
+    """Two spawned gloo ranks that train each recipe of TWO_RANK_CHOICES in turn, then the plain one
+    with `train_for_export`, in one process group (spawning two processes that load torch costs
+    seconds); ({(name, rank): final metrics}, the directory holding rank 0's `trained.pt`)."""
+    results, directory = mp.Manager().dict(), tmp_path_factory.mktemp("ddp")
+    mp.spawn(_ddp_rank, args=(2, str(directory), results), nprocs=2, join=True)
+    return dict(results), directory
 
 
 @pytest.mark.slow  # two spawned processes load torch and train: the quick loop's longest test by far
 @pytest.mark.parametrize("name", TWO_RANK_CHOICES)
 def test_two_ranks_train_with_averaged_gradients(two_rank_trials, name):
     choices = TWO_RANK_CHOICES[name]
-    results = {rank: two_rank_trials[name, rank] for rank in (0, 1)}
+    results = {rank: two_rank_trials[0][name, rank] for rank in (0, 1)}
     assert math.isfinite(results[0]["test_accuracy"]) and "test_accuracy" not in results[1]  # rank 0 measures alone
     for rank in (0, 1):
         # Both ranks trained on different shards, yet their weights agree exactly: only
@@ -199,6 +211,45 @@ def test_two_ranks_train_with_averaged_gradients(two_rank_trials, name):
         if "channel_sparsity" in choices:
             pruned = results[rank]["parameters_after_pruning"]
             assert pruned == results[0]["parameters_after_pruning"] < results[rank]["parameters_before_pruning"]
+
+
+@pytest.mark.slow
+def test_a_worker_group_trained_for_export_is_measured_by_its_driver_as_its_rank_0_would_measure_it(two_rank_trials, tmp_path):
+    results, directory = two_rank_trials
+    for rank in (0, 1):  # the workers only trained: their last report says so, with the training figures
+        assert results["for_export", rank][TRAINED_FOR_EXPORT] == 1 and "test_accuracy" not in results["for_export", rank]
+        assert results["for_export", rank]["ddp_replica_checksum_spread"] == 0
+    recorder = Recorder(tmp_path)
+    data = load_dataset("synthetic", **TWO_RANK_DATA)
+    final = export_trained(TWO_RANK_RECIPE, data, str(directory / "trained.pt"), results["for_export", 0], recorder)
+    exported_by_rank_0 = results["ddp", 0]  # the same recipe, trained the same way, exported in the worker group
+    assert set(final) == set(exported_by_rank_0) and TRAINED_FOR_EXPORT not in final
+    for figure in ("test_accuracy", "test_loss", "size_bytes", "param_count", "val_accuracy", "comm_bytes_per_step", "world_size"):
+        assert final[figure] == exported_by_rank_0[figure], figure
+    metrics, checkpoint = recorder.reports[-1]  # one report: the trial's final result, shipped artifact and all
+    assert len(recorder.reports) == 1 and metrics["notes"]["runtime"] == "onnxruntime" and metrics["notes"]["mode"] == "baseline"
+    assert checkpoint["deployable"] == str(tmp_path / "model.onnx") and checkpoint["trained"]["epoch"] == 2
+
+
+def test_a_run_resumed_after_its_last_epoch_hands_over_that_epochs_figures(digits, tmp_path):
+    recipe = TrialRecipe(epochs=2, hidden=(16,))
+    trained = Recorder()
+    first = train_for_export(recipe, digits, trained)
+    resumed = Recorder()
+    again = train_for_export(recipe, digits, resumed, resume=trained.reports[-1][1]["trained"])
+    assert len(resumed.reports) == 1 and again[TRAINED_FOR_EXPORT] == 1  # no epoch left: the hand-over alone
+    for figure in ("epoch", "val_accuracy", "val_loss", "train_loss"):
+        assert again[figure] == first[figure], figure
+    save_atomically(resumed.reports[-1][1]["trained"], str(tmp_path / "trained.pt"))
+    final = export_trained(recipe, digits, str(tmp_path / "trained.pt"), again, Recorder())
+    assert final["test_accuracy"] > 0.5 and final["resumed_from_epoch"] == 2
+
+
+def test_a_checkpoint_the_driver_cannot_read_fails_the_trial_in_one_line(digits, tmp_path):
+    (tmp_path / "trained.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(TrialFailed, match="cannot be read") as failed:
+        export_trained(TrialRecipe(epochs=1), digits, str(tmp_path / "trained.pt"), {"epoch": 1}, Recorder())
+    assert failed.value.trained is None
 
 
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])

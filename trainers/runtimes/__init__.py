@@ -4,6 +4,8 @@ A runtime is a module of this package that registers an export function with `@r
 the function takes the `ExportInputs` of a trained model and returns a `Deployable` that runs in
 that runtime, or raises `RuntimeUnavailable` saying why it cannot run this model here. Modules are
 found automatically (`discover`), so adding a runtime is its module and its test, nothing else.
+They load on first use (`export_to`, `runtime_versions`), not with this package: a worker that
+only trains never imports ONNX (0.7 s of a worker's start here).
 The runtime changes how a trained model runs, not what was trained: every trial can be exported
 to every runtime in milliseconds to seconds, without retraining.
 """
@@ -119,7 +121,7 @@ def register(name: str, packages: tuple[str, ...] = ("torch",)) -> Callable[[Exp
 
 def discover() -> list[str]:
     """Import every module of this package (every directory in its `__path__`) so that each
-    registers its runtime. Runs when `trainers.runtimes` is imported; call it again to find
+    registers its runtime. `export_to` and `runtime_versions` run it; call it again to find
     modules added later.
 
     Returns:
@@ -155,6 +157,7 @@ def export_to(runtime: str, inputs: ExportInputs) -> Deployable:
         >>> export_to("onnxruntime", inputs)(inputs.example).shape
         torch.Size([4, 10])
     """
+    discover()
     if runtime not in RUNTIMES:
         raise KeyError(f"unknown runtime {runtime!r}; valid runtimes: {', '.join(sorted(RUNTIMES))}")
     deployable = RUNTIMES[runtime](inputs)
@@ -176,6 +179,7 @@ def runtime_versions(names: Iterable[str]) -> dict[str, str]:
         >>> runtime_versions(["eager"])
         {'torch': '2.13.0+cpu'}
     """
+    discover()
     versions = {}
     for name in names:
         for package in _PACKAGES[name]:
@@ -205,5 +209,3 @@ def max_abs_diff(deployable: Deployable, reference: Deployable, inputs: torch.Te
     """
     return (deployable(inputs).float() - reference(inputs).float()).abs().max().item()
 
-
-discover()

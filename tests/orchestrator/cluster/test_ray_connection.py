@@ -18,12 +18,12 @@ import ray
 from orchestrator.cluster.ray_connection import connect_ray
 
 @ray.remote
-def worker_pid():
-    return os.getpid()
+def preemption_watcher_switch():
+    return os.environ.get("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER")
 
 connect_ray(None)
-ray.get(worker_pid.remote())  # a worker process too
-print("ready", flush=True)
+switch = ray.get(preemption_watcher_switch.remote())  # a worker process too
+print("ready", switch, flush=True)
 sys.stdin.readline()
 ray.shutdown()
 """
@@ -81,7 +81,8 @@ def test_the_local_ray_listens_on_loopback_only(in_tmp_path):
         [sys.executable, "-c", CHILD], cwd=in_tmp_path, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
     )
     try:
-        assert child.stdout.readline().strip() == "ready"
+        # a trial driver in a worker of the local Ray starts Ray Train without a preemption watcher
+        assert child.stdout.readline().strip() == "ready 0"
         listening = listening_addresses()
         sockets = {
             (pid, str(listening[inode]))

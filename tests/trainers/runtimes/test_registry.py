@@ -15,6 +15,7 @@ from trainers.runtimes import RUNTIMES, export_to, max_abs_diff, runtime_version
 def test_every_module_of_the_package_registers_its_runtime():
     modules = {info.name for info in pkgutil.iter_modules(runtimes.__path__)}
     assert modules == {"aotinductor", "compile", "eager", "onnxruntime"}
+    runtimes.discover()
     assert set(RUNTIMES) == modules
 
 
