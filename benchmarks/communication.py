@@ -12,11 +12,13 @@ step, counted where the collectives are issued) and `sync_rounds`.
 Targets (issue 20): powersgd rank 4 sends >= 8x fewer bytes per step than none, within 1 point
 of its test accuracy; sync_every 8 makes 8x fewer sync rounds than sync_every 1, within 1 point.
 
-Run: PYTHONPATH=. python benchmarks/communication.py   (a 6,000-image subset of Fashion-MNIST,
-2 epochs: 94 steps per worker, so that it finishes on 2 cores shared with other work; the data set
-falls back to scikit-learn's digits where it is missing)
+Run: PYTHONPATH=. python benchmarks/communication.py [--train-images 6000] [--epochs 2]
+(by default a 6,000-image subset of Fashion-MNIST, 2 epochs: 94 steps per worker, so that it
+finishes on 2 cores shared with other work; the data set falls back to scikit-learn's digits
+where it is missing)
 """
 
+import argparse
 import dataclasses
 import os
 import sys
@@ -40,38 +42,43 @@ ROWS = {
 KEPT = ("test_accuracy", "comm_bytes_per_step", "sync_rounds", "optimizer_steps", "train_seconds", "ddp_replica_checksum_spread")
 
 
-def data_set():
+def data_set(train_images):
     if not FASHION.is_dir():
         return load_dataset("digits"), "scikit-learn digits (Fashion-MNIST not installed)"
     full = load_dataset("idx", str(FASHION))
-    cut = {"x_train": TRAIN_IMAGES, "y_train": TRAIN_IMAGES, "x_val": VAL_IMAGES, "y_val": VAL_IMAGES}
+    cut = {"x_train": train_images, "y_train": train_images, "x_val": VAL_IMAGES, "y_val": VAL_IMAGES}
     subset = dataclasses.replace(full, **{name: getattr(full, name)[:rows] for name, rows in cut.items()})
-    return subset, f"Fashion-MNIST: {TRAIN_IMAGES} training, {VAL_IMAGES} validation, {len(full.x_test)} test images"
+    return subset, f"Fashion-MNIST: {len(subset.x_train)} training, {VAL_IMAGES} validation, {len(full.x_test)} test images"
 
 
-def _rank(rank, init_file, data, choices, results):
+def _rank(rank, init_file, data, recipe, results):
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
     try:
-        final = train_trial(dataclasses.replace(BASE, choices=choices), data, lambda metrics, checkpoint: None)
+        final = train_trial(recipe, data, lambda metrics, checkpoint: None)
         if rank == 0:
             results.update({key: final[key] for key in KEPT})
     finally:
         dist.destroy_process_group()
 
 
-def two_worker_trial(data, choices):
+def two_worker_trial(data, recipe):
     results = mp.Manager().dict()
     with tempfile.TemporaryDirectory() as directory:
-        mp.spawn(_rank, args=(os.path.join(directory, "init"), data, choices, results), nprocs=2, join=True)
+        mp.spawn(_rank, args=(os.path.join(directory, "init"), data, recipe, results), nprocs=2, join=True)
     return dict(results)
 
 
 def main():
-    data, described = data_set()
-    print(f"{described}; {BASE.hidden} MLP, {BASE.epochs} epochs, batch {BASE.batch_size} per worker, 2 gloo workers", flush=True)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--train-images", type=int, default=TRAIN_IMAGES, help="training images, split between the 2 workers")
+    parser.add_argument("--epochs", type=int, default=BASE.epochs)
+    args = parser.parse_args()
+    data, described = data_set(args.train_images)
+    base_recipe = dataclasses.replace(BASE, epochs=args.epochs)
+    print(f"{described}; {BASE.hidden} MLP, {args.epochs} epochs, batch {BASE.batch_size} per worker, 2 gloo workers", flush=True)
     measured = {}
     for name, choices in ROWS.items():
-        measured[name] = two_worker_trial(data, choices)
+        measured[name] = two_worker_trial(data, dataclasses.replace(base_recipe, choices=choices))
         print(f"  {name}: {measured[name]}", flush=True)
     base = measured["none (= sync_every 1)"]
     print(f"\n| row | test acc | vs none (points) | comm kB/step | fewer bytes | sync rounds | fewer rounds | train s |")

@@ -40,7 +40,9 @@ alive() { for pid in "$@"; do kill -0 "$pid" 2>/dev/null && echo "$pid"; done; t
 all=""
 while read -r name pid; do
   case "$name" in ray-*) expected="ray start" ;; *) expected="$name server" ;; esac
-  case "$(ps -o args= -p "$pid" 2>/dev/null)" in  # gone, or the pid now belongs to something else
+  # -ww: the whole command line, whatever $COLUMNS says (ps cuts it there, and a cut "ray start"
+  # would read as a pid that now belongs to something else)
+  case "$(ps -ww -o args= -p "$pid" 2>/dev/null)" in  # gone, or the pid now belongs to something else
     *"$expected"*) ;;
     *) echo "$name (pid $pid) already gone"; continue ;;
   esac

@@ -33,7 +33,8 @@ def configure(verbose: bool) -> None:
     # report them ended); the experiment state saved every 2 s is what `accelsweep resume` uses
     os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")
-    # Ray Train polls its workers every 2 s by default: each worker-group trial waited for that
-    os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")
+    # Ray Train's controller polls its workers every 2 s by default, and a worker's report waits
+    # for the next poll (its result queue holds one): every epoch and each trial's end waited for it
+    os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.1")
     # per-epoch results carry val_* only; test_accuracy, latency_ms, size_bytes come at the end
     os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
