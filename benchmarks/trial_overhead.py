@@ -60,7 +60,7 @@ def two_worker_spec(directory, trials=1):
     spec = yaml.safe_load(QUICKSTART.read_text())
     for section, values in TWO_WORKER_CHANGES.items():
         spec[section] = spec[section] | values if isinstance(values, dict) else values
-    spec["search"] |= {"num_samples": trials, "time_budget_s": 120 * (trials + 1)}
+    spec["search"] |= {"num_samples": trials, "time_budget_s": 120 * trials}
     path = Path(directory) / "quickstart-2workers.yaml"
     path.write_text(yaml.safe_dump(spec, sort_keys=False))
     return path

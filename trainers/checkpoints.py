@@ -11,7 +11,8 @@ import torch
 from torch import nn
 
 TRAINED_FILE = "trained.pt"
-"""A trial's training state: {"epoch": int, "model": state_dict, "optimizer": state_dict}."""
+"""A trial's training state: {"epoch": int, "model": state_dict, "optimizer": state_dict, "metrics":
+the last epoch's figures} (checkpoints written before the metrics were kept lack them)."""
 DEPLOYABLE_FILE = "deployable.pt"
 """The state_dict of a finished trial's eager deployable model."""
 
@@ -43,7 +44,8 @@ def load_trained(path: str) -> dict:
         path: the checkpoint file.
 
     Returns:
-        {"epoch": int, "model": state_dict, "optimizer": state_dict}, tensors on the CPU.
+        {"epoch": int, "model": state_dict, "optimizer": state_dict, and "metrics" where the trial
+        kept them}, tensors on the CPU.
 
     Raises:
         CheckpointError: the file is missing, truncated, corrupt or holds more than weights; the

@@ -276,7 +276,7 @@ class TrialFailed(Exception):
 
     Attributes:
         reason: what went wrong, in one line.
-        trained: the trained state {"epoch", "model", "optimizer"} when it failed after training, else None.
+        trained: the trained state {"epoch", "model", "optimizer", "metrics"} when it failed after training, else None.
     """
 
     def __init__(self, reason: str, trained: dict | None = None):

@@ -5,8 +5,8 @@ workers launches a Ray Train `TorchTrainer` (DDP: gloo on CPU, nccl on GPU) from
 V2 way, and forwards its rank-0 epoch reports to Tune with `TuneReportCallback`. On CPU its
 workers only train (`train_for_export`) and the trial driver exports and measures the trained
 model (`export_trained`) after the worker group has gone: the driver is a Tune actor that later
-trials reuse, where a worker is a new process that would pay its first export's costs (about 2 s
-here) and then exit. On GPU rank 0 exports where it trained. A streamed data set
+trials reuse, where a worker is a new process that would pay its first export's costs (2.6 s in
+one trace here) and then exit. On GPU rank 0 exports where it trained. A streamed data set
 (`orchestrator.sweep.streaming`) goes to the `TorchTrainer` as its `datasets`: each worker reads
 its own shard of the training split; a 1-worker trial iterates the Ray Datasets itself.
 """
@@ -75,11 +75,12 @@ def trial_driver(config: dict, spec_json: str, data_ref: list, streamed: bool, r
     # a streamed data set is a small plan: its Ray Datasets go to the workers as their `datasets`
     datasets = streaming.train_datasets(ray.get(data_ref[0])) if streamed else {}
     use_gpu = spec.resources.gpus_per_worker > 0
+    recipe = recipe_for(spec, config)
     trainer = TorchTrainer(
         _train_worker,
         **datasets,
         train_loop_config={
-            "recipe": dataclasses.asdict(recipe_for(spec, config)),
+            "recipe": dataclasses.asdict(recipe),
             "data_ref": data_ref,
             "baseline_weights_ref": [ray.put(weights)] if weights else None,
             "baseline_weights_fields": fields,
@@ -100,7 +101,7 @@ def trial_driver(config: dict, spec_json: str, data_ref: list, streamed: bool, r
     if not result.metrics.get(TRAINED_FOR_EXPORT):  # exported by rank 0, or ended diverged or failed
         return
     with (
-        _baseline_weights_file(recipe_for(spec, config), weights, fields) as recipe,
+        _baseline_weights_file(recipe, weights, fields) as recipe,
         _trial_data(ray.get(data_ref[0]), recipe, range(0), in_worker_group=False) as data,  # its test split
         result.checkpoint.as_directory() as directory,
         failures_end_the_trial(_report_to_tune),

@@ -249,7 +249,7 @@ def test_a_checkpoint_the_driver_cannot_read_fails_the_trial_in_one_line(digits,
     (tmp_path / "trained.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(TrialFailed, match="cannot be read") as failed:
         export_trained(TrialRecipe(epochs=1), digits, str(tmp_path / "trained.pt"), {"epoch": 1}, Recorder())
-    assert failed.value.trained is None
+    assert "\n" not in failed.value.reason and "trained.pt" in failed.value.reason and failed.value.trained is None
 
 
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
