@@ -357,8 +357,8 @@ def rebuild_deployable(recipe: TrialRecipe, data: Dataset, trained_path: str) ->
 def training_steps(recipe: TrialRecipe, data: Dataset, trained_path: str, steps: int) -> Callable[[], None]:
     """A finished trial's training step, rebuilt to be timed again: a callable that runs `steps` of
     its optimizer steps (one worker, its batch size, techniques and optimizer, as its epochs ran
-    them) on its training rows (a streamed data set's sample of them), on the shape its checkpoint
-    ended with.
+    them) on its first training rows (a streamed data set's sample of them), over and over, on the
+    shape its checkpoint ended with.
 
     Args:
         recipe: the trial's recipe.
@@ -375,14 +375,16 @@ def training_steps(recipe: TrialRecipe, data: Dataset, trained_path: str, steps:
     """
     model, model_data, configs = _rebuilt_model(recipe, data, load_trained(trained_path))
     device = torch.device(recipe.device)
-    # the training rows at hand (a streamed data set's sample: its stream is not read while timing)
-    x, y = model_data.model_inputs(model_data.x_train).to(device), model_data.y_train.to(device)
+    # the first training rows at hand, as many as the steps read (a streamed data set's sample: its
+    # stream is not read while timing); a copy of the whole split per trial would be gigabytes
+    rows = slice(0, steps * recipe.batch_size)
+    x, y = model_data.model_inputs(model_data.x_train[rows]).to(device), model_data.y_train[rows].to(device)
     optimizer = _make_optimizer(recipe, techniques.param_groups(model, configs))
     scaler = techniques.grad_scaler(configs, device)
     first = slice(0, recipe.batch_size)
     trained, _ = _training_module(model, optimizer, configs, 1, device, x[first], y[first], meter=None)  # one worker: nothing sent
     shard = (torch.arange(steps * recipe.batch_size) % len(x)).to(device)
-    steps_per_epoch = math.ceil(len(x) / recipe.batch_size)
+    steps_per_epoch = math.ceil(len(model_data.x_train) / recipe.batch_size)
 
     def run_steps():
         with torch.inference_mode(False), torch.enable_grad():  # timed from inside `measure_latency`'s inference mode

@@ -134,6 +134,24 @@ class FinishedSweep(NamedTuple):
     children: list
 
 
+@contextlib.contextmanager
+def started_local_ray(num_cpus: int):
+    """A new local Ray of `num_cpus` CPUs in this process (never a cluster running beside it), shut
+    down on leaving.
+
+    Example:
+        >>> with started_local_ray(2):  # doctest: +SKIP
+        ...     ray.get(ray.remote(lambda: 1).remote())
+    """
+    import ray
+
+    ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
 def run_sweep(spec_text: str, workdir: Path, experiment: str, expect_code: int | None = 0) -> FinishedSweep:
     """`accelsweep run spec.yaml` for real, in a subprocess in `workdir`, into ./mlflow.db there (a
     new, empty store: `copy_of_new_mlflow_store`).

@@ -8,44 +8,18 @@ import subprocess
 import sys
 
 import pytest
-import yaml
 
-from orchestrator.config.loading import parse_spec
 from orchestrator.quiet import measurement
 from orchestrator.results.rows import ReportError, sweep_rows
-from orchestrator.sweep.search import baseline_choices
-from orchestrator.tracking import measured_figures, store, trial_runs
+from orchestrator.tracking import measured_figures
 from orchestrator.tracking.tags import RUNTIME_TAG
-from tests.orchestrator.stored_sweep import trained_trial
-from trainers.data import load_dataset
-
-SPEC = {
-    "name": "benchdemo",
-    "data": {"source": "digits"},
-    "model": {"kind": "mlp", "hidden": [32]},
-    "train": {"epochs": 1},
-    "space": {"quant_bits": {"choice": [32, 8]}, "dropout": {"choice": [0.0, 0.1]}},
-    "deploy": {"runtimes": ["onnxruntime", "eager"], "batch_sizes": [1, 16], "rounds": 3},
-    "tracking": {"experiment": "benchdemo"},
-}
-TRIALS = [("t0", None), ("t1", {"quant_bits": 8, "dropout": 0.0}), ("t2", {"quant_bits": 32, "dropout": 0.1})]
 
 
 @pytest.fixture(scope="module")
-def measured_sweep(tmp_path_factory, new_mlflow_store):
-    """A sweep of three trained trials, measured once: (client, parent run, trials, figures, spec, data,
-    the runtime of every export the measurement made, in order)."""
-    root = tmp_path_factory.mktemp("bench")
-    client = store.connect(new_mlflow_store(root / "mlflow.db"))
-    client.create_experiment("benchdemo", artifact_location=(root / "artifacts").as_uri())
-    spec = parse_spec(SPEC)
-    parent_id = store.start_sweep_run(client, spec, yaml.safe_dump(SPEC), str(root / "results"))
-    data = load_dataset("digits")
-    runs = trial_runs.TrialRuns(client, parent_id, spec.name)
-    for trial_id, choices in TRIALS:
-        trained_trial(runs, spec, data, trial_id, choices or baseline_choices(spec), root / trial_id)
-    parent = client.get_run(parent_id)
-    trials = measurement.trials_to_measure(client, parent)
+def measured_sweep(stored_trials):
+    """`stored_trials`' sweep measured once: (client, parent run, trials, figures, spec, data, the
+    runtime of every export the measurement made, in order)."""
+    client, parent_id, trials, spec, data = stored_trials
     exports, runtimes_logger = _ExportLog(), logging.getLogger("trainers.runtimes")
     level = runtimes_logger.level
     runtimes_logger.setLevel(logging.INFO)

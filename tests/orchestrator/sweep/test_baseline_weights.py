@@ -18,7 +18,7 @@ from orchestrator.sweep.baseline_weights import (
     wait_for_baseline_weights,
 )
 from orchestrator.tracking.tags import ERROR_TAG, MODE_TAG, NOTE_TAG_PREFIX, STATUS_TAG
-from tests.orchestrator.conftest import run_sweep
+from tests.orchestrator.conftest import run_sweep, started_local_ray
 
 SPEC = """\
 name: it-teacher
@@ -89,9 +89,8 @@ def test_a_spec_with_its_own_teacher_still_needs_the_baseline_to_start_from():
 
 @pytest.fixture
 def local_ray():
-    ray.init(address="local", num_cpus=1, include_dashboard=False, log_to_driver=False)  # never a cluster running beside it
-    yield
-    ray.shutdown()
+    with started_local_ray(1):
+        yield
 
 
 @pytest.mark.slow

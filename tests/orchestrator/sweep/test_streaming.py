@@ -6,20 +6,19 @@ import threading
 
 import numpy as np
 import pytest
-import ray
 import torch
 
 from orchestrator.config.schema import SpecError
 from orchestrator.config.preflight import inspect_source
 from orchestrator.sweep.streaming import open_streamed, split_dataset, trial_dataset
+from tests.orchestrator.conftest import started_local_ray
 from tests.orchestrator.streamed_files import write_digits_csv, write_digits_images, write_digits_parquet
 
 
 @pytest.fixture(scope="module")
 def local_ray():
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)  # never a cluster running beside it
-    yield
-    ray.shutdown()
+    with started_local_ray(2):
+        yield
 
 
 @pytest.fixture(scope="module")
