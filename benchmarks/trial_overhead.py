@@ -127,14 +127,14 @@ def breakdown(trials):
         rows = trial_overheads(root)
         (session,) = Path(root, "ray").rglob("session_2*")
         processes, phases = ray_processes(session / "logs"), controller_phases(session / "logs" / "train")
-    fits = sum(1 for process in processes if process["actor"] == "TrainController")
-    print(f"\n{len(rows)} trials of 2 workers, sweep wall time {wall:.1f} s; {fits} Ray Train fits")
+    fits = len(rows)  # each trial one Ray Train fit, its controller in the trial's process (trial_driver.py)
+    print(f"\n{fits} trials of 2 workers, sweep wall time {wall:.1f} s")
     print(f"\n| process (actor class) | started per fit | boot, median s (process start -> actor constructed) |\n|---|---|---|")
     by_class = {}
     for process in processes:
         by_class.setdefault(process["actor"], []).append(process["boot"])
     for actor, boots in sorted(by_class.items(), key=lambda item: -len(item[1])):
-        print(f"| {actor} | {len(boots) / max(fits, 1):.2g} | {statistics.median(boots):.2f} |")
+        print(f"| {actor} | {len(boots) / fits:.2g} | {statistics.median(boots):.2f} |")
     print(f"\n| Ray Train controller phase | median s |\n|---|---|")
     for phase, seconds in phases.items():
         print(f"| {phase} | {statistics.median(seconds):.2f} |")
