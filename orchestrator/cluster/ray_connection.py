@@ -43,6 +43,8 @@ def connect_ray(address: str | None, verbose: bool = False, runtime_env: dict | 
     import ray
     from ray._private import ray_constants
 
+    from orchestrator.sweep.resources import PLACEMENT_GROUP_CLEANER_SWITCH
+
     if ray.is_initialized():
         return
     address = address or os.environ.get("RAY_ADDRESS")
@@ -57,6 +59,7 @@ def connect_ray(address: str | None, verbose: bool = False, runtime_env: dict | 
             # no one drains a node of a Ray this process owns: Ray Train's preemption watcher, an
             # actor started with every worker group, would only take a core while the workers boot
             os.environ.setdefault(PREEMPTION_WATCHER_SWITCH, "0")
+            os.environ.setdefault(PLACEMENT_GROUP_CLEANER_SWITCH, "0")  # no dashboard, no state API for it
             ray_constants.ENABLE_RAY_CLUSTER = False  # this process read it when it imported ray
             ray.init(address="local", include_dashboard=False, **options)
     except (ConnectionError, RuntimeError, ValueError) as error:

@@ -8,6 +8,11 @@ from orchestrator.config.space_rules import domain_of
 
 DRIVER_MEMORY_BYTES = 64 * 1024**2
 """A worker-group trial's driver asks only for memory: a CPU would starve its own workers."""
+PLACEMENT_GROUP_CLEANER_SWITCH = "ACCELSWEEP_PLACEMENT_GROUP_CLEANER"
+"""accelsweep's switch: "0" starts no Ray Train placement-group cleaner beside a worker-group trial.
+The cleaner asks Ray's state API whether the trial is still alive, to free its workers' placement
+group if it died; a Ray without a dashboard (the local one `accelsweep run` starts) has no state
+API, so there the cleaner could never answer and is only one more process per trial."""
 
 
 def trial_resources(spec: Spec, choices: dict) -> tune.PlacementGroupFactory:

@@ -18,12 +18,11 @@ import ray
 from orchestrator.cluster.ray_connection import connect_ray
 
 @ray.remote
-def preemption_watcher_switch():
-    return os.environ.get("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER")
+def switches():
+    return os.environ.get("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER") + os.environ.get("ACCELSWEEP_PLACEMENT_GROUP_CLEANER")
 
 connect_ray(None)
-switch = ray.get(preemption_watcher_switch.remote())  # a worker process too
-print("ready", switch, flush=True)
+print("ready", ray.get(switches.remote()), flush=True)  # as a worker process sees them
 sys.stdin.readline()
 ray.shutdown()
 """
@@ -82,7 +81,8 @@ def test_the_local_ray_listens_on_loopback_only(in_tmp_path):
     )
     try:
         # a trial driver in a worker of the local Ray starts Ray Train without a preemption watcher
-        assert child.stdout.readline().strip() == "ready 0"
+        # or a placement-group cleaner
+        assert child.stdout.readline().strip() == "ready 00"
         listening = listening_addresses()
         sockets = {
             (pid, str(listening[inode]))

@@ -7,7 +7,9 @@ import ray.data
 from ray._private.state import actors
 from ray.train import RunConfig, ScalingConfig
 from ray.train.v2._internal.callbacks import DatasetsCallback
+from ray.train.v2._internal.callbacks.placement_group_callback import PlacementGroupCleanerCallback
 
+from orchestrator.sweep.resources import PLACEMENT_GROUP_CLEANER_SWITCH
 from orchestrator.sweep.trial_driver import _TorchTrainer
 from tests.orchestrator.conftest import started_local_ray
 
@@ -28,12 +30,18 @@ def test_a_worker_group_without_ray_datasets_starts_no_dataset_manager_and_one_w
     assert DatasetsCallback in _callback_types(datasets={"train": ray.data.range(4)})
 
 
+def test_a_worker_group_starts_a_placement_group_cleaner_unless_the_switch_says_it_cannot_work(local_ray, monkeypatch):
+    assert PlacementGroupCleanerCallback in _callback_types()  # a cluster's Ray, with a dashboard
+    monkeypatch.setenv(PLACEMENT_GROUP_CLEANER_SWITCH, "0")  # what `accelsweep run` sets on its local Ray
+    assert PlacementGroupCleanerCallback not in _callback_types()
+
+
 def _touch_rank_file(config):
     rank = ray.train.get_context().get_world_rank()
     (config["directory"] / f"rank{rank}").touch()
 
 
-@ray.remote(num_cpus=0)
+@ray.remote(num_cpus=0, runtime_env={"env_vars": {PLACEMENT_GROUP_CLEANER_SWITCH: "0"}})
 class _TrialActor:
     # what a Tune trial is: an actor, and the fit runs in it
     def fit(self, directory):
@@ -52,3 +60,4 @@ def test_a_fit_runs_its_controller_in_the_trial_actor_and_its_workers_as_actors(
     assert sorted(path.name for path in tmp_path.glob("rank*")) == ["rank0", "rank1"]
     assert started.count("RayTrainWorker") == 2
     assert "TrainController" not in started  # Ray Train's own fit starts its controller as one more actor
+    assert "PlacementGroupCleaner" not in started
